@@ -1,0 +1,127 @@
+"""``JobSpec``: what to ask and how, loaded from ``jobs/*.toml`` with command-line overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchrun.errors import InputError
+from batchrun.pricing import DEFAULT_MODEL, Price
+
+DEFAULT_ENDPOINT = "https://api.aivideoapi.ai/v1"
+REASONING_EFFORTS = ("low", "high")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Every knob of a run. Field defaults are the documented defaults."""
+
+    name: str = "job"
+    model: str = DEFAULT_MODEL
+    endpoint: str | None = None
+    # The seed's API streams unless told otherwise; streaming also keeps long reasoning
+    # calls alive through proxies that cut idle connections.
+    stream: bool = True
+    include_thoughts: bool = True
+    reasoning_effort: str | None = None  # None: leave the API default (high)
+    google_search: bool = False
+    system: str | None = None
+    prompt_template: str | None = None
+    media_columns: tuple[str, ...] = ()
+    # Merged into every request body last, for fields the gateway adds later.
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    expected_output_tokens: int = 500
+    concurrency: int = 32
+    rpm: float | None = None
+    tpm: float | None = None
+    max_attempts: int = 6
+    max_retry_wait_s: float = 60.0
+    connect_timeout_s: float = 30.0
+    read_timeout_s: float = 300.0
+    max_credits: float | None = None
+    confirm_above: float | None = None
+    media_root: str | None = None
+    media_budget_bytes: int = 256 * 1024 * 1024
+    price: Price | None = None
+
+    def with_overrides(self, **overrides: Any) -> JobSpec:
+        """A copy with the given non-None fields replaced (command-line flags win)."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+    def resolved_endpoint(self) -> str:
+        """--endpoint / job file, then BATCHRUN_ENDPOINT, then the gateway's address."""
+        endpoint = self.endpoint or os.environ.get("BATCHRUN_ENDPOINT") or DEFAULT_ENDPOINT
+        return endpoint.rstrip("/")
+
+    def validate(self) -> None:
+        if self.reasoning_effort is not None and self.reasoning_effort not in REASONING_EFFORTS:
+            raise InputError(
+                f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}, "
+                f"not {self.reasoning_effort!r}"
+            )
+        if self.concurrency < 1:
+            raise InputError("concurrency must be at least 1")
+        if self.max_attempts < 1:
+            raise InputError("max_attempts must be at least 1")
+        for name in ("rpm", "tpm", "max_credits"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise InputError(f"{name} must be positive, not {value}")
+
+    def describe(self) -> dict[str, Any]:
+        """The spec as plain data for run metadata (never holds a key)."""
+        data = dataclasses.asdict(self)
+        data["media_columns"] = list(self.media_columns)
+        return data
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(JobSpec)}
+
+
+def load_job(path: str | Path | None) -> JobSpec:
+    """Read a job spec TOML file; unknown keys are an input error naming them."""
+    if path is None:
+        return JobSpec()
+    job_path = Path(path)
+    try:
+        raw = tomllib.loads(job_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"job file not found: {job_path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"job file {job_path} is not valid TOML: {exc}") from None
+    return job_from_mapping(raw, source=str(job_path))
+
+
+def job_from_mapping(raw: dict[str, Any], *, source: str = "job") -> JobSpec:
+    data = dict(raw.get("job", raw))  # accept a [job] table or top-level keys
+    pricing = data.pop("pricing", None)
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise InputError(
+            f"{source}: unknown job field(s) {', '.join(unknown)}; "
+            f"known fields: {', '.join(sorted(_FIELDS))}"
+        )
+    if "media_columns" in data:
+        data["media_columns"] = tuple(data["media_columns"])
+    if pricing is not None:
+        try:
+            data["price"] = Price(
+                input_credits_per_m=float(pricing["input_credits_per_m"]),
+                output_credits_per_m=float(pricing["output_credits_per_m"]),
+                usd_per_credit=float(pricing.get("usd_per_credit", 0.005)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(
+                f"{source}: [pricing] needs input_credits_per_m and output_credits_per_m ({exc})"
+            ) from None
+    try:
+        spec = JobSpec(**data)
+    except TypeError as exc:
+        raise InputError(f"{source}: {exc}") from None
+    spec.validate()
+    return spec

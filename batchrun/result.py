@@ -1,0 +1,103 @@
+"""What one finished row holds, and the Parquet schema of results (DESIGN's results schema)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+RESULTS_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("status", pa.string()),
+        ("content", pa.string()),
+        ("thoughts", pa.string()),
+        ("finish_reason", pa.string()),
+        ("model", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("completion_tokens", pa.int64()),
+        ("reasoning_tokens", pa.int64()),
+        ("total_tokens", pa.int64()),
+        ("credits", pa.float64()),
+        ("credits_computed", pa.float64()),
+        ("cost_usd", pa.float64()),
+        ("http_status", pa.int32()),
+        ("error_code", pa.string()),
+        ("error_type", pa.string()),
+        ("error_message", pa.string()),
+        ("attempts", pa.int32()),
+        ("latency_ms", pa.float64()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("request_sha256", pa.string()),
+        ("response_id", pa.string()),
+        ("extra", pa.string()),
+    ]
+)
+
+STATUS_OK = "ok"
+STATUS_ERROR = "error"
+
+
+@dataclass
+class Completion:
+    """A successful answer, parsed from JSON or from an SSE stream."""
+
+    content: str = ""
+    thoughts: str = ""
+    finish_reason: str | None = None
+    model: str | None = None
+    response_id: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    total_tokens: int | None = None
+    credits_consumed: float | None = None
+    http_status: int = 200
+    # Everything else the answer carried (annotations, tool calls, unknown fields).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def has_usage(self) -> bool:
+        return self.prompt_tokens is not None and self.completion_tokens is not None
+
+
+@dataclass
+class RowResult:
+    """One line of the journal and one row of results.parquet."""
+
+    id: str
+    status: str
+    content: str | None = None
+    thoughts: str | None = None
+    finish_reason: str | None = None
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    total_tokens: int | None = None
+    credits: float | None = None
+    credits_computed: float | None = None
+    cost_usd: float | None = None
+    http_status: int | None = None
+    error_code: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    attempts: int = 0
+    latency_ms: float | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    request_sha256: str | None = None
+    response_id: str | None = None
+    extra: str | None = None
+    # Not in the Parquet schema: whether a resume should send this row again.
+    retryable: bool = False
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
