@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -87,8 +86,9 @@ class RowResult:
     error_message: str | None = None
     attempts: int = 0
     latency_ms: float | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    # Unix epoch seconds; written to Parquet as timestamp(us, UTC).
+    started_at: float | None = None
+    finished_at: float | None = None
     request_sha256: str | None = None
     response_id: str | None = None
     extra: str | None = None

@@ -1,0 +1,396 @@
+"""The only module that knows every other one: read rows, send them, record the answers.
+
+One task group owns every task: a producer streaming manifest rows into a bounded channel,
+``concurrency`` workers that build, limit, send (with retries) and journal each row, a progress
+reporter and a signal watcher. A fatal answer, the budget or Ctrl-C stops dispatch; in-flight
+requests finish and are recorded, so nothing already paid for is lost.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import orjson
+from anyio.abc import ObjectReceiveStream
+
+from batchrun import __version__
+from batchrun.client import ApiClient, ClientSettings, mask_key
+from batchrun.errors import (
+    BatchrunError,
+    FatalError,
+    RateLimitedError,
+    RetryableError,
+    RowError,
+)
+from batchrun.estimate import messages_estimate
+from batchrun.job import JobSpec
+from batchrun.manifest import Row, iter_rows
+from batchrun.media import MediaResolver
+from batchrun.pricing import Price, price_for
+from batchrun.progress import RunCounters, report_progress
+from batchrun.ratelimit import Limiter
+from batchrun.request import body_sha256, build_body, encode_body
+from batchrun.result import STATUS_ERROR, STATUS_OK, Completion, RowResult
+from batchrun.retrying import retry_policy
+from batchrun.store import JournalIndex, RunDir
+from batchrun.summary import RunSummary, summarize
+
+EXIT_OK = 0
+EXIT_ROWS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_FATAL = 3
+EXIT_BUDGET = 4
+EXIT_INTERRUPTED = 130
+
+STOP_FATAL = "fatal"
+STOP_BUDGET = "budget"
+STOP_INTERRUPT = "interrupt"
+
+
+class DispatchStopped(Exception):
+    """The run is stopping: this row was not sent and stays pending."""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run needs, decided before anything is sent."""
+
+    manifest: Path
+    run_dir: RunDir
+    job: JobSpec
+    endpoint: str
+    api_key: str
+    rows_total: int
+    index: JournalIndex
+    retry_failed: bool = False
+    media_root: Path | None = None
+    progress_interval_s: float = 2.0
+    show_progress: bool = True
+
+
+@dataclass
+class RunOutcome:
+    counters: RunCounters
+    stop_reason: str | None = None
+    stop_error: BatchrunError | None = None
+    rows_pending: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        if self.stop_reason == STOP_FATAL:
+            return EXIT_FATAL
+        if self.stop_reason == STOP_BUDGET:
+            return EXIT_BUDGET
+        if self.stop_reason == STOP_INTERRUPT:
+            return EXIT_INTERRUPTED
+        if self.rows_pending:
+            return EXIT_ROWS_FAILED
+        return EXIT_ROWS_FAILED if self.counters.rows_failed else EXIT_OK
+
+
+@dataclass
+class _Attempts:
+    count: int = 0
+    last_status: int | None = None
+    first_sent_at: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Runs one plan; create, then ``await run()``."""
+
+    def __init__(self, plan: RunPlan, client: ApiClient) -> None:
+        self.plan = plan
+        self.job = plan.job
+        self.client = client
+        self.price: Price = price_for(plan.job.model, {plan.job.model: plan.job.price}
+                                      if plan.job.price else None)
+        self.limiter = Limiter(rpm=plan.job.rpm, tpm=plan.job.tpm)
+        self.media = MediaResolver(plan.media_root or plan.manifest.resolve().parent)
+        self.counters = RunCounters(rows_total=plan.rows_total)
+        self.stop_reason: str | None = None
+        self.stop_error: BatchrunError | None = None
+        self._stopping = anyio.Event()
+
+    # --- stopping ----------------------------------------------------------------------
+    def stop(self, reason: str, error: BatchrunError | None = None) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.stop_error = error
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        """Backoff sleep that a stop cuts short, so shutdown never waits on a retry timer."""
+        with anyio.move_on_after(seconds):
+            await self._stopping.wait()
+
+    # --- the run -----------------------------------------------------------------------
+    async def run(self) -> RunOutcome:
+        run_dir = self.plan.run_dir
+        self.counters.rows_skipped = sum(
+            1 for row_id in self.plan.index.rows
+            if self.plan.index.is_done(row_id, retry_failed=self.plan.retry_failed)
+        )
+        send_rows, receive_rows = anyio.create_memory_object_stream[Row](
+            max_buffer_size=self.job.concurrency
+        )
+        run_dir.open_journal()
+        try:
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self._watch_signals, outer.cancel_scope)
+                if self.plan.show_progress:
+                    outer.start_soon(self._report_progress)
+                async with anyio.create_task_group() as workers:
+                    workers.start_soon(self._produce, send_rows)
+                    for _ in range(self.job.concurrency):
+                        workers.start_soon(self._work, receive_rows.clone())
+                    receive_rows.close()
+                outer.cancel_scope.cancel()
+        finally:
+            run_dir.close_journal()
+        pending = max(
+            0, self.counters.rows_total - self.counters.rows_skipped - self.counters.rows_done_now
+        )
+        return RunOutcome(
+            counters=self.counters,
+            stop_reason=self.stop_reason,
+            stop_error=self.stop_error,
+            rows_pending=pending,
+        )
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        try:
+            receiver = anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM)
+        except (ValueError, NotImplementedError, RuntimeError):
+            return  # not the main thread (embedded use): no signal handling
+        with receiver as signals:
+            async for _ in signals:
+                if self.stopping:
+                    sys.stderr.write("\nsecond interrupt: abandoning requests in flight\n")
+                    scope.cancel()
+                    return
+                sys.stderr.write(
+                    "\ninterrupt: no new requests; waiting for the ones in flight "
+                    "(Ctrl-C again to abandon them)\n"
+                )
+                self.stop(STOP_INTERRUPT)
+
+    async def _report_progress(self) -> None:
+        await report_progress(self.counters, interval_s=self.plan.progress_interval_s)
+
+    async def _produce(self, send_rows: anyio.abc.ObjectSendStream[Row]) -> None:
+        index = self.plan.index
+        retry_failed = self.plan.retry_failed
+        async with send_rows:
+            for row in iter_rows(self.plan.manifest, self.job, check_duplicates=False):
+                if self.stopping:
+                    return
+                if index.is_done(row.id, retry_failed=retry_failed):
+                    continue
+                await send_rows.send(row)
+
+    async def _work(self, receive_rows: ObjectReceiveStream[Row]) -> None:
+        async with receive_rows:
+            async for row in receive_rows:
+                if self.stopping:
+                    continue  # drain: the row stays pending for the resume
+                await self._process(row)
+
+    async def _process(self, row: Row) -> None:
+        started_at = time.time()
+        try:
+            body = build_body(row, self.job, self.media)
+            body_bytes = encode_body(body)
+        except RowError as error:
+            self._record(self._error_result(row.id, error, _Attempts(), started_at, None))
+            return
+        estimated_tokens = messages_estimate(body.get("messages") or ()).prompt_tokens
+        del body  # the encoded bytes are all we keep in flight (media can be large)
+        request_sha = body_sha256(body_bytes)
+        attempts = _Attempts()
+        send_started = 0.0
+        self.counters.in_flight += 1
+        try:
+            completion: Completion | None = None
+            async for attempt in retry_policy(
+                max_attempts=self.job.max_attempts,
+                max_wait_s=self.job.max_retry_wait_s,
+                sleep=self._sleep_unless_stopping,
+            ):
+                with attempt:
+                    completion = None
+                    if self.stopping:
+                        raise DispatchStopped
+                    await self.limiter.acquire(estimated_tokens + self.job.expected_output_tokens)
+                    if self.stopping:
+                        raise DispatchStopped
+                    attempts.count += 1
+                    self.counters.requests_sent += 1
+                    send_started = time.perf_counter()
+                    if attempts.first_sent_at is None:
+                        attempts.first_sent_at = time.time()
+                    try:
+                        completion = await self.client.complete(body_bytes, stream=self.job.stream)
+                    except RateLimitedError as error:
+                        self.limiter.cooldown(
+                            error.retry_after if error.retry_after is not None else 1.0
+                        )
+                        raise
+        except DispatchStopped:
+            return
+        except FatalError as error:
+            self._record(
+                self._error_result(row.id, error, attempts, started_at, request_sha, retryable=True)
+            )
+            self.stop(STOP_FATAL, error)
+            return
+        except RetryableError as error:
+            # Retries exhausted: a row error now, but a resume sends it again.
+            self._record(
+                self._error_result(row.id, error, attempts, started_at, request_sha, retryable=True)
+            )
+            return
+        except BatchrunError as error:
+            self._record(self._error_result(row.id, error, attempts, started_at, request_sha))
+            return
+        finally:
+            self.counters.in_flight -= 1
+        assert completion is not None
+        latency_ms = (time.perf_counter() - send_started) * 1000.0
+        self._record(self._ok_result(row.id, completion, attempts, started_at, request_sha,
+                                     latency_ms))
+        if completion.prompt_tokens is not None:
+            self.limiter.settle_tokens(
+                estimated_tokens + self.job.expected_output_tokens,
+                completion.prompt_tokens + (completion.completion_tokens or 0),
+            )
+
+    # --- results -----------------------------------------------------------------------
+    def _ok_result(
+        self,
+        row_id: str,
+        completion: Completion,
+        attempts: _Attempts,
+        started_at: float,
+        request_sha: str,
+        latency_ms: float,
+    ) -> RowResult:
+        credits_computed = None
+        if completion.has_usage:
+            credits_computed = self.price.credits(
+                completion.prompt_tokens or 0, completion.completion_tokens or 0
+            )
+        credits = completion.credits_consumed
+        billed = credits if credits is not None else credits_computed
+        return RowResult(
+            id=row_id,
+            status=STATUS_OK,
+            content=completion.content,
+            thoughts=completion.thoughts or None,
+            finish_reason=completion.finish_reason,
+            model=completion.model,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            reasoning_tokens=completion.reasoning_tokens,
+            total_tokens=completion.total_tokens,
+            credits=credits,
+            credits_computed=credits_computed,
+            cost_usd=self.price.usd(billed) if billed is not None else None,
+            http_status=completion.http_status,
+            attempts=attempts.count,
+            latency_ms=latency_ms,
+            started_at=attempts.first_sent_at or started_at,
+            finished_at=time.time(),
+            request_sha256=request_sha,
+            response_id=completion.response_id,
+            extra=orjson.dumps(completion.extra).decode() if completion.extra else None,
+        )
+
+    def _error_result(
+        self,
+        row_id: str,
+        error: BatchrunError,
+        attempts: _Attempts,
+        started_at: float,
+        request_sha: str | None,
+        *,
+        retryable: bool = False,
+    ) -> RowResult:
+        return RowResult(
+            id=row_id,
+            status=STATUS_ERROR,
+            http_status=error.http_status,
+            error_code=error.code,
+            error_type=error.error_type,
+            error_message=mask_key(error.message, self.plan.api_key),
+            attempts=attempts.count,
+            started_at=attempts.first_sent_at or started_at,
+            finished_at=time.time(),
+            request_sha256=request_sha,
+            retryable=retryable,
+        )
+
+    def _record(self, result: RowResult) -> None:
+        self.plan.run_dir.append(result)
+        counters = self.counters
+        if result.ok:
+            counters.rows_ok += 1
+            if result.prompt_tokens is None:
+                counters.missing_usage += 1
+            counters.prompt_tokens += result.prompt_tokens or 0
+            counters.completion_tokens += result.completion_tokens or 0
+            counters.reasoning_tokens += result.reasoning_tokens or 0
+        else:
+            counters.rows_failed += 1
+            counters.errors_by_code[result.error_code or "error"] += 1
+        counters.credits += result.credits or result.credits_computed or 0.0
+
+
+async def execute(
+    plan: RunPlan,
+    *,
+    client_factory: Callable[[ClientSettings], ApiClient] = ApiClient,
+    before_dispatch: Callable[[ApiClient], Awaitable[None]] | None = None,
+) -> RunOutcome:
+    """Open the client, run the plan, always close the client."""
+    settings = ClientSettings(
+        endpoint=plan.endpoint,
+        api_key=plan.api_key,
+        max_connections=plan.job.concurrency,
+        connect_timeout_s=plan.job.connect_timeout_s,
+        read_timeout_s=plan.job.read_timeout_s,
+        max_retry_after_s=plan.job.max_retry_wait_s,
+    )
+    async with client_factory(settings) as client:
+        if before_dispatch is not None:
+            await before_dispatch(client)
+        return await Runner(plan, client).run()
+
+
+def finish(
+    plan: RunPlan, outcome: RunOutcome, *, fingerprint: str, resume_command: str
+) -> RunSummary:
+    """Compact results.parquet from the journal and total the whole run (all sessions)."""
+    summary = summarize(plan.run_dir.load_index(), plan.rows_total, resume_command=resume_command)
+    metadata = {
+        "batchrun_version": __version__,
+        "job": plan.job.describe(),
+        "model": plan.job.model,
+        "endpoint": plan.endpoint,
+        "manifest": str(plan.manifest.resolve()),
+        "manifest_fingerprint": fingerprint,
+        "stop_reason": outcome.stop_reason,
+        "totals": summary.as_dict(),
+    }
+    plan.run_dir.compact(metadata)
+    return summary
