@@ -13,24 +13,11 @@ from batchrun.pricing import Price
 
 
 def estimate_of(row: Row, job: JobSpec) -> RowEstimate:
-    """The prompt-token estimate of one sendable row (no media file is read)."""
-    if row.body is not None and row.messages is None:
-        messages = row.body.get("messages")
-        return row_estimate(messages if isinstance(messages, list) else [], None, None, ())
-    prompt = row.prompt
-    if prompt is None and job.prompt_template is not None:
-        try:
-            prompt = job.prompt_template.format_map(dict(row.fields))
-        except (KeyError, IndexError, ValueError):
-            prompt = job.prompt_template
-    media = list(row.media)
-    for column in job.media_columns:
-        value = row.fields.get(column)
-        if isinstance(value, str):
-            media.append(value)
-        elif isinstance(value, list | tuple):
-            media.extend(str(item) for item in value)
-    return row_estimate(row.messages, prompt, row.system or job.system, media)
+    """The prompt-token estimate of one sendable row (no media file is read).
+
+    The manifest reader has already rendered templates and gathered media references.
+    """
+    return row_estimate(row.messages, row.prompt, row.system or job.system, row.media)
 
 
 @dataclass

@@ -1,0 +1,91 @@
+"""Job spec loading and the pure estimator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from batchrun.errors import InputError
+from batchrun.estimate import (
+    IMAGE_TOKENS,
+    PDF_PAGE_TOKENS,
+    RunEstimate,
+    media_kind,
+    media_tokens,
+    row_estimate,
+    text_tokens,
+)
+from batchrun.job import DEFAULT_ENDPOINT, JobSpec, load_job
+from batchrun.pricing import PRICES
+
+
+def test_job_file_fields_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "j.toml"
+    path.write_text(
+        '[job]\nmodel = "gemini-3.1-pro"\nreasoning_effort = "low"\nconcurrency = 4\n'
+        'media_columns = ["scan"]\n[job.pricing]\ninput_credits_per_m = 1\n'
+        "output_credits_per_m = 2\n"
+    )
+    spec = load_job(path)
+    assert spec.reasoning_effort == "low" and spec.concurrency == 4
+    assert spec.media_columns == ("scan",)
+    assert spec.price is not None and spec.price.credits(1_000_000, 1_000_000) == 3
+    assert spec.with_overrides(concurrency=9, rpm=None).concurrency == 9
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[job]\nmodle = "x"\n', "unknown job field"),
+        ('[job]\nreasoning_effort = "medium"\n', "reasoning_effort"),
+        ("[job\n", "not valid TOML"),
+        ("[job]\nconcurrency = 0\n", "concurrency"),
+    ],
+)
+def test_bad_job_files_are_input_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "j.toml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_job(path)
+
+
+def test_endpoint_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BATCHRUN_ENDPOINT", raising=False)
+    assert JobSpec().resolved_endpoint() == DEFAULT_ENDPOINT
+    monkeypatch.setenv("BATCHRUN_ENDPOINT", "http://127.0.0.1:9/v1/")
+    assert JobSpec().resolved_endpoint() == "http://127.0.0.1:9/v1"
+    assert JobSpec(endpoint="http://x/v1").resolved_endpoint() == "http://x/v1"
+
+
+def test_text_tokens_by_script() -> None:
+    assert text_tokens("a" * 400) == 100
+    assert text_tokens("长城" * 50) == 100  # about one token per CJK character
+    assert text_tokens("") == 0
+
+
+def test_media_kinds_and_tokens() -> None:
+    assert media_kind("scan.PDF") == "pdf"
+    assert media_kind("https://x/y/clip.mp4?sig=1") == "video"
+    assert media_kind("data:audio/wav;base64,AAAA") == "audio"
+    assert media_tokens("image") == IMAGE_TOKENS
+    assert media_tokens("pdf", pages=3) == 3 * PDF_PAGE_TOKENS
+    assert media_tokens("audio", seconds=10) == 250
+    assert media_tokens("video", seconds=10) == 950
+
+
+def test_run_estimate_bands_follow_the_formula() -> None:
+    price = PRICES["gemini-3.1-pro"]
+    estimate = RunEstimate()
+    row = row_estimate(None, "x" * 4000, None, ["photo.png"])
+    estimate.add_row(row, 500, price)
+    estimate.add_unsendable("line 2: not valid JSON")
+    estimate.finish(price)
+    assert estimate.rows == 2 and estimate.rows_unsendable == 1
+    assert row.kind == "image" and row.prompt_tokens > 1000 + IMAGE_TOKENS
+    assert estimate.credits.expected == pytest.approx(price.credits(row.prompt_tokens, 500))
+    assert estimate.credits.low < estimate.credits.expected < estimate.credits.high
+    assert estimate.usd.expected == pytest.approx(estimate.credits.expected * 0.005)
+    data = estimate.as_dict()
+    assert set(data["by_kind"]) == {"image"}
+    assert set(data["credits"]) == {"low", "expected", "high"}

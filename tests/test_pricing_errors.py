@@ -1,0 +1,68 @@
+"""Pure tests: the seed's billing formula and its error table mapped to exception classes."""
+
+from __future__ import annotations
+
+import pytest
+
+from batchrun import errors
+from batchrun.pricing import PRICES, USD_PER_CREDIT, price_for
+
+
+def test_seed_example_formula() -> None:
+    price = PRICES["gemini-3.1-pro"]
+    # The seed's example answer: 194 prompt, 229 completion, 457 reasoning tokens (not billed).
+    assert price.credits(194, 229) == pytest.approx(194 * 160 / 1e6 + 229 * 960 / 1e6)
+    assert price.credits(194, 229) == pytest.approx(0.25088)
+    assert price.usd(160.0) == pytest.approx(0.80)
+    assert USD_PER_CREDIT == 0.005
+
+
+def test_price_of_a_suffixed_model_version_is_its_base() -> None:
+    assert price_for("gemini-3.1-pro-preview") is PRICES["gemini-3.1-pro"]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error_type", "cls"),
+    [
+        (400, "invalid_request", "invalid_request_error", errors.InvalidRequestError),
+        (401, "invalid_api_key", "authentication_error", errors.AuthenticationError),
+        (402, "insufficient_credits", "billing_error", errors.InsufficientCreditsError),
+        (403, "ip_not_allowed", "permission_error", errors.PermissionDeniedError),
+        (404, "model_not_found", "invalid_request_error", errors.ModelNotFoundError),
+        (404, "task_not_found", "invalid_request_error", errors.InvalidRequestError),
+        (429, "rate_limit_exceeded", "rate_limit_error", errors.RateLimitedError),
+        (429, "spend_limit_exceeded", "billing_error", errors.SpendLimitError),
+        (500, "internal_error", "api_error", errors.ServerError),
+        (503, "upstream_error", "upstream_error", errors.UpstreamError),
+    ],
+)
+def test_seed_error_table_maps_to_classes(
+    status: int, code: str, error_type: str, cls: type[errors.BatchrunError]
+) -> None:
+    body = (
+        f'{{"error": {{"code": "{code}", "message": "m", "type": "{error_type}"}}}}'.encode()
+    )
+    error = errors.error_from_response(status, body, retry_after=2.0)
+    assert type(error) is cls
+    assert (error.http_status, error.code, error.error_type) == (status, code, error_type)
+    assert error.retry_after == 2.0
+
+
+@pytest.mark.parametrize(
+    ("status", "family"),
+    [(502, errors.RetryableError), (504, errors.RetryableError), (418, errors.RowError),
+     (401, errors.FatalError), (402, errors.FatalError)],
+)
+def test_non_json_bodies_still_map_by_status(
+    status: int, family: type[errors.BatchrunError]
+) -> None:
+    error = errors.error_from_response(status, b"<html><h1>Bad Gateway</h1></html>")
+    assert isinstance(error, family)
+    assert "Bad Gateway" in error.message
+
+
+def test_families_drive_the_runner() -> None:
+    assert issubclass(errors.SpendLimitError, errors.FatalError)
+    assert issubclass(errors.RateLimitedError, errors.RetryableError)
+    assert issubclass(errors.MediaError, errors.RowError)
+    assert not issubclass(errors.SpendLimitError, errors.RetryableError)
