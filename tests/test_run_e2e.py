@@ -29,10 +29,17 @@ def write_manifest(path: Path, rows: int, *, prefix: str = "row") -> Path:
     return path
 
 
+def toml_value(value: Any) -> str:
+    """A TOML literal for the simple values job files hold (inline tables included)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
+
+
 def write_job(path: Path, **fields: Any) -> Path:
     lines = ["[job]"]
     for name, value in fields.items():
-        lines.append(f"{name} = {json.dumps(value)}")
+        lines.append(f"{name} = {toml_value(value)}")
     path.write_text("\n".join(lines) + "\n")
     return path
 
