@@ -7,7 +7,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 from tenacity.wait import wait_base
 
@@ -42,7 +43,8 @@ def retry_policy(
     return AsyncRetrying(
         stop=stop_after_attempt(max_attempts),
         wait=wait_server_hint(
-            wait_exponential_jitter(initial=initial_wait_s, max=max_wait_s, jitter=initial_wait_s),
+            wait_exponential(multiplier=initial_wait_s, max=max_wait_s)
+            + wait_random(0, initial_wait_s),
             cap_s=max_wait_s,
         ),
         retry=retry_if_exception_type(RetryableError),
