@@ -32,7 +32,9 @@ def _dispatch_times(per_minute: float, demand: list[float], horizon_s: float) ->
     demand=st.lists(st.floats(min_value=0, max_value=120), min_size=1, max_size=400),
     window_s=st.floats(min_value=0.5, max_value=60),
 )
-def test_no_window_exceeds_the_rate(per_minute: float, demand: list[float], window_s: float) -> None:
+def test_no_window_exceeds_the_rate(
+    per_minute: float, demand: list[float], window_s: float
+) -> None:
     sent = _dispatch_times(per_minute, demand, horizon_s=180)
     rate = per_minute / 60
     capacity = max(1.0, rate)
