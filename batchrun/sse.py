@@ -1,0 +1,101 @@
+"""Incremental Server-Sent Events decoder: bytes in, ``data`` payloads out (no I/O).
+
+Follows the WHATWG event-stream rules that matter for chat completions: lines end in
+``\\r\\n``, ``\\n`` or ``\\r``; a blank line dispatches the event; ``data`` lines of one event are
+joined with ``\\n``; ``:`` comments and other fields (``event``, ``id``, ``retry``) are ignored.
+Lines are split on bytes and decoded whole, so a UTF-8 character cut between two reads is
+never mangled.
+"""
+
+from __future__ import annotations
+
+import re
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_BOM = b"\xef\xbb\xbf"
+
+
+class SSEDecoder:
+    """Feed it the body as it arrives; it returns the data of each completed event."""
+
+    __slots__ = ("_tail", "_data", "_skip_lf", "_at_start")
+
+    def __init__(self) -> None:
+        self._tail: list[bytes] = []  # bytes of the current, unterminated line
+        self._data: list[bytes] = []  # data lines of the current event
+        self._skip_lf = False  # the previous feed ended in "\r": a leading "\n" completes it
+        self._at_start = True  # a UTF-8 BOM may still open the stream
+
+    def feed(self, data: bytes) -> list[str]:
+        """Take the next bytes of the stream; return the data of the events they complete."""
+        if self._skip_lf and data:
+            self._skip_lf = False
+            if data[0] == 0x0A:
+                data = data[1:]
+        if self._at_start:
+            data = self._strip_bom(data)
+        if not data:
+            return []
+        if b"\n" not in data and b"\r" not in data:
+            self._tail.append(data)
+            return []
+        if self._tail:
+            self._tail.append(data)
+            data = b"".join(self._tail)
+        lines = _LINE_END.split(data)
+        last = lines.pop()  # the unterminated rest ("" when data ends with a line end)
+        self._tail = [last] if last else []
+        if not last and data[-1] == 0x0D:
+            self._skip_lf = True
+        return self._take_lines(lines)
+
+    def flush(self) -> list[str]:
+        """End of stream: dispatch what is pending, even without its final blank line.
+
+        The standard drops an event the stream cut short; we hand it on instead, so the caller
+        can tell a cut-off JSON chunk (an error) from a server that omits the last blank line.
+        """
+        lines: list[bytes] = []
+        if self._at_start:
+            self._tail = []  # only part of a BOM ever arrived
+        if self._tail:
+            lines.append(b"".join(self._tail))
+            self._tail = []
+        lines.append(b"")
+        self._skip_lf = False
+        return self._take_lines(lines)
+
+    def _strip_bom(self, data: bytes) -> bytes:
+        """Drop a leading UTF-8 BOM, even when it arrives split across feeds."""
+        head = b"".join(self._tail) + data if self._tail else data
+        if len(head) < len(_BOM) and _BOM.startswith(head):
+            if data:
+                self._tail = [head]
+            return b""
+        self._at_start = False
+        self._tail = []
+        return head[len(_BOM):] if head.startswith(_BOM) else head
+
+    def _take_lines(self, lines: list[bytes]) -> list[str]:
+        events: list[str] = []
+        data_lines = self._data
+        for line in lines:
+            if not line:
+                if data_lines:
+                    events.append(b"\n".join(data_lines).decode("utf-8", "replace"))
+                    data_lines = self._data = []
+                continue
+            if line[0] == 0x3A:  # ":" comment, e.g. a keep-alive
+                continue
+            colon = line.find(b":")
+            if colon < 0:
+                if line == b"data":
+                    data_lines.append(b"")
+                continue
+            if line[:colon] != b"data":
+                continue
+            value = line[colon + 1:]
+            if value[:1] == b" ":
+                value = value[1:]
+            data_lines.append(value)
+        return events
