@@ -15,6 +15,7 @@
      ├─ ``InsufficientCreditsError`` 402 insufficient_credits
      ├─ ``PermissionDeniedError`` 403 ip_not_allowed
      ├─ ``ModelNotFoundError``   404 model_not_found
+     ├─ ``EndpointNotFoundError`` 404 without the API's error body, or a redirect
      └─ ``SpendLimitError``      429 spend_limit_exceeded
 """
 
@@ -166,6 +167,15 @@ class ModelNotFoundError(FatalError):
     advice = "fix `model` in the job spec, then run the same command to resume"
 
 
+class EndpointNotFoundError(FatalError):
+    """A 404 (or redirect) that is not the API's own answer: the endpoint address is wrong."""
+
+    http_status = 404
+    code = "endpoint_not_found"
+    error_type = "invalid_request_error"
+    advice = "check --endpoint (the API base, e.g. https://api.aivideoapi.ai/v1), then resume"
+
+
 class SpendLimitError(FatalError):
     """429 spend_limit_exceeded: the key's hourly/daily/total spend limit is reached."""
 
@@ -194,7 +204,7 @@ _BY_STATUS: dict[int, type[BatchrunError]] = {
     401: AuthenticationError,
     402: InsufficientCreditsError,
     403: PermissionDeniedError,
-    404: InvalidRequestError,
+    404: EndpointNotFoundError,
     408: TransportError,
     409: ServerError,
     429: RateLimitedError,
@@ -213,6 +223,8 @@ def error_class_for(http_status: int | None, code: str | None) -> type[BatchrunE
         return _BY_STATUS[http_status]
     if http_status >= 500:
         return ServerError
+    if 300 <= http_status < 400:
+        return EndpointNotFoundError
     return InvalidRequestError
 
 

@@ -51,7 +51,8 @@ def test_seed_error_table_maps_to_classes(
 @pytest.mark.parametrize(
     ("status", "family"),
     [(502, errors.RetryableError), (504, errors.RetryableError), (418, errors.RowError),
-     (401, errors.FatalError), (402, errors.FatalError)],
+     (401, errors.FatalError), (402, errors.FatalError), (404, errors.EndpointNotFoundError),
+     (301, errors.EndpointNotFoundError)],
 )
 def test_non_json_bodies_still_map_by_status(
     status: int, family: type[errors.BatchrunError]
