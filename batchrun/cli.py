@@ -132,6 +132,8 @@ def _resume_command(manifest: Path, out: Path, flags: dict[str, Any]) -> str:
     for flag, value in flags.items():
         if value is None or value is False:
             continue
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         parts += [flag] if value is True else [flag, str(value)]
     return shlex.join(parts)
 

@@ -38,7 +38,7 @@ class JobSpec:
     concurrency: int = 32
     rpm: float | None = None
     tpm: float | None = None
-    max_attempts: int = 6
+    max_attempts: int = 8
     max_retry_wait_s: float = 60.0
     connect_timeout_s: float = 30.0
     read_timeout_s: float = 300.0
