@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import aiohttp
 import anyio
@@ -59,6 +59,14 @@ def mask_key(text: str, key: str) -> str:
 def _masked(key: str) -> str:
     # Short (test) keys would be mostly revealed by their last four characters.
     return f"sk-…{key[-4:]}" if len(key) >= 12 else "sk-…"
+
+
+class SizedBody(Protocol):
+    """A request body of known size that can be iterated once, in chunks."""
+
+    size: int
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
 
 
 @dataclass(frozen=True)
@@ -141,12 +149,16 @@ class ApiClient:
         """Close the pool; safe to call twice."""
         await self._http.aclose()  # closes the transport and with it the aiohttp session
 
-    async def complete(self, body: bytes, *, stream: bool) -> Completion:
-        """POST one already-encoded request body; return its completion or raise its error."""
-        request = self._http.build_request(
-            "POST", self._chat_url, content=body,
-            headers=self._stream_headers if stream else self._json_headers,
-        )
+    async def complete(self, body: bytes | SizedBody, *, stream: bool) -> Completion:
+        """POST one already-encoded request body; return its completion or raise its error.
+
+        A ``SizedBody`` is streamed in its chunks with a Content-Length (never chunked
+        transfer encoding), so a large body is never copied whole into the socket's buffer.
+        """
+        headers = self._stream_headers if stream else self._json_headers
+        if not isinstance(body, bytes):
+            headers = {**headers, "Content-Length": str(body.size)}
+        request = self._http.build_request("POST", self._chat_url, content=body, headers=headers)
         try:
             response = await self._http.send(request, stream=True)
         except _WIRE_FAILURES as exc:

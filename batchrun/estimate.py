@@ -2,17 +2,19 @@
 
 Text: Gemini's "about 4 characters per token" for Latin script; CJK and other scripts cost
 more per character (a character never costs more than its UTF-8 bytes). Media: the
-per-image / per-page / per-second rules of API-NOTES for Gemini 3 at default resolution.
-These are estimates: the exact counts only exist after the call.
+per-image / per-page / per-second rules of API-NOTES, one table per model family, applied to
+the file's metadata (pages, seconds, pixels: ``media_meta``) when the caller read it, else to
+documented defaults. These are estimates: the exact counts only exist after the call.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchrun.media_meta import MediaMeta
 from batchrun.pricing import Price
 
 # Characters per token by script, for text that has not been calibrated.
@@ -84,16 +86,66 @@ def media_kind(ref: str) -> str:
     return _EXTENSION_KIND.get(extension, "image")
 
 
-def media_tokens(kind: str, *, pages: int | None = None, seconds: float | None = None) -> int:
-    """Gemini 3 tokens for one media part; unknown pages/seconds use documented defaults."""
+@dataclass(frozen=True)
+class MediaRules:
+    """How one model family counts media tokens (API-NOTES)."""
+
+    image_tokens: int  # per image, or per tile when ``image_tile_px`` is set
+    pdf_page_tokens: int
+    audio_tokens_per_s: float
+    video_frame_tokens: int  # one frame per second, plus the audio track
+    image_tile_px: int | None = None  # Gemini 2.x: 768 px tiles; ≤ half a tile is one unit
+
+
+GEMINI_3_RULES = MediaRules(IMAGE_TOKENS, PDF_PAGE_TOKENS, AUDIO_TOKENS_PER_S, VIDEO_FRAME_TOKENS)
+GEMINI_2_RULES = MediaRules(258, 258, 32, 258, image_tile_px=768)
+
+
+def rules_for(model: str) -> MediaRules:
+    """Gemini 1.x/2.x tile images and count 32 audio tokens/s; 3.x and unknown models: 3.x."""
+    name = model.lower().rsplit("/", 1)[-1]
+    if name.startswith(("gemini-1", "gemini-2")):
+        return GEMINI_2_RULES
+    return GEMINI_3_RULES
+
+
+def media_tokens(
+    kind: str,
+    *,
+    pages: int | None = None,
+    seconds: float | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    rules: MediaRules = GEMINI_3_RULES,
+) -> int:
+    """Tokens for one media part; unknown pages/seconds use documented defaults."""
     if kind == "pdf":
-        return PDF_PAGE_TOKENS * (pages or DEFAULT_PDF_PAGES)
+        return rules.pdf_page_tokens * (pages or DEFAULT_PDF_PAGES)
     if kind == "audio":
-        return math.ceil(AUDIO_TOKENS_PER_S * (seconds or DEFAULT_MEDIA_SECONDS))
+        return math.ceil(rules.audio_tokens_per_s * (seconds or DEFAULT_MEDIA_SECONDS))
     if kind == "video":
         duration = seconds or DEFAULT_MEDIA_SECONDS
-        return math.ceil(duration * (VIDEO_FRAME_TOKENS + AUDIO_TOKENS_PER_S))
-    return IMAGE_TOKENS
+        frames = max(1, math.ceil(duration))
+        return frames * rules.video_frame_tokens + math.ceil(
+            duration * rules.audio_tokens_per_s)
+    tile = rules.image_tile_px
+    if tile is None or width is None or height is None:
+        return rules.image_tokens
+    if width <= tile // 2 and height <= tile // 2:
+        return rules.image_tokens
+    return math.ceil(width / tile) * math.ceil(height / tile) * rules.image_tokens
+
+
+def meta_tokens(meta: MediaMeta, rules: MediaRules = GEMINI_3_RULES) -> int:
+    """Tokens for a media file whose metadata was read."""
+    return media_tokens(
+        meta.kind,
+        pages=meta.pages,
+        seconds=meta.seconds_or_guess(),
+        width=meta.width,
+        height=meta.height,
+        rules=rules,
+    )
 
 
 @dataclass(frozen=True)
@@ -102,8 +154,15 @@ class RowEstimate:
     kind: str  # the costliest media kind of the row, or "text"
 
 
-def messages_estimate(messages: Iterable[Any]) -> RowEstimate:
-    """Estimate prompt tokens of OpenAI chat messages (text parts and image_url parts)."""
+def messages_estimate(
+    messages: Iterable[Any],
+    media: Mapping[str, MediaMeta] | None = None,
+    rules: MediaRules = GEMINI_3_RULES,
+) -> RowEstimate:
+    """Estimate prompt tokens of OpenAI chat messages (text parts and image_url parts).
+
+    ``media`` maps a part's URL or path to its metadata where the caller read it.
+    """
     tokens = 0
     kind = "text"
     kind_tokens = 0
@@ -123,8 +182,12 @@ def messages_estimate(messages: Iterable[Any]) -> RowEstimate:
             elif part.get("type") == "image_url":
                 url_obj = part.get("image_url")
                 url = url_obj.get("url", "") if isinstance(url_obj, dict) else str(url_obj)
-                part_kind = media_kind(url)
-                part_tokens = media_tokens(part_kind)
+                meta = media.get(url) if media else None
+                if meta is not None:
+                    part_kind, part_tokens = meta.kind, meta_tokens(meta, rules)
+                else:
+                    part_kind = media_kind(url)
+                    part_tokens = media_tokens(part_kind, rules=rules)
                 tokens += part_tokens
                 if part_tokens > kind_tokens:
                     kind, kind_tokens = part_kind, part_tokens
@@ -221,14 +284,16 @@ def row_estimate(
     prompt: str | None,
     system: str | None,
     media: Iterable[str],
+    metas: Mapping[str, MediaMeta] | None = None,
+    rules: MediaRules = GEMINI_3_RULES,
 ) -> RowEstimate:
-    """Estimate a manifest row from its parts, without reading any media file."""
+    """Estimate a manifest row from its parts and the metadata the caller read (if any)."""
     if messages is not None:
-        return messages_estimate(messages)
+        return messages_estimate(messages, metas, rules)
     built: list[dict[str, Any]] = []
     if system:
         built.append({"role": "system", "content": system})
     parts: list[dict[str, Any]] = [{"type": "text", "text": prompt or ""}]
     parts += [{"type": "image_url", "image_url": {"url": ref}} for ref in media]
     built.append({"role": "user", "content": parts})
-    return messages_estimate(built)
+    return messages_estimate(built, metas, rules)

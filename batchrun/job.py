@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.errors import InputError
+from batchrun.media import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUEST_BYTES
 from batchrun.pricing import DEFAULT_MODEL, Price
 
 DEFAULT_ENDPOINT = "https://api.aivideoapi.ai/v1"
@@ -45,7 +46,10 @@ class JobSpec:
     max_credits: float | None = None
     confirm_above: float | None = None
     media_root: str | None = None
+    # Bytes of encoded request bodies in flight at once (peak memory follows it).
     media_budget_bytes: int = 256 * 1024 * 1024
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # one local media file, before base64
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # one encoded request body
     price: Price | None = None
 
     def with_overrides(self, **overrides: Any) -> JobSpec:
@@ -68,6 +72,9 @@ class JobSpec:
             raise InputError("concurrency must be at least 1")
         if self.max_attempts < 1:
             raise InputError("max_attempts must be at least 1")
+        for name in ("media_budget_bytes", "max_file_bytes", "max_request_bytes"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be at least 1 byte")
         for name in ("rpm", "tpm", "max_credits"):
             value = getattr(self, name)
             if value is not None and value <= 0:

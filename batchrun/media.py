@@ -16,8 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchrun.errors import MediaError
+from batchrun.media_meta import MediaMeta, probe_fd
 
-DEFAULT_MAX_FILE_BYTES = 20 * 1024 * 1024
+# Gemini takes inline data up to 100 MB per request (raised from 20 MB in 2026) and PDFs up
+# to 50 MB; the gateway's own limits are not published. 50 MB per file keeps one file with its
+# base64 (×4/3 → 66.7 MB) well inside one request. Change them per job if the gateway differs.
+DEFAULT_MAX_FILE_BYTES = 50_000_000
+DEFAULT_MAX_REQUEST_BYTES = 100_000_000
 HEAD_BYTES = 4096
 
 # Names follow the Gemini docs where they differ from IANA (audio/mp3, audio/wav).
@@ -185,6 +190,21 @@ class MediaResolver:
                 "(.. and symlinks may not leave it)"
             )
         return real
+
+    def open_checked(self, ref: str) -> tuple[int, MediaInfo]:
+        """Open a confined, sniffed, size-checked local file; the caller closes the descriptor."""
+        return self._open(ref)
+
+    def describe(self, ref: str) -> MediaMeta | None:
+        """Metadata for estimates (pixels, pages, seconds); ``None`` for URLs. MediaError if
+        the file is unusable (outside the root, missing, oversize, unsupported)."""
+        if is_passthrough_url(ref):
+            return None
+        fd, info = self._open(ref)
+        try:
+            return probe_fd(fd, info.mime, info.kind, info.size)
+        finally:
+            os.close(fd)
 
     def inspect(self, ref: str) -> MediaInfo | None:
         """Type and size of a local file; ``None`` for URLs, which are passed through."""

@@ -28,14 +28,15 @@ from batchrun.errors import (
     RetryableError,
     RowError,
 )
-from batchrun.estimate import messages_estimate
+from batchrun.estimate import rules_for
 from batchrun.job import JobSpec
 from batchrun.manifest import Row, iter_rows
 from batchrun.media import MediaResolver
+from batchrun.membudget import ByteBudget
+from batchrun.payload import Payload, PreparedRequest, prepare_request
 from batchrun.pricing import Price, price_for
 from batchrun.progress import RunCounters, report_progress
 from batchrun.ratelimit import Limiter
-from batchrun.request import body_sha256, build_body, encode_body
 from batchrun.result import STATUS_ERROR, STATUS_OK, Completion, RowResult
 from batchrun.retrying import retry_policy
 from batchrun.store import JournalIndex, RunDir
@@ -112,7 +113,13 @@ class Runner:
         self.price: Price = price_for(plan.job.model, {plan.job.model: plan.job.price}
                                       if plan.job.price else None)
         self.limiter = Limiter(rpm=plan.job.rpm, tpm=plan.job.tpm)
-        self.media = MediaResolver(plan.media_root or plan.manifest.resolve().parent)
+        self.media = MediaResolver(plan.media_root or plan.manifest.resolve().parent,
+                                   max_file_bytes=plan.job.max_file_bytes)
+        self.media_rules = rules_for(plan.job.model)
+        # Encoded bodies in flight share this many bytes; a worker waits for room before it
+        # reads a file, so peak memory follows the budget, not the files' sizes.
+        self.budget = ByteBudget(plan.job.media_budget_bytes)
+        self._encoders = anyio.CapacityLimiter(2)
         self.counters = RunCounters(rows_total=plan.rows_total)
         self.stop_reason: str | None = None
         self.stop_error: BatchrunError | None = None
@@ -209,14 +216,13 @@ class Runner:
     async def _process(self, row: Row) -> None:
         started_at = time.time()
         try:
-            body = build_body(row, self.job, self.media)
-            body_bytes = encode_body(body)
+            prepared = prepare_request(row, self.job, self.media,
+                                       probe=self.job.tpm is not None, rules=self.media_rules)
         except RowError as error:
             self._record(self._error_result(row.id, error, _Attempts(), started_at, None))
             return
-        estimated_tokens = messages_estimate(body.get("messages") or ()).prompt_tokens
-        del body  # the encoded bytes are all we keep in flight (media can be large)
-        request_sha = body_sha256(body_bytes)
+        estimated_tokens = prepared.estimate.prompt_tokens
+        request_sha: str | None = None
         attempts = _Attempts()
         send_started = 0.0
         self.counters.in_flight += 1
@@ -239,13 +245,21 @@ class Runner:
                     send_started = time.perf_counter()
                     if attempts.first_sent_at is None:
                         attempts.first_sent_at = time.time()
-                    try:
-                        completion = await self.client.complete(body_bytes, stream=self.job.stream)
-                    except RateLimitedError as error:
-                        self.limiter.cooldown(
-                            error.retry_after if error.retry_after is not None else 1.0
-                        )
-                        raise
+                    # The body exists only while it holds budget: encoded now, dropped after.
+                    async with self.budget.hold(prepared.size):
+                        payload = await self._encode(prepared)
+                        request_sha = payload.sha256
+                        send_started = time.perf_counter()  # latency: the wire, not the wait
+                        try:
+                            completion = await self.client.complete(payload,
+                                                                    stream=self.job.stream)
+                        except RateLimitedError as error:
+                            self.limiter.cooldown(
+                                error.retry_after if error.retry_after is not None else 1.0
+                            )
+                            raise
+                        finally:
+                            payload.release()
         except DispatchStopped:
             return
         except FatalError as error:
@@ -265,7 +279,8 @@ class Runner:
             return
         finally:
             self.counters.in_flight -= 1
-        assert completion is not None
+            prepared.close()
+        assert completion is not None and request_sha is not None
         latency_ms = (time.perf_counter() - send_started) * 1000.0
         self._record(self._ok_result(row.id, completion, attempts, started_at, request_sha,
                                      latency_ms))
@@ -274,6 +289,12 @@ class Runner:
                 estimated_tokens + self.job.expected_output_tokens,
                 completion.prompt_tokens + (completion.completion_tokens or 0),
             )
+
+    async def _encode(self, prepared: PreparedRequest) -> Payload:
+        """Read and base64 the row's files off the event loop (text-only bodies inline)."""
+        if not prepared.media:
+            return prepared.encode()
+        return await anyio.to_thread.run_sync(prepared.encode, limiter=self._encoders)
 
     # --- results -----------------------------------------------------------------------
     def _ok_result(
