@@ -1,13 +1,14 @@
-"""Request bodies whose media are encoded just before sending and dropped right after.
+"""Request bodies whose media are read and encoded while they are sent, and dropped at once.
 
 ``prepare_request`` builds the JSON body with a marker where each local file's data URL goes,
 opens and checks every file (confinement, type, size) and knows the exact encoded size before
-reading a byte of media: the runner takes that many bytes from its budget, then ``encode``
-reads the files in blocks and base64-encodes them into a list of chunks (no joined copy), and
-the chunks are streamed to the socket in slices. ``Payload.release`` drops them.
+reading a byte of media: the runner takes that many bytes from its byte budget. Each attempt
+then streams a ``StreamedBody``: the files are read in blocks and base64-encoded one block at
+a time as the socket takes them, so a request in flight holds about one block, whatever the
+size of its files, and nothing of it is left once it is sent.
 
 The bytes sent are exactly ``encode_body(build_body(...))`` with the same files, so the
-request sha256 is the same either way.
+request sha256 is the same either way (it is computed on the way out).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import hashlib
 import math
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
-from typing import cast
+
+import anyio
 
 from batchrun.errors import MediaError
 from batchrun.estimate import GEMINI_3_RULES, MediaRules, RowEstimate, messages_estimate
@@ -30,9 +32,8 @@ from batchrun.media_meta import MediaMeta, probe_fd
 from batchrun.request import build_body, encode_body
 
 # Raw bytes read per block: a multiple of 3, so the blocks' base64 concatenates cleanly.
-READ_BLOCK = 3 * 1024 * 1024
-# Bytes handed to the socket at once: the transport copies at most this much per connection.
-SEND_SLICE = 512 * 1024
+# Its base64 (1 MiB) is about what one request in flight holds in memory.
+READ_BLOCK = 768 * 1024
 _MARKER = "batchrun-media:"
 
 
@@ -74,27 +75,42 @@ class _DeferringResolver(MediaResolver):
         self.pending.clear()
 
 
-@dataclass
-class Payload:
-    """An encoded body as chunks; iterate it to send, ``release`` it right after."""
+class StreamedBody:
+    """One attempt's body: pieces produced as they are sent (iterate once)."""
 
-    size: int
-    sha256: str
-    chunks: list[bytes] = field(repr=False)
+    def __init__(self, prepared: PreparedRequest, *, limiter: anyio.CapacityLimiter | None = None
+                 ) -> None:
+        self.size = prepared.size
+        self.error: MediaError | None = None  # a file that changed or failed mid-send
+        self._prepared = prepared
+        self._limiter = limiter
+        self._digest = hashlib.sha256()
+        self._produced = 0
+
+    @property
+    def sha256(self) -> str | None:
+        """sha256 of the body once every byte of it was produced, else None."""
+        return self._digest.hexdigest() if self._produced == self.size else None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        for chunk in self.chunks:
-            view = memoryview(chunk)
-            for start in range(0, len(view), SEND_SLICE):
-                # memoryview slices: no copy; aiohttp and the socket take any buffer.
-                yield cast(bytes, view[start : start + SEND_SLICE])
-
-    def joined(self) -> bytes:
-        """The whole body as one bytes object (tests, small bodies)."""
-        return b"".join(self.chunks)
-
-    def release(self) -> None:
-        self.chunks.clear()
+        pieces = self._prepared.pieces()
+        inline = not self._prepared.media  # JSON only: no file to wait for
+        try:
+            while True:
+                # File reads and base64 run in a worker thread: the event loop keeps serving
+                # the other requests' sockets meanwhile.
+                piece = next(pieces, None) if inline else await anyio.to_thread.run_sync(
+                    next, pieces, None, limiter=self._limiter)
+                if piece is None:
+                    return
+                self._digest.update(piece)
+                self._produced += len(piece)
+                yield piece
+        except MediaError as error:
+            self.error = error
+            raise
+        finally:
+            pieces.close()
 
 
 @dataclass
@@ -112,30 +128,34 @@ class PreparedRequest:
     def media_bytes(self) -> int:
         return sum(item.info.size for item in self.media)
 
-    def encode(self) -> Payload:
-        """Read every file and build the body's chunks (blocking: run it in a worker thread)."""
-        digest = hashlib.sha256()
-        chunks: list[bytes] = []
-
-        def add(chunk: bytes) -> None:
-            if chunk:
-                digest.update(chunk)
-                chunks.append(chunk)
-
+    def pieces(self) -> Generator[bytes, None, None]:
+        """The body in pieces: JSON between the files, and each file as base64 blocks."""
         rest = self.skeleton
+        produced = 0
         for item in self.media:
             quoted = f'"{item.marker}"'.encode("ascii")
             head, found, rest = rest.partition(quoted)
             if not found:  # cannot happen: the marker was put there by build_body
                 raise MediaError(f"media {item.ref!r}: internal error placing its data")
-            add(head + b'"' + item.prefix)
-            _encode_file(item, add)
+            piece = head + b'"' + item.prefix
+            produced += len(piece)
+            yield piece
+            for block in _encoded_blocks(item):
+                produced += len(block)
+                yield block
             rest = b'"' + rest
-        add(rest)
-        size = sum(len(chunk) for chunk in chunks)
-        if size != self.size:
+        produced += len(rest)
+        if produced != self.size:  # cannot happen: every file's size was checked as read
             raise MediaError(f"row {self.row_id!r}: media changed while being read; try again")
-        return Payload(size=size, sha256=digest.hexdigest(), chunks=chunks)
+        yield rest
+
+    def encode(self) -> bytes:
+        """The whole body at once (tests, and callers that want the bytes)."""
+        return b"".join(self.pieces())
+
+    def stream(self, limiter: anyio.CapacityLimiter | None = None) -> StreamedBody:
+        """A fresh body for one attempt (files are read again for each)."""
+        return StreamedBody(self, limiter=limiter)
 
     def close(self) -> None:
         for item in self.media:
@@ -143,7 +163,8 @@ class PreparedRequest:
         self.media.clear()
 
 
-def _encode_file(item: _Pending, add: Callable[[bytes], None]) -> None:
+def _encoded_blocks(item: _Pending) -> Iterator[bytes]:
+    """base64 of a file, block by block; MediaError if it is not the size it was checked at."""
     expected = item.info.size
     offset = 0
     try:
@@ -152,12 +173,12 @@ def _encode_file(item: _Pending, add: Callable[[bytes], None]) -> None:
             if not block:
                 break
             offset += len(block)
-            add(base64.b64encode(block))
-            del block
+            yield base64.b64encode(block)
+        grew = offset == expected and os.pread(item.fd, 1, offset)
     except OSError as exc:
         raise MediaError(f"media {item.ref!r} cannot be read: {exc.strerror or exc}") from None
-    if offset != expected or os.pread(item.fd, 1, offset):
-        raise MediaError(f"media {item.ref!r} changed size while being read; try again")
+    if offset != expected or grew:
+        raise MediaError(f"media {item.ref!r} changed size while being sent; try again")
 
 
 def prepare_request(

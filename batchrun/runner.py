@@ -27,13 +27,14 @@ from batchrun.errors import (
     RateLimitedError,
     RetryableError,
     RowError,
+    TransportError,
 )
 from batchrun.estimate import rules_for
 from batchrun.job import JobSpec
 from batchrun.manifest import Row, iter_rows
 from batchrun.media import MediaResolver
 from batchrun.membudget import ByteBudget
-from batchrun.payload import Payload, PreparedRequest, prepare_request
+from batchrun.payload import prepare_request
 from batchrun.pricing import Price, price_for
 from batchrun.progress import RunCounters, report_progress
 from batchrun.ratelimit import Limiter
@@ -245,21 +246,24 @@ class Runner:
                     send_started = time.perf_counter()
                     if attempts.first_sent_at is None:
                         attempts.first_sent_at = time.time()
-                    # The body exists only while it holds budget: encoded now, dropped after.
+                    # Media are read and encoded block by block as the socket takes them,
+                    # while the body's full size is held from the byte budget.
                     async with self.budget.hold(prepared.size):
-                        payload = await self._encode(prepared)
-                        request_sha = payload.sha256
+                        body = prepared.stream(self._encoders)
                         send_started = time.perf_counter()  # latency: the wire, not the wait
                         try:
-                            completion = await self.client.complete(payload,
-                                                                    stream=self.job.stream)
+                            completion = await self.client.complete(body, stream=self.job.stream)
                         except RateLimitedError as error:
                             self.limiter.cooldown(
                                 error.retry_after if error.retry_after is not None else 1.0
                             )
                             raise
+                        except TransportError:
+                            if body.error is not None:  # a file changed under us: a row error
+                                raise body.error from None
+                            raise
                         finally:
-                            payload.release()
+                            request_sha = body.sha256 or request_sha
         except DispatchStopped:
             return
         except FatalError as error:
@@ -289,12 +293,6 @@ class Runner:
                 estimated_tokens + self.job.expected_output_tokens,
                 completion.prompt_tokens + (completion.completion_tokens or 0),
             )
-
-    async def _encode(self, prepared: PreparedRequest) -> Payload:
-        """Read and base64 the row's files off the event loop (text-only bodies inline)."""
-        if not prepared.media:
-            return prepared.encode()
-        return await anyio.to_thread.run_sync(prepared.encode, limiter=self._encoders)
 
     # --- results -----------------------------------------------------------------------
     def _ok_result(

@@ -65,8 +65,8 @@ def make_corpus(folder: Path, rows: int, file_bytes: int, with_media: bool) -> P
 
 
 def run_batchrun(manifest: Path, out: Path, endpoint: str, concurrency: int,
-                 budget: int) -> tuple[int, float, float]:
-    """(exit code, peak RSS in bytes, seconds) of one ``batchrun run`` subprocess."""
+                 budget: int) -> tuple[int, float, float, float]:
+    """(exit code, peak RSS in bytes, seconds, CPU seconds) of one ``batchrun run``."""
     command = [
         sys.executable, "-m", "batchrun.cli", "run", str(manifest), "--out", str(out),
         "--endpoint", endpoint, "--api-key", "sk-bench-media-memory",
@@ -77,7 +77,8 @@ def run_batchrun(manifest: Path, out: Path, endpoint: str, concurrency: int,
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.perf_counter() - started
-    return process.returncode, usage.ru_maxrss * 1024.0, elapsed  # ru_maxrss is KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return process.returncode, usage.ru_maxrss * 1024.0, elapsed, cpu  # ru_maxrss: KiB (Linux)
 
 
 def main() -> int:
@@ -106,9 +107,9 @@ def main() -> int:
             folder = Path(tmp)
             text_manifest = make_corpus(folder, args.rows, file_bytes, with_media=False)
             media_manifest = make_corpus(folder, args.rows, file_bytes, with_media=True)
-            code_t, base_rss, base_s = run_batchrun(text_manifest, folder / "run-text",
+            code_t, base_rss, base_s, _ = run_batchrun(text_manifest, folder / "run-text",
                                                     endpoint, args.concurrency, budget)
-            code_m, peak_rss, media_s = run_batchrun(media_manifest, folder / "run-media",
+            code_m, peak_rss, media_s, media_cpu = run_batchrun(media_manifest, folder / "run-media",
                                                      endpoint, args.concurrency, budget)
     finally:
         emulator.terminate()
@@ -121,7 +122,7 @@ def main() -> int:
           f"budget {budget / MB:,.0f} MB")
     print(f"baseline (text rows): peak RSS {base_rss / MB:,.0f} MB, {base_s:.1f} s, exit {code_t}")
     print(f"media rows:           peak RSS {peak_rss / MB:,.0f} MB, {media_s:.1f} s, exit {code_m}, "
-          f"{corpus / MB / media_s:,.0f} MB/s of media")
+          f"{corpus / MB / media_s:,.0f} MB/s of media, batchrun CPU {media_cpu:.1f} s")
     print(f"peak RSS / (budget + 150 MB) = {peak_rss / limit:.2f}  "
           f"(peak - baseline = {(peak_rss - base_rss) / MB:,.0f} MB for a "
           f"{budget / MB:,.0f} MB budget)")
