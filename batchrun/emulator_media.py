@@ -1,36 +1,42 @@
 """Media in ``image_url`` parts as the emulator counts them: Gemini 3-like tokens (pure).
 
 Rules (API-NOTES, default media resolution): image 1120; PDF 560 per page; audio 25 tokens/s;
-video 70 per frame at 1 frame/s plus its audio track at 25 tokens/s. An http(s) URL cannot be
-fetched by the emulator, so it counts as one image, whatever it points at.
+video 70 per frame at 1 frame/s plus its audio track at 25 tokens/s. Pages and durations are
+read like a real model would: by the readers batchrun's estimate uses (``media_meta``: pypdf,
+mutagen), then by the header parsers below, then guessed from the size. An http(s) URL cannot
+be fetched by the emulator, so it counts as one image, whatever it points at.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import math
 import re
 import struct
+
+# AUDIO/VIDEO_BYTES_PER_S: the byte rates guessed for media whose duration no header gives.
+from batchrun.media_meta import AUDIO_BYTES_PER_S, VIDEO_BYTES_PER_S, probe
 
 IMAGE_TOKENS = 1120
 PDF_PAGE_TOKENS = 560
 AUDIO_TOKENS_PER_S = 25
 VIDEO_FRAME_TOKENS = 70  # one frame per second
-# Byte rates for media whose duration the emulator cannot read from a header: a 128 kbit/s
-# audio file and a 2 Mbit/s video. They are guesses, as a real estimate would be.
-AUDIO_BYTES_PER_S = 16_000
-VIDEO_BYTES_PER_S = 250_000
 
-# The formats Gemini documents for inline data, plus the aliases Python's ``mimetypes`` gives.
+# The formats Gemini documents for inline data, plus the aliases Python's ``mimetypes`` gives,
+# plus what batchrun's sniffer names that Gemini's lists leave out: GIF (OpenAI-compatible
+# gateways take it as OpenAI's vision API does; assumed) and M4A as audio/mp4 (Vertex lists
+# audio/mp4 and audio/m4a).
 IMAGE_MIMES = frozenset(
-    {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif"}
+    {"image/png", "image/jpeg", "image/webp", "image/heic", "image/heif", "image/gif"}
 )
 PDF_MIMES = frozenset({"application/pdf"})
 AUDIO_MIMES = frozenset(
     {
         "audio/wav", "audio/x-wav", "audio/wave", "audio/mp3", "audio/mpeg", "audio/aiff",
-        "audio/x-aiff", "audio/aac", "audio/ogg", "audio/flac", "audio/x-flac",
+        "audio/x-aiff", "audio/aac", "audio/ogg", "audio/flac", "audio/x-flac", "audio/mp4",
+        "audio/m4a",
     }
 )
 VIDEO_MIMES = frozenset(
@@ -96,14 +102,19 @@ def media_tokens(mime: str, data: bytes) -> int:
     kind = kind_of(mime)
     if kind == "image":
         return IMAGE_TOKENS
+    meta = probe(io.BytesIO(data), mime, kind, len(data))
     if kind == "pdf":
-        return PDF_PAGE_TOKENS * pdf_pages(data)
+        return PDF_PAGE_TOKENS * (meta.pages or pdf_pages(data))
     if kind == "audio":
-        seconds = wav_seconds(data) if mime in WAV_MIMES else None
+        seconds = meta.seconds
+        if seconds is None and mime in WAV_MIMES:
+            seconds = wav_seconds(data)
         if seconds is None:
             seconds = len(data) / AUDIO_BYTES_PER_S
         return max(1, math.ceil(seconds * AUDIO_TOKENS_PER_S))
-    seconds = mp4_seconds(data) if mime in MP4_LIKE_MIMES else None
+    seconds = meta.seconds
+    if seconds is None and mime in MP4_LIKE_MIMES:
+        seconds = mp4_seconds(data)
     if seconds is None:
         seconds = len(data) / VIDEO_BYTES_PER_S
     frames = max(1, math.ceil(seconds))
