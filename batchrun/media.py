@@ -83,6 +83,11 @@ class MediaInfo:
     kind: str  # image | pdf | audio | video
 
 
+def media_root_for(manifest: Path, media_root: str | Path | None) -> Path:
+    """``--media-root`` / the job's ``media_root`` if given, else the manifest's folder."""
+    return Path(media_root) if media_root else manifest.resolve().parent
+
+
 def is_passthrough_url(ref: str) -> bool:
     """http(s) and data URLs go to the API as they are."""
     lowered = ref[:8].lower()

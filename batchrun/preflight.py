@@ -6,18 +6,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchrun.estimate import RowEstimate, RunEstimate, row_estimate
+from batchrun.errors import RowError
+from batchrun.estimate import RowEstimate, RunEstimate, row_estimate, rules_for
 from batchrun.job import JobSpec
 from batchrun.manifest import Row, iter_rows
+from batchrun.media import MediaResolver, media_root_for
+from batchrun.payload import prepare_request
 from batchrun.pricing import Price
 
 
-def estimate_of(row: Row, job: JobSpec) -> RowEstimate:
-    """The prompt-token estimate of one sendable row (no media file is read).
+def estimate_of(row: Row, job: JobSpec, media: MediaResolver | None = None) -> RowEstimate:
+    """The prompt-token estimate of one sendable row.
 
-    The manifest reader has already rendered templates and gathered media references.
+    With a resolver, the row's request is prepared as the runner would: local files are
+    checked (RowError if one cannot be sent, or the request is over its size limit) and their
+    metadata (pages, seconds, pixels) is read, but not their content. Without one, media count
+    by the documented defaults.
     """
-    return row_estimate(row.messages, row.prompt, row.system or job.system, row.media)
+    if media is None:
+        return row_estimate(row.messages, row.prompt, row.system or job.system, row.media,
+                            rules=rules_for(job.model))
+    prepared = prepare_request(row, job, media, probe=True, rules=rules_for(job.model))
+    prepared.close()
+    return prepared.estimate
 
 
 @dataclass
@@ -34,8 +45,11 @@ def scan_manifest(
     is_done: Callable[[str], bool] = lambda _row_id: False,
 ) -> Preflight:
     """Stream every row once: duplicate ids raise InputError (naming both lines); rows that
-    ``is_done`` are counted but not estimated; unsendable rows are listed with their reason."""
+    ``is_done`` are counted but not estimated; unsendable rows (media that cannot be sent
+    included) are listed with their reason."""
     preflight = Preflight()
+    media = MediaResolver(media_root_for(manifest, job.media_root),
+                          max_file_bytes=job.max_file_bytes)
     for row in iter_rows(manifest, job, check_duplicates=True):
         preflight.rows_total += 1
         if is_done(row.id):
@@ -43,6 +57,11 @@ def scan_manifest(
         if row.error is not None:
             preflight.to_send.add_unsendable(row.error)
             continue
-        preflight.to_send.add_row(estimate_of(row, job), job.expected_output_tokens, price)
+        try:
+            estimate = estimate_of(row, job, media)
+        except RowError as error:
+            preflight.to_send.add_unsendable(f"row {row.id!r} (line {row.line}): {error.message}")
+            continue
+        preflight.to_send.add_row(estimate, job.expected_output_tokens, price)
     preflight.to_send.finish(price)
     return preflight

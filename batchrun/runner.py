@@ -32,7 +32,7 @@ from batchrun.errors import (
 from batchrun.estimate import rules_for
 from batchrun.job import JobSpec
 from batchrun.manifest import Row, iter_rows
-from batchrun.media import MediaResolver
+from batchrun.media import MediaResolver, media_root_for
 from batchrun.membudget import ByteBudget
 from batchrun.payload import prepare_request
 from batchrun.pricing import Price, price_for
@@ -114,8 +114,10 @@ class Runner:
         self.price: Price = price_for(plan.job.model, {plan.job.model: plan.job.price}
                                       if plan.job.price else None)
         self.limiter = Limiter(rpm=plan.job.rpm, tpm=plan.job.tpm)
-        self.media = MediaResolver(plan.media_root or plan.manifest.resolve().parent,
-                                   max_file_bytes=plan.job.max_file_bytes)
+        self.media = MediaResolver(
+            media_root_for(plan.manifest, plan.media_root or plan.job.media_root),
+            max_file_bytes=plan.job.max_file_bytes,
+        )
         self.media_rules = rules_for(plan.job.model)
         # Encoded bodies in flight share this many bytes; a worker waits for room before it
         # reads a file, so peak memory follows the budget, not the files' sizes.
