@@ -109,8 +109,8 @@ def main() -> int:
             media_manifest = make_corpus(folder, args.rows, file_bytes, with_media=True)
             code_t, base_rss, base_s, _ = run_batchrun(text_manifest, folder / "run-text",
                                                     endpoint, args.concurrency, budget)
-            code_m, peak_rss, media_s, media_cpu = run_batchrun(media_manifest, folder / "run-media",
-                                                     endpoint, args.concurrency, budget)
+            code_m, peak_rss, media_s, media_cpu = run_batchrun(
+                media_manifest, folder / "run-media", endpoint, args.concurrency, budget)
     finally:
         emulator.terminate()
         emulator.wait(timeout=10)
@@ -121,8 +121,9 @@ def main() -> int:
           f"{corpus * 4 / 3 / MB:,.0f} MB as base64) at concurrency {args.concurrency}, "
           f"budget {budget / MB:,.0f} MB")
     print(f"baseline (text rows): peak RSS {base_rss / MB:,.0f} MB, {base_s:.1f} s, exit {code_t}")
-    print(f"media rows:           peak RSS {peak_rss / MB:,.0f} MB, {media_s:.1f} s, exit {code_m}, "
-          f"{corpus / MB / media_s:,.0f} MB/s of media, batchrun CPU {media_cpu:.1f} s")
+    print(f"media rows:           peak RSS {peak_rss / MB:,.0f} MB, {media_s:.1f} s, "
+          f"exit {code_m}, {corpus / MB / media_s:,.0f} MB/s of media, "
+          f"batchrun CPU {media_cpu:.1f} s")
     print(f"peak RSS / (budget + 150 MB) = {peak_rss / limit:.2f}  "
           f"(peak - baseline = {(peak_rss - base_rss) / MB:,.0f} MB for a "
           f"{budget / MB:,.0f} MB budget)")

@@ -49,11 +49,20 @@ def make_png() -> bytes:
 
 # -------------------------------------------------------------------------------- JPEG
 class _BitWriter:
+    """Most significant bit first, as both JPEG and H.264 want."""
+
     def __init__(self) -> None:
-        self.bits: list[int] = []
+        self.out = bytearray()
+        self.pending = 0  # bits not yet a whole byte
+        self.count = 0
 
     def write(self, value: int, length: int) -> None:
-        self.bits.extend((value >> (length - 1 - i)) & 1 for i in range(length))
+        self.pending = (self.pending << length) | (value & ((1 << length) - 1))
+        self.count += length
+        while self.count >= 8:
+            self.count -= 8
+            self.out.append((self.pending >> self.count) & 0xFF)
+        self.pending &= (1 << self.count) - 1
 
     def ue(self, value: int) -> None:  # Exp-Golomb (H.264)
         code = value + 1
@@ -64,13 +73,13 @@ class _BitWriter:
         self.ue(2 * value - 1 if value > 0 else -2 * value)
 
     def align(self, fill: int) -> None:
-        while len(self.bits) % 8:
-            self.bits.append(fill)
+        if self.count:
+            pad = 8 - self.count
+            self.write((1 << pad) - 1 if fill else 0, pad)
 
     def to_bytes(self) -> bytes:
-        return bytes(
-            int("".join(map(str, self.bits[i : i + 8])), 2) for i in range(0, len(self.bits), 8)
-        )
+        assert self.count == 0, "align first"
+        return bytes(self.out)
 
 
 # DC table: size categories 0..11, all 4-bit codes (0000 … 1011); AC table: only EOB, code "0".
@@ -346,5 +355,5 @@ def write_all(folder: Path) -> dict[str, Path]:
 
 if __name__ == "__main__":
     target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "media"
-    for name, path in write_all(target).items():
+    for path in write_all(target).values():
         print(f"{path}  {path.stat().st_size:,} bytes")

@@ -1,0 +1,142 @@
+"""Bodies prepared with media unread, then streamed: same bytes as the simple path, exact size."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import wave
+from pathlib import Path
+from types import ModuleType
+
+import anyio
+import pytest
+
+from batchrun.errors import MediaError
+from batchrun.estimate import (
+    GEMINI_2_RULES,
+    GEMINI_3_RULES,
+    media_tokens,
+    meta_tokens,
+    rules_for,
+)
+from batchrun.job import JobSpec
+from batchrun.manifest import Row
+from batchrun.media import MediaResolver
+from batchrun.media_meta import MediaMeta
+from batchrun.payload import READ_BLOCK, prepare_request
+from batchrun.request import build_body, encode_body
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_inputs"
+
+
+def load_make_media() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("make_media", SAMPLES / "make_media.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_media = load_make_media()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    make_media.write_all(tmp_path)
+    # Larger than one read block and not a multiple of 3: the blocks must join seamlessly.
+    with wave.open(str(tmp_path / "long.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(1)
+        out.setframerate(8000)
+        out.writeframes(bytes(range(256)) * 7001)
+    assert (tmp_path / "long.wav").stat().st_size > 2 * READ_BLOCK
+    return tmp_path
+
+
+ROWS = [
+    Row(id="text", line=1, prompt="Just text, with \"quotes\" and ünïcode."),
+    Row(id="many", line=2, prompt="All of them", system="Be brief.",
+        media=("chart.png", "photo.jpg", "report.pdf", "https://example.com/x.png",
+               "long.wav", "chart.png")),
+    Row(id="messages", line=3, messages=(
+        {"role": "user", "content": [{"type": "text", "text": "Look"},
+                                     {"type": "image_url", "image_url": {"url": "clip.mp4"}},
+                                     {"type": "image_url", "image_url": "silence.mp3"}]},)),
+    Row(id="batch", line=4, body={"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "tone.wav"}}]}], "temperature": 0.2}),
+]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
+def test_prepared_body_is_byte_for_byte_the_simple_one(root: Path, row: Row) -> None:
+    job = JobSpec(google_search=True, reasoning_effort="low")
+    resolver = MediaResolver(root)
+    simple = encode_body(build_body(row, job, resolver))
+    before = open_fds()
+    prepared = prepare_request(row, job, resolver)
+    assert prepared.size == len(simple)
+    assert prepared.encode() == simple
+    assert prepared.encode() == simple  # files are read again: encoding is repeatable
+
+    async def stream() -> tuple[bytes, str | None]:
+        body = prepared.stream()
+        pieces = [bytes(piece) async for piece in body]
+        return b"".join(pieces), body.sha256
+
+    streamed, sha = anyio.run(stream)
+    assert streamed == simple and sha == hashlib.sha256(simple).hexdigest()
+    assert max(map(len, prepared.pieces())) <= READ_BLOCK * 4 // 3  # one block at a time
+    prepared.close()
+    assert open_fds() == before
+
+
+def test_a_file_that_changes_after_preparing_is_a_media_error(root: Path) -> None:
+    row = Row(id="r", line=1, prompt="x", media=("tone.wav",))
+    prepared = prepare_request(row, JobSpec(), MediaResolver(root))
+    with open(root / "tone.wav", "ab") as handle:
+        handle.write(b"more")
+    with pytest.raises(MediaError, match="'tone.wav' changed size while being sent"):
+        prepared.encode()
+    prepared.close()
+
+
+def test_request_limit_counts_base64_and_closes_what_it_opened(root: Path) -> None:
+    row = Row(id="r", line=1, prompt="x", media=("tone.wav", "silence.mp3"))
+    resolver = MediaResolver(root)
+    size = len(encode_body(build_body(row, JobSpec(), resolver)))
+    before = open_fds()
+    assert prepare_request(row, JobSpec(max_request_bytes=size), resolver).size == size
+    with pytest.raises(MediaError, match=f"would be {size:,} bytes") as info:
+        prepare_request(row, JobSpec(max_request_bytes=size - 1), resolver)
+    assert "'tone.wav' (16,044 bytes)" in info.value.message
+    assert open_fds() == before + 2  # the first, accepted one is still open (not closed here)
+
+
+def test_probed_metadata_drives_the_estimate(root: Path) -> None:
+    row = Row(id="r", line=1, prompt="", media=("report.pdf", "tone.wav", "clip.mp4"))
+    prepared = prepare_request(row, JobSpec(), MediaResolver(root), probe=True)
+    prepared.close()
+    metas = sorted(prepared.metas.values(), key=lambda meta: meta.kind)
+    assert [(m.kind, m.pages, m.seconds) for m in metas] == [
+        ("audio", None, 1.0), ("pdf", 3, None), ("video", None, 2.0)]
+    media = 3 * 560 + 25 + (2 * 70 + 50)
+    assert prepared.estimate.prompt_tokens == 4 + media  # one message, no text
+    assert prepared.estimate.kind == "pdf"
+
+
+def test_rules_per_model_family() -> None:
+    assert rules_for("gemini-3.1-pro") is GEMINI_3_RULES
+    assert rules_for("gemini-2.5-flash") is GEMINI_2_RULES
+    assert rules_for("models/gemini-1.5-pro") is GEMINI_2_RULES
+    photo = MediaMeta(kind="image", width=1920, height=1080)
+    assert meta_tokens(photo) == 1120  # Gemini 3: one image, whatever its size
+    assert meta_tokens(photo, GEMINI_2_RULES) == 3 * 2 * 258  # 768 px tiles
+    assert meta_tokens(MediaMeta(kind="image", width=300, height=200), GEMINI_2_RULES) == 258
+    assert media_tokens("audio", seconds=10, rules=GEMINI_2_RULES) == 320
+    # No header duration: guessed from the size, as the emulator does.
+    assert meta_tokens(MediaMeta(kind="audio", size=160_000)) == 250
