@@ -229,7 +229,8 @@ Examples:
 @click.option("--media-root", type=click.Path(path_type=Path, file_okay=False),
               help="Folder that local media paths are confined to [manifest's folder].")
 @click.option("--media-budget", type=click.IntRange(min=1),
-              help="Bytes of media payload in flight at once.")
+              help="Bytes of request bodies (media base64 included) in flight at once; a "
+              "row waits for room before its files are read [job spec, default 256 MiB].")
 @click.option("--reuse", type=click.Path(path_type=Path, file_okay=False),
               help="Earlier run directory whose answers may be reused (not yet available).")
 @click.option("--quiet", "-q", is_flag=True, help="No estimate or progress on stderr.")

@@ -124,10 +124,6 @@ class PreparedRequest:
     estimate: RowEstimate
     metas: dict[str, MediaMeta] = field(default_factory=dict)
 
-    @property
-    def media_bytes(self) -> int:
-        return sum(item.info.size for item in self.media)
-
     def pieces(self) -> Generator[bytes, None, None]:
         """The body in pieces: JSON between the files, and each file as base64 blocks."""
         rest = self.skeleton

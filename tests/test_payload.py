@@ -12,7 +12,9 @@ from types import ModuleType
 import anyio
 import pytest
 
-from batchrun.errors import MediaError
+from batchrun.client import ApiClient, ClientSettings
+from batchrun.emulator import EmulatorServer
+from batchrun.errors import MediaError, TransportError
 from batchrun.estimate import (
     GEMINI_2_RULES,
     GEMINI_3_RULES,
@@ -24,7 +26,7 @@ from batchrun.job import JobSpec
 from batchrun.manifest import Row
 from batchrun.media import MediaResolver
 from batchrun.media_meta import MediaMeta
-from batchrun.payload import READ_BLOCK, prepare_request
+from batchrun.payload import READ_BLOCK, StreamedBody, prepare_request
 from batchrun.request import build_body, encode_body
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_inputs"
@@ -140,3 +142,25 @@ def test_rules_per_model_family() -> None:
     assert media_tokens("audio", seconds=10, rules=GEMINI_2_RULES) == 320
     # No header duration: guessed from the size, as the emulator does.
     assert meta_tokens(MediaMeta(kind="audio", size=160_000)) == 250
+
+
+def test_a_file_changed_mid_send_surfaces_as_its_media_error(
+    root: Path, emulator: EmulatorServer
+) -> None:
+    row = Row(id="r", line=1, prompt="x", media=("tone.wav",))
+    prepared = prepare_request(row, JobSpec(stream=False), MediaResolver(root))
+    (root / "tone.wav").write_bytes(b"RIFF" + bytes(100))  # shrinks after the check
+
+    async def send() -> StreamedBody:
+        settings = ClientSettings(endpoint=emulator.base_url, api_key="sk-test-payload")
+        async with ApiClient(settings) as client:
+            body = prepared.stream()
+            with pytest.raises(TransportError):
+                await client.complete(body, stream=False)
+            return body
+
+    body = anyio.run(send)
+    prepared.close()
+    assert isinstance(body.error, MediaError) and "changed size" in body.error.message
+    assert body.sha256 is None
+    assert emulator.stats.by_status.get(200, 0) == 0 and emulator.stats.media_seen == []
