@@ -21,6 +21,7 @@ import orjson
 from batchrun import __version__
 from batchrun.client import ApiClient
 from batchrun.errors import BatchrunError, InputError
+from batchrun.estimate import estimate_lines
 from batchrun.job import JobSpec, load_job
 from batchrun.manifest import manifest_fingerprint
 from batchrun.preflight import Preflight, scan_manifest
@@ -104,26 +105,9 @@ def _check_manifest(manifest: Path) -> None:
 
 
 def _print_estimate(preflight: Preflight, *, heading: str) -> None:
-    estimate = preflight.to_send
-    credits = estimate.credits
-    usd = estimate.usd
     _err(heading)
-    _err(
-        f"  rows to send {estimate.rows - estimate.rows_unsendable:,} of {preflight.rows_total:,}"
-        f" · unsendable {estimate.rows_unsendable:,}"
-    )
-    _err(
-        f"  prompt tokens ≈ {estimate.prompt_tokens:,} · output tokens ≈ "
-        f"{int(estimate.output_tokens.expected):,} "
-        f"({int(estimate.output_tokens.low):,}–{int(estimate.output_tokens.high):,})"
-    )
-    _err(
-        f"  credits ≈ {credits.expected:,.4f} ({credits.low:,.4f}–{credits.high:,.4f}) · "
-        f"USD ≈ ${usd.expected:,.4f} (${usd.low:,.4f}–${usd.high:,.4f})"
-    )
-    for reason in estimate.unsendable_examples[:5]:
-        _err(f"  unsendable: {reason}")
-    _err("  (an estimate: exact token counts exist only after each call)")
+    for line in estimate_lines(preflight.to_send, rows_total=preflight.rows_total):
+        _err(line)
 
 
 def _resume_command(manifest: Path, out: Path, flags: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from batchrun.estimate import RowEstimate, RunEstimate, row_estimate
+from batchrun.estimate import RowEstimate, RunEstimate, Tally, assumed_estimate, row_estimate
 from batchrun.job import JobSpec
 from batchrun.manifest import Row, iter_rows
 from batchrun.pricing import Price
@@ -23,6 +23,8 @@ def estimate_of(row: Row, job: JobSpec) -> RowEstimate:
 @dataclass
 class Preflight:
     rows_total: int = 0
+    rows_sendable: int = 0  # over the whole manifest, rows done earlier included
+    tally: Tally = field(default_factory=Tally)  # the rows still to send
     to_send: RunEstimate = field(default_factory=RunEstimate)
 
 
@@ -36,13 +38,16 @@ def scan_manifest(
     """Stream every row once: duplicate ids raise InputError (naming both lines); rows that
     ``is_done`` are counted but not estimated; unsendable rows are listed with their reason."""
     preflight = Preflight()
+    tally = preflight.tally
     for row in iter_rows(manifest, job, check_duplicates=True):
         preflight.rows_total += 1
+        if row.error is None:
+            preflight.rows_sendable += 1
         if is_done(row.id):
             continue
         if row.error is not None:
-            preflight.to_send.add_unsendable(row.error)
+            tally.add_unsendable(row.id, row.line, row.error)
             continue
-        preflight.to_send.add_row(estimate_of(row, job), job.expected_output_tokens, price)
-    preflight.to_send.finish(price)
+        tally.add(estimate_of(row, job))
+    preflight.to_send = assumed_estimate(tally, job.expected_output_tokens, price)
     return preflight

@@ -10,9 +10,11 @@ from batchrun.errors import InputError
 from batchrun.estimate import (
     IMAGE_TOKENS,
     PDF_PAGE_TOKENS,
-    RunEstimate,
+    Tally,
+    assumed_estimate,
     media_kind,
     media_tokens,
+    messages_estimate,
     row_estimate,
     text_tokens,
 )
@@ -76,16 +78,25 @@ def test_media_kinds_and_tokens() -> None:
 
 def test_run_estimate_bands_follow_the_formula() -> None:
     price = PRICES["gemini-3.1-pro"]
-    estimate = RunEstimate()
+    tally = Tally()
     row = row_estimate(None, "x" * 4000, None, ["photo.png"])
-    estimate.add_row(row, 500, price)
-    estimate.add_unsendable("line 2: not valid JSON")
-    estimate.finish(price)
+    tally.add(row)
+    tally.add_unsendable("bad", 2, "line 2: not valid JSON")
+    estimate = assumed_estimate(tally, 500, price)
     assert estimate.rows == 2 and estimate.rows_unsendable == 1
     assert row.kind == "image" and row.prompt_tokens > 1000 + IMAGE_TOKENS
     assert estimate.credits.expected == pytest.approx(price.credits(row.prompt_tokens, 500))
     assert estimate.credits.low < estimate.credits.expected < estimate.credits.high
     assert estimate.usd.expected == pytest.approx(estimate.credits.expected * 0.005)
     data = estimate.as_dict()
-    assert set(data["by_kind"]) == {"image"}
+    assert set(data["by_kind"]) == {"text", "image", "pdf", "audio", "video"}
+    assert data["by_kind"]["image"]["rows"] == 1 and data["by_kind"]["text"]["rows"] == 0
+    assert data["unsendable"] == [{"id": "bad", "line": 2, "reason": "line 2: not valid JSON"}]
     assert set(data["credits"]) == {"low", "expected", "high"}
+
+
+def test_text_fast_path_matches_the_messages_path() -> None:
+    for prompt, system in [("hello world", None), ("长城 and more", "be brief"), ("", "sys")]:
+        built = [{"role": "system", "content": system}] if system else []
+        built.append({"role": "user", "content": [{"type": "text", "text": prompt}]})
+        assert row_estimate(None, prompt, system, ()) == messages_estimate(built)
