@@ -43,6 +43,9 @@ class JobSpec:
     connect_timeout_s: float = 30.0
     read_timeout_s: float = 300.0
     max_credits: float | None = None
+    # Output tokens the budget reserves per request; unset: the model's output limit (a true
+    # bound). Smaller reserves less, but an answer that overruns it can pass the cap.
+    max_output_tokens_bound: int | None = None
     confirm_above: float | None = None
     media_root: str | None = None
     media_budget_bytes: int = 256 * 1024 * 1024
@@ -68,7 +71,7 @@ class JobSpec:
             raise InputError("concurrency must be at least 1")
         if self.max_attempts < 1:
             raise InputError("max_attempts must be at least 1")
-        for name in ("rpm", "tpm", "max_credits"):
+        for name in ("rpm", "tpm", "max_credits", "max_output_tokens_bound"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise InputError(f"{name} must be positive, not {value}")

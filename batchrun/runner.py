@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import orjson
 from anyio.abc import ObjectReceiveStream
 
 from batchrun import __version__
+from batchrun.budget import BudgetExhausted, BudgetGate, CreditLedger, Reservation
 from batchrun.client import ApiClient, ClientSettings, mask_key
 from batchrun.errors import (
     BatchrunError,
@@ -72,6 +73,10 @@ class RunPlan:
     media_root: Path | None = None
     progress_interval_s: float = 2.0
     show_progress: bool = True
+    # Send just these rows instead of streaming the manifest (a calibration sample).
+    only_rows: tuple[Row, ...] | None = None
+    # The spending cap's ledger (--max-credits); shared by a calibration sample and the run.
+    budget: CreditLedger | None = None
 
 
 @dataclass
@@ -117,6 +122,7 @@ class Runner:
         self.stop_reason: str | None = None
         self.stop_error: BatchrunError | None = None
         self._stopping = anyio.Event()
+        self.budget = BudgetGate(plan.budget, self.price) if plan.budget is not None else None
 
     # --- stopping ----------------------------------------------------------------------
     def stop(self, reason: str, error: BatchrunError | None = None) -> None:
@@ -124,6 +130,8 @@ class Runner:
             self.stop_reason = reason
             self.stop_error = error
         self._stopping.set()
+        if self.budget is not None:
+            self.budget.close()
 
     @property
     def stopping(self) -> bool:
@@ -191,8 +199,13 @@ class Runner:
     async def _produce(self, send_rows: anyio.abc.ObjectSendStream[Row]) -> None:
         index = self.plan.index
         retry_failed = self.plan.retry_failed
+        rows: Iterable[Row] = (
+            self.plan.only_rows
+            if self.plan.only_rows is not None
+            else iter_rows(self.plan.manifest, self.job, check_duplicates=False)
+        )
         async with send_rows:
-            for row in iter_rows(self.plan.manifest, self.job, check_duplicates=False):
+            for row in rows:
                 if self.stopping:
                     return
                 if index.is_done(row.id, retry_failed=retry_failed):
@@ -214,7 +227,9 @@ class Runner:
         except RowError as error:
             self._record(self._error_result(row.id, error, _Attempts(), started_at, None))
             return
-        estimated_tokens = messages_estimate(body.get("messages") or ()).prompt_tokens
+        messages = body.get("messages") or ()
+        estimated_tokens = messages_estimate(messages).prompt_tokens
+        bound_credits = self.budget.request_credits(messages) if self.budget else 0.0
         del body  # the encoded bytes are all we keep in flight (media can be large)
         request_sha = body_sha256(body_bytes)
         attempts = _Attempts()
@@ -234,6 +249,7 @@ class Runner:
                     await self.limiter.acquire(estimated_tokens + self.job.expected_output_tokens)
                     if self.stopping:
                         raise DispatchStopped
+                    reservation = await self._reserve(bound_credits)
                     attempts.count += 1
                     self.counters.requests_sent += 1
                     send_started = time.perf_counter()
@@ -241,11 +257,16 @@ class Runner:
                         attempts.first_sent_at = time.time()
                     try:
                         completion = await self.client.complete(body_bytes, stream=self.job.stream)
-                    except RateLimitedError as error:
-                        self.limiter.cooldown(
-                            error.retry_after if error.retry_after is not None else 1.0
-                        )
+                    except BaseException as error:
+                        if isinstance(error, RateLimitedError):
+                            self.limiter.cooldown(
+                                error.retry_after if error.retry_after is not None else 1.0
+                            )
+                        if reservation is not None and self.budget is not None:
+                            self.budget.settle_failure(reservation, error)
                         raise
+                    if reservation is not None and self.budget is not None:
+                        self.budget.settle(reservation, completion)
         except DispatchStopped:
             return
         except FatalError as error:
@@ -274,6 +295,19 @@ class Runner:
                 estimated_tokens + self.job.expected_output_tokens,
                 completion.prompt_tokens + (completion.completion_tokens or 0),
             )
+
+    async def _reserve(self, credits: float) -> Reservation | None:
+        """Hold ``credits`` of the budget for one attempt; at the cap, stop dispatch."""
+        if self.budget is None:
+            return None
+        try:
+            reservation = await self.budget.reserve(credits)
+        except BudgetExhausted:
+            self.stop(STOP_BUDGET)
+            raise DispatchStopped from None
+        if reservation is None:
+            raise DispatchStopped
+        return reservation
 
     # --- results -----------------------------------------------------------------------
     def _ok_result(
