@@ -165,10 +165,13 @@ def project(
     )
     spread_credits = price.credits(0, spread_tokens)
 
+    # The bootstrap's spread is that of a variance with divisor n; widen it to n - 1.
+    widen = math.sqrt(size / (size - 1)) if size > 1 else 1.0
+
     def band(expected: float, draws: list[float], spread: float) -> Band:
         draws.sort()
-        below = expected - _quantile(draws, tail) if draws else 0.0
-        above = _quantile(draws, 1.0 - tail) - expected if draws else 0.0
+        below = (expected - _quantile(draws, tail)) * widen if draws else 0.0
+        above = (_quantile(draws, 1.0 - tail) - expected) * widen if draws else 0.0
         return Band(
             max(0.0, expected - math.hypot(max(0.0, below), spread)),
             expected,

@@ -447,7 +447,7 @@ def _calibrate(plan: RunPlan, preflight: Preflight, sample_size: int, price: Pri
         whole = calibration.whole_run
         assert whole is not None and calibration.remaining is not None
         _err("calibrated estimate for the whole run (rows already answered at their real cost):")
-        for line in estimate_lines(whole, rows_total=preflight.rows_total):
+        for line in estimate_lines(whole, rows_total=preflight.rows_total, label="sendable rows"):
             _err(line)
     return calibration
 

@@ -352,13 +352,15 @@ def row_estimate(
     return messages_estimate(built)
 
 
-def estimate_lines(estimate: RunEstimate, *, rows_total: int | None = None) -> list[str]:
+def estimate_lines(
+    estimate: RunEstimate, *, rows_total: int | None = None, label: str = "rows to send"
+) -> list[str]:
     """The estimate for people (stderr): rows, tokens, credits and USD bands, kinds, and the
     rows that cannot be sent with their reasons."""
     total = estimate.rows if rows_total is None else rows_total
     output, credits, usd = estimate.output_tokens, estimate.credits, estimate.usd
     lines = [
-        f"  rows to send {estimate.rows_sendable:,} of {total:,} · unsendable "
+        f"  {label} {estimate.rows_sendable:,} of {total:,} · unsendable "
         f"{estimate.rows_unsendable:,}",
         f"  prompt tokens ≈ {estimate.prompt_tokens:,} · output tokens ≈ "
         f"{round(output.expected):,} ({round(output.low):,}–{round(output.high):,})",
