@@ -9,9 +9,10 @@ These are estimates: the exact counts only exist after the call.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from batchrun.pricing import Price
 
@@ -43,30 +44,27 @@ KINDS = ("text", "image", "pdf", "audio", "video")
 UNSENDABLE_LISTED = 100  # rows listed by name; all are counted
 
 
-def _is_cjk(code_point: int) -> bool:
-    return (
-        0x3040 <= code_point <= 0x30FF  # kana
-        or 0x3400 <= code_point <= 0x4DBF
-        or 0x4E00 <= code_point <= 0x9FFF
-        or 0xAC00 <= code_point <= 0xD7AF  # hangul
-        or 0xF900 <= code_point <= 0xFAFF
-        or 0x20000 <= code_point <= 0x2FA1F
-    )
+# Kana, CJK ideographs (with extension A and the supplementary planes), Hangul, compatibility
+# ideographs: about one token per character.
+_CJK_RUNS = re.compile(
+    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+    "\U00020000-\U0002fa1f]+"
+)
+_NON_LATIN_RUNS = re.compile("[^\u0000-\u024f]+")  # beyond Latin Extended-B
+
+
+def _run_length(pattern: re.Pattern[str], text: str) -> int:
+    return sum(map(len, pattern.findall(text)))
 
 
 def text_tokens(text: str) -> int:
-    """Estimated tokens of ``text`` by script."""
+    """Estimated tokens of ``text`` by script (the regexes count in C: 1M rows in seconds)."""
     if text.isascii():
         return math.ceil(len(text) / CHARS_PER_TOKEN_LATIN)
-    latin = cjk = other = 0
-    for char in text:
-        code_point = ord(char)
-        if code_point < 0x250:
-            latin += 1
-        elif _is_cjk(code_point):
-            cjk += 1
-        else:
-            other += 1
+    non_latin = _run_length(_NON_LATIN_RUNS, text)
+    cjk = _run_length(_CJK_RUNS, text)
+    latin = len(text) - non_latin
+    other = non_latin - cjk
     return math.ceil(
         latin / CHARS_PER_TOKEN_LATIN + cjk * TOKENS_PER_CJK_CHAR + other / CHARS_PER_TOKEN_OTHER
     )
@@ -97,8 +95,9 @@ def media_tokens(kind: str, *, pages: int | None = None, seconds: float | None =
     return IMAGE_TOKENS
 
 
-@dataclass(frozen=True)
-class RowEstimate:
+class RowEstimate(NamedTuple):
+    """One row's estimated prompt tokens (a tuple: a million of them are made per 1M rows)."""
+
     prompt_tokens: int
     kind: str  # the costliest media kind of the row, or "text"
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchrun.errors import InputError
 from batchrun.estimate import (
@@ -100,3 +103,26 @@ def test_text_fast_path_matches_the_messages_path() -> None:
         built = [{"role": "system", "content": system}] if system else []
         built.append({"role": "user", "content": [{"type": "text", "text": prompt}]})
         assert row_estimate(None, prompt, system, ()) == messages_estimate(built)
+
+
+def _reference_text_tokens(text: str) -> int:
+    """The rule spelled out one character at a time (what the regexes must count)."""
+    latin = cjk = other = 0
+    for char in text:
+        code = ord(char)
+        if code < 0x250:
+            latin += 1
+        elif (0x3040 <= code <= 0x30FF or 0x3400 <= code <= 0x4DBF or 0x4E00 <= code <= 0x9FFF
+              or 0xAC00 <= code <= 0xD7AF or 0xF900 <= code <= 0xFAFF
+              or 0x20000 <= code <= 0x2FA1F):
+            cjk += 1
+        else:
+            other += 1
+    return math.ceil(latin / 4 + cjk + other / 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
+       | st.text(alphabet="aé长城カ한Ω\U00020001ж ", max_size=200))
+def test_text_tokens_counts_scripts_as_the_rule_says(text: str) -> None:
+    assert text_tokens(text) == _reference_text_tokens(text)
