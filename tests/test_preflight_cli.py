@@ -151,3 +151,50 @@ def test_a_paid_calibration_asks_and_needs_a_key(tmp_path: Path, emulator: Emula
     assert data["calibration"]["sent"] == 5 and data["rows"] == 30
     assert data["already_spent"]["rows"] == 5
     assert data["credits"]["low"] <= data["credits"]["expected"] <= data["credits"]["high"]
+
+
+def test_run_calibrate_asks_for_the_sample_then_for_the_rest(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    manifest = write_manifest(tmp_path / "m.jsonl", 30)
+    out = tmp_path / "run"
+    base = ["run", str(manifest), "--out", str(out), "--endpoint", emulator.base_url,
+            "--calibrate", "2"]
+    # The sample alone (2 rows, at most ~1.9 credits) is above the threshold: nothing is sent.
+    too_low = run_cli([*base, "--confirm-above", "0.5"])
+    assert too_low.exit_code == 2 and "the calibration sample" in too_low.output
+    assert emulator.stats.requests_total == 0
+    # The sample fits under it, the calibrated rest (28 rows, ~5.6 credits) does not: the
+    # sample is sent and kept, the rest waits for a yes.
+    rest = run_cli([*base, "--confirm-above", "3"])
+    assert rest.exit_code == 2, rest.output
+    assert f"the calibration sample is kept in {out}" in rest.output
+    assert emulator.stats.requests_total == 2
+    done = run_cli([*base, "--confirm-above", "3", "--yes"])
+    assert done.exit_code == 0, done.output
+    assert emulator.stats.requests_total == 30  # the sample was not sent twice
+
+
+def test_estimate_calibrate_keeps_its_sample_where_the_printed_run_finds_it(
+    tmp_path: Path, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    manifest = write_manifest(tmp_path / "m.jsonl", 40)
+    estimated = run_cli(["estimate", str(manifest), "--calibrate", "4", "--endpoint",
+                         emulator.base_url, "--yes"])
+    assert estimated.exit_code == 0, estimated.output
+    command = estimated.stderr.split("without paying for them again:\n  ", 1)[1].split("\n")[0]
+    args = command.split()
+    run_dir = Path(args[args.index("--out") + 1])
+    assert run_dir.parent == Path("runs") and run_dir.name.startswith("m-")
+    assert emulator.stats.requests_total == 4
+    ran = run_cli([*args[1:], "--yes"])
+    assert ran.exit_code == 0, ran.output
+    assert emulator.stats.requests_total == 40
+    # Another job shapes other requests: its calibration does not reuse this sample's answers.
+    job = tmp_path / "other.toml"
+    job.write_text('[job]\nsystem = "Answer in French."\n')
+    other = run_cli(["estimate", str(manifest), "--calibrate", "4", "--job", str(job),
+                     "--endpoint", emulator.base_url, "--yes"])
+    assert other.exit_code == 0, other.output
+    assert emulator.stats.requests_total == 44
