@@ -355,8 +355,9 @@ def run(
             if not quiet and sys.stderr.isatty():
                 sys.stderr.write("\n")
             if outcome.stop_reason == STOP_BUDGET and ledger is not None:
-                pending = max(0, preflight.rows_total - len(run_dir.load_index().rows))
-                per_row = _credits_per_row(run_dir.load_index())
+                index = run_dir.load_index()
+                pending = max(0, preflight.rows_total - len(index.rows))
+                per_row = _credits_per_row(index)
                 resume_command = _resume_command(manifest, out, {
                     **resume_flags,
                     "--max-credits": suggested_cap(ledger, rows_pending=pending,
@@ -396,9 +397,11 @@ def _confirm_spend(credits: float, threshold: float, *, ask: bool,
     nothing = (f"the calibration sample is kept in {sample_kept_in}; nothing else was sent"
                if sample_kept_in else "nothing was sent")
     if not sys.stdin.isatty():
+        why = (f"is above --confirm-above ({threshold:,.2f})" if threshold > 0
+               else "is paid for")
         raise InputError(
-            f"{what} ({credits:,.2f} credits) is above --confirm-above ({threshold:,.2f}); "
-            f"pass --yes to run without asking ({nothing})"
+            f"{what} (about {credits:,.2f} credits) {why}; pass --yes to go on without "
+            f"asking ({nothing})"
         )
     if not click.confirm(f"Spend about {credits:,.2f} credits?", err=True):
         raise InputError(f"not confirmed; {nothing}")
@@ -514,7 +517,9 @@ def estimate(
     with _endpoint_for(emulate, spec.endpoint) as chosen_endpoint:
         spec = spec.with_overrides(endpoint=chosen_endpoint)
         resolved_endpoint = spec.resolved_endpoint()
-        run_path = out or default_run_dir(manifest, fingerprint, spec, resolved_endpoint)
+        # The embedded emulator's port changes every time; its answers do not.
+        run_path = out or default_run_dir(manifest, fingerprint, spec,
+                                          "emulator" if emulate else resolved_endpoint)
         run_dir = RunDir(run_path)
         run_dir.check_same_manifest(fingerprint)
         index = run_dir.load_index()
@@ -531,8 +536,9 @@ def estimate(
                            rows_total=preflight.rows_total, index=index,
                            media_root=media_root)
             # The estimate command spends nothing unless told: a paid sample always asks.
+            # A 402 on the sample stops it with exit 3 and says to top up.
             calibration = _calibrate(plan, preflight, calibrate, price, threshold=0.0,
-                                     ask=not (yes or emulate), ignore_balance=False, quiet=False)
+                                     ask=not (yes or emulate), ignore_balance=True, quiet=False)
             resume = _resume_command(manifest, run_path, {"--job": job_file,
                                                           "--endpoint": endpoint,
                                                           "--emulate": emulate})
@@ -549,7 +555,7 @@ def estimate(
     whole = calibration.whole_run
     if not as_json:
         return
-    data = {**(whole or preflight.to_send).as_dict(), "model": spec.model,
+    data: dict[str, Any] = {**(whole or preflight.to_send).as_dict(), "model": spec.model,
             "uncalibrated": {
                 "credits": preflight.to_send.credits.as_dict(6),
                 "usd": preflight.to_send.usd.as_dict(6),
@@ -558,7 +564,7 @@ def estimate(
             },
             "already_spent": {"rows": calibration.spent.rows,
                               "credits": round(calibration.spent.credits.expected, 6)},
-            "run_dir": str(run_path)}
+            "run_dir": str(run_path), "calibration": None}
     if calibration.fit is not None:
         data["calibration"] = calibration_dict(calibration.fit, sent=calibration.sent,
                                                reused=calibration.reused,
