@@ -333,9 +333,20 @@ def row_estimate(
     system: str | None,
     media: Iterable[str],
 ) -> RowEstimate:
-    """Estimate a manifest row from its parts, without reading any media file."""
+    """Estimate a manifest row from its parts, without reading any media file.
+
+    ``system`` goes first, as the request builder puts it: before a prompt, or before
+    messages that carry no system (or developer) message of their own.
+    """
     if messages is not None:
-        return messages_estimate(messages)
+        messages = list(messages)
+        estimate = messages_estimate(messages)
+        if system and not any(
+            isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages
+        ):
+            tokens = estimate.prompt_tokens + MESSAGE_OVERHEAD_TOKENS + text_tokens(system)
+            return RowEstimate(tokens, estimate.kind)
+        return estimate
     media = tuple(media)
     if not media:  # the common text row, without building messages (1M rows: seconds count)
         tokens = MESSAGE_OVERHEAD_TOKENS + text_tokens(prompt or "")

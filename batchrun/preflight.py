@@ -15,9 +15,12 @@ from batchrun.pricing import Price
 def estimate_of(row: Row, job: JobSpec) -> RowEstimate:
     """The prompt-token estimate of one sendable row (no media file is read).
 
-    The manifest reader has already rendered templates and gathered media references.
+    The manifest reader has already rendered templates and gathered media references. The
+    system prompt is counted where the request builder puts one (OpenAI batch bodies get none).
     """
-    return row_estimate(row.messages, row.prompt, row.system or job.system, row.media)
+    system = None if row.body is not None else (
+        row.system if row.system is not None else job.system)
+    return row_estimate(row.messages, row.prompt, system, row.media)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batchrun.emulator_model import parse_chat_request
 from batchrun.errors import InputError
 from batchrun.estimate import (
     IMAGE_TOKENS,
@@ -22,7 +23,10 @@ from batchrun.estimate import (
     text_tokens,
 )
 from batchrun.job import DEFAULT_ENDPOINT, JobSpec, load_job
+from batchrun.manifest import iter_rows
+from batchrun.preflight import estimate_of
 from batchrun.pricing import PRICES
+from batchrun.request import build_body, encode_body
 
 
 def test_job_file_fields_and_overrides(tmp_path: Path) -> None:
@@ -126,3 +130,23 @@ def _reference_text_tokens(text: str) -> int:
        | st.text(alphabet="aé长城カ한Ω\U00020001ж ", max_size=200))
 def test_text_tokens_counts_scripts_as_the_rule_says(text: str) -> None:
     assert text_tokens(text) == _reference_text_tokens(text)
+
+
+def test_the_estimate_counts_what_the_request_builder_sends(tmp_path: Path) -> None:
+    """Same tokenisation as the estimator (the emulator at 4 chars per token, ASCII text):
+    every row shape, with the job's system prompt, estimates exactly what is sent."""
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        '{"id": "p", "prompt": "Explain tides in plain words."}\n'
+        '{"id": "ps", "prompt": "Hi", "system": "Own system prompt."}\n'
+        '{"id": "m", "messages": [{"role": "user", "content": [{"type": "text", '
+        '"text": "Classify: the train was late."}]}]}\n'
+        '{"id": "ms", "messages": [{"role": "system", "content": "Mine."}, '
+        '{"role": "user", "content": "Go."}]}\n'
+        '{"custom_id": "b", "method": "POST", "url": "/v1/chat/completions", "body": '
+        '{"model": "gemini-3.1-pro", "messages": [{"role": "user", "content": "Batch."}]}}\n'
+    )
+    job = JobSpec(system="You are a concise assistant.")
+    for row in iter_rows(manifest, job):
+        body = encode_body(build_body(row, job, None))
+        assert estimate_of(row, job).prompt_tokens == parse_chat_request(body).prompt_tokens, row.id
