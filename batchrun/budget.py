@@ -116,9 +116,9 @@ class CreditLedger:
         return cls(cap=cap, spent=spent, output_bound=bound, output_bound_source=source,
                    model_output_limit=limit)
 
-    def request_credits(self, messages: Iterable[Any], price: Price) -> float:
-        """What one request reserves: its prompt bound and the output bound, priced."""
-        return price.credits(prompt_token_bound(messages), self.output_bound) + ROUNDING_MARGIN
+    def request_credits(self, prompt_bound: int, price: Price) -> float:
+        """What one request reserves now: its prompt bound and the output bound, priced."""
+        return price.credits(prompt_bound, self.output_bound) + ROUNDING_MARGIN
 
     @property
     def committed(self) -> float:
@@ -200,15 +200,15 @@ class BudgetGate:
         self._changed = anyio.Event()
         self._closed = False
 
-    def request_credits(self, messages: Iterable[Any]) -> float:
-        return self.ledger.request_credits(messages, self.price)
-
-    async def reserve(self, credits: float) -> Reservation | None:
-        """A reservation, or None when the gate was closed (the run is stopping)."""
+    async def reserve(self, prompt_bound: int) -> Reservation | None:
+        """A reservation for a request whose prompt is at most ``prompt_bound`` tokens, or None
+        when the gate was closed (the run is stopping)."""
         ledger = self.ledger
         while True:
             if self._closed:
                 return None
+            # Priced on every try: an overshoot elsewhere may have raised the output bound.
+            credits = ledger.request_credits(prompt_bound, self.price)
             if ledger.fits(credits):
                 return ledger.reserve(credits)
             if not ledger.can_ever_fit(credits):

@@ -20,7 +20,13 @@ import orjson
 from anyio.abc import ObjectReceiveStream
 
 from batchrun import __version__
-from batchrun.budget import BudgetExhausted, BudgetGate, CreditLedger, Reservation
+from batchrun.budget import (
+    BudgetExhausted,
+    BudgetGate,
+    CreditLedger,
+    Reservation,
+    prompt_token_bound,
+)
 from batchrun.client import ApiClient, ClientSettings, mask_key
 from batchrun.errors import (
     BatchrunError,
@@ -229,7 +235,7 @@ class Runner:
             return
         messages = body.get("messages") or ()
         estimated_tokens = messages_estimate(messages).prompt_tokens
-        bound_credits = self.budget.request_credits(messages) if self.budget else 0.0
+        prompt_bound = prompt_token_bound(messages) if self.budget else 0
         del body  # the encoded bytes are all we keep in flight (media can be large)
         request_sha = body_sha256(body_bytes)
         attempts = _Attempts()
@@ -249,7 +255,7 @@ class Runner:
                     await self.limiter.acquire(estimated_tokens + self.job.expected_output_tokens)
                     if self.stopping:
                         raise DispatchStopped
-                    reservation = await self._reserve(bound_credits)
+                    reservation = await self._reserve(prompt_bound)
                     attempts.count += 1
                     self.counters.requests_sent += 1
                     send_started = time.perf_counter()
@@ -296,12 +302,12 @@ class Runner:
                 completion.prompt_tokens + (completion.completion_tokens or 0),
             )
 
-    async def _reserve(self, credits: float) -> Reservation | None:
-        """Hold ``credits`` of the budget for one attempt; at the cap, stop dispatch."""
+    async def _reserve(self, prompt_bound: int) -> Reservation | None:
+        """Hold the budget's bound for one attempt; at the cap, stop dispatch."""
         if self.budget is None:
             return None
         try:
-            reservation = await self.budget.reserve(credits)
+            reservation = await self.budget.reserve(prompt_bound)
         except BudgetExhausted:
             self.stop(STOP_BUDGET)
             raise DispatchStopped from None

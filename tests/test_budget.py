@@ -22,7 +22,7 @@ from batchrun.budget import (
 from batchrun.emulator_model import parse_chat_request
 from batchrun.errors import TransportError, UpstreamError
 from batchrun.estimate import messages_estimate
-from batchrun.pricing import PRICES
+from batchrun.pricing import PRICES, Price
 from batchrun.result import Completion
 
 PRICE = PRICES["gemini-3.1-pro"]
@@ -36,7 +36,7 @@ def test_the_default_output_bound_is_the_models_limit() -> None:
     tight = CreditLedger.for_job(100.0, "gemini-3.1-pro", output_bound=400)
     assert tight.output_bound == 400 and "max_output_tokens_bound" in tight.output_bound_source
     messages = [{"role": "user", "content": "x" * 100}]
-    assert tight.request_credits(messages, PRICE) == pytest.approx(
+    assert tight.request_credits(prompt_token_bound(messages), PRICE) == pytest.approx(
         PRICE.credits(104, 400) + ROUNDING_MARGIN
     )
 
@@ -86,14 +86,13 @@ def test_failed_attempts_are_released_or_charged_by_what_may_have_been_billed() 
 
 def test_an_overshoot_is_spent_counted_and_the_bound_no_longer_trusted() -> None:
     ledger = CreditLedger.for_job(100.0, "gemini-3.1-pro", output_bound=50)
-    messages = [{"role": "user", "content": "hello"}]
-    small = ledger.request_credits(messages, PRICE)
+    small = ledger.request_credits(9, PRICE)
     reservation = ledger.reserve(small)
     ledger.settle(reservation, small + 0.3)
     assert ledger.overshoots == 1 and ledger.overshoot_credits == pytest.approx(0.3)
     assert ledger.spent == pytest.approx(small + 0.3)
     assert ledger.output_bound == 65_536  # from now on the model's own limit
-    assert ledger.request_credits(messages, PRICE) > 60
+    assert ledger.request_credits(9, PRICE) > 60
 
 
 def test_billed_credits_prefers_the_apis_figure() -> None:
@@ -131,15 +130,16 @@ def test_the_gate_at_high_concurrency_waits_then_stops_at_the_cap() -> None:
     passes the cap, waiters proceed as room frees, and once even an idle run could not start
     the next request, every worker is refused (none hangs)."""
     cap = 40.0
-    ledger = CreditLedger(cap=cap)
+    ledger = CreditLedger(cap=cap, output_bound=0)
+    one_credit_per_token = Price(input_credits_per_m=1e6, output_credits_per_m=1e6)
     rng = random.Random(7)
     peak = 0.0
     refused = started = 0
 
-    async def worker(amount: float, delay: float, share: float) -> None:
+    async def worker(prompt_bound: int, delay: float, share: float) -> None:
         nonlocal peak, refused, started
         try:
-            reservation = await gate.reserve(amount)
+            reservation = await gate.reserve(prompt_bound)
         except BudgetExhausted:
             refused += 1
             gate.close()  # as the runner does: stop dispatch for everyone
@@ -147,21 +147,54 @@ def test_the_gate_at_high_concurrency_waits_then_stops_at_the_cap() -> None:
         if reservation is None:
             refused += 1
             return
+        assert reservation.credits == pytest.approx(prompt_bound + ROUNDING_MARGIN)
         started += 1
         peak = max(peak, ledger.spent + ledger.reserved)
         await anyio.sleep(delay)
-        gate.settle(reservation, Completion(credits_consumed=amount * share))
+        gate.settle(reservation, Completion(credits_consumed=reservation.credits * share))
 
     async def main() -> None:
         with anyio.fail_after(20):
             async with anyio.create_task_group() as group:
                 for _ in range(200):
-                    group.start_soon(worker, rng.uniform(0.5, 3.0), rng.uniform(0, 0.01),
+                    group.start_soon(worker, rng.randint(1, 3), rng.uniform(0, 0.01),
                                      rng.uniform(0.2, 1.0))
 
-    gate = BudgetGate(ledger, PRICE)
+    gate = BudgetGate(ledger, one_credit_per_token)
     anyio.run(main)
     assert peak <= cap + 1e-9 and ledger.spent <= cap + 1e-9
     assert started > cap / 3.0  # it did not stop early: waiters got the room that freed
     assert refused > 0 and started + refused == 200
     assert ledger.in_flight == 0 and ledger.reserved == 0.0
+
+
+def test_a_waiting_request_is_priced_at_the_bound_in_force_when_it_starts() -> None:
+    """An overshoot while a request waits raises what that request must reserve."""
+    ledger = CreditLedger.for_job(70.0, "gemini-3.1-pro", output_bound=1000)
+    gate = BudgetGate(ledger, PRICE)
+    results: list[float] = []
+
+    async def main() -> None:
+        first = await gate.reserve(10)
+        assert first is not None
+        assert first.credits == pytest.approx(PRICE.credits(10, 1000) + ROUNDING_MARGIN)
+        other = ledger.reserve(69.5 - first.credits)  # another request holds the rest
+
+        async def waiter() -> None:
+            reservation = await gate.reserve(10)
+            assert reservation is not None
+            results.append(reservation.credits)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(waiter)
+            await anyio.sleep(0.01)
+            assert not results  # no room yet: it waits
+            # The first answer overruns its bound: the model's limit applies from now on.
+            gate.settle(first, Completion(credits_consumed=first.credits + 1.0))
+            await anyio.sleep(0.01)
+            assert not results
+            gate.settle_failure(other, UpstreamError("503 upstream_error"))  # refunded
+
+    anyio.run(main)
+    assert ledger.output_bound == 65_536
+    assert results == [pytest.approx(PRICE.credits(10, 65_536) + ROUNDING_MARGIN)]
