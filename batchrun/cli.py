@@ -199,6 +199,7 @@ Examples:
   BATCHRUN_API_KEY=sk-... batchrun run corpus.parquet --job jobs/summarise.toml \\
       --out runs/night1 --concurrency 64 --rpm 600 --max-credits 5000
   batchrun run corpus.parquet --out runs/night1      # same RUN_DIR again: resumes
+  batchrun run corpus.parquet --out runs/night2 --calibrate 50 --max-credits 2000
 """
 )
 @click.argument("manifest", type=click.Path(path_type=Path))
@@ -461,6 +462,8 @@ def _calibrate(plan: RunPlan, preflight: Preflight, sample_size: int, price: Pri
 Examples:
   batchrun estimate corpus.jsonl --job jobs/summarise.toml
   batchrun estimate corpus.parquet --json | jq .credits
+  BATCHRUN_API_KEY=sk-... batchrun estimate corpus.jsonl --job jobs/summarise.toml \\
+      --calibrate 50 --out runs/night1      # then: batchrun run ... --out runs/night1
 """
 )
 @click.argument("manifest", type=click.Path(path_type=Path))
