@@ -198,3 +198,12 @@ def test_estimate_calibrate_keeps_its_sample_where_the_printed_run_finds_it(
                      "--endpoint", emulator.base_url, "--yes"])
     assert other.exit_code == 0, other.output
     assert emulator.stats.requests_total == 44
+
+
+def test_estimate_names_both_lines_of_a_duplicate_id(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(f'{{"id": "r{n}", "prompt": "x"}}\n' for n in range(500))
+                        + '{"id": "r17", "prompt": "again"}\n')
+    result = run_cli(["estimate", str(manifest), "--json"])
+    assert result.exit_code == 2
+    assert "duplicate id 'r17' on lines 18 and 501" in result.output
