@@ -129,9 +129,9 @@ def main() -> None:
     print(f"{'estimate on ' + f'{args.small:,} rows':30} {small_seconds:8.2f} "
           f"{small_rss:8.0f} MB")
     per_row_us = estimate_seconds / args.rows * 1e6
-    growth = (estimate_rss - small_rss) / (args.rows - args.small) * 1e6 / 1e6 * 1024 * 1024
+    growth = (estimate_rss - small_rss) * 1024 * 1024 / (args.rows - args.small)
     print(f"estimate: {per_row_us:.1f} µs per row; RSS grows {growth:.0f} bytes per row "
-          f"beyond {args.small:,} rows (duplicate-id check: a 64-bit hash per id, sorted at the end)")
+          f"beyond {args.small:,} rows (id check: a 64-bit hash per id, sorted at the end)")
     verdict = "OK" if estimate_rss < RSS_LIMIT_MB else "OVER"
     print(f"peak RSS {estimate_rss:.0f} MB vs limit {RSS_LIMIT_MB:.0f} MB: {verdict}")
 
