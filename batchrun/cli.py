@@ -7,10 +7,11 @@ Exit codes: 0 all rows ok · 1 finished, some rows failed · 2 bad usage or inpu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,23 +20,35 @@ import click
 import orjson
 
 from batchrun import __version__
+from batchrun.budget import CreditLedger, budget_lines, cap_reached_lines, suggested_cap
+from batchrun.calibrate import as_dict as calibration_dict
+from batchrun.calibrate import report_lines
+from batchrun.calibrate_run import (
+    Calibration,
+    conclude,
+    default_run_dir,
+    plan_sample,
+    send_sample,
+)
 from batchrun.client import ApiClient
 from batchrun.errors import BatchrunError, InputError
+from batchrun.estimate import estimate_lines
 from batchrun.job import JobSpec, load_job
 from batchrun.manifest import manifest_fingerprint
 from batchrun.preflight import Preflight, scan_manifest
-from batchrun.pricing import price_for
+from batchrun.pricing import Price, price_for
 from batchrun.runner import (
     EXIT_FATAL,
     EXIT_OK,
     EXIT_ROWS_FAILED,
     EXIT_USAGE,
+    STOP_BUDGET,
     RunOutcome,
     RunPlan,
     execute,
     finish,
 )
-from batchrun.store import RunDir, run_info
+from batchrun.store import JournalIndex, RunDir, run_info
 from batchrun.summary import RunSummary, summarize
 
 API_KEY_ENV = "BATCHRUN_API_KEY"
@@ -104,26 +117,9 @@ def _check_manifest(manifest: Path) -> None:
 
 
 def _print_estimate(preflight: Preflight, *, heading: str) -> None:
-    estimate = preflight.to_send
-    credits = estimate.credits
-    usd = estimate.usd
     _err(heading)
-    _err(
-        f"  rows to send {estimate.rows - estimate.rows_unsendable:,} of {preflight.rows_total:,}"
-        f" · unsendable {estimate.rows_unsendable:,}"
-    )
-    _err(
-        f"  prompt tokens ≈ {estimate.prompt_tokens:,} · output tokens ≈ "
-        f"{int(estimate.output_tokens.expected):,} "
-        f"({int(estimate.output_tokens.low):,}–{int(estimate.output_tokens.high):,})"
-    )
-    _err(
-        f"  credits ≈ {credits.expected:,.4f} ({credits.low:,.4f}–{credits.high:,.4f}) · "
-        f"USD ≈ ${usd.expected:,.4f} (${usd.low:,.4f}–${usd.high:,.4f})"
-    )
-    for reason in estimate.unsendable_examples[:5]:
-        _err(f"  unsendable: {reason}")
-    _err("  (an estimate: exact token counts exist only after each call)")
+    for line in estimate_lines(preflight.to_send, rows_total=preflight.rows_total):
+        _err(line)
 
 
 def _resume_command(manifest: Path, out: Path, flags: dict[str, Any]) -> str:
@@ -156,7 +152,8 @@ def _exit_code(outcome: RunOutcome, summary: RunSummary) -> int:
     return EXIT_ROWS_FAILED if (summary.rows_failed or summary.rows_pending) else EXIT_OK
 
 
-def _print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: Path) -> None:
+def _print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: Path, *,
+                   ledger: CreditLedger | None = None) -> None:
     counters = outcome.counters
     _err(
         f"done: {summary.rows_ok:,} ok · {summary.rows_failed:,} failed · "
@@ -181,6 +178,13 @@ def _print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: Path) -> N
             f"stopped: {error} after {done:,} of {summary.rows_total:,} rows; {advice}:\n"
             f"  {summary.resume_command}"
         )
+    elif outcome.stop_reason == STOP_BUDGET and ledger is not None:
+        done = summary.rows_ok + summary.rows_failed
+        per_row = summary.credits / done if done else 0.0
+        for line in cap_reached_lines(ledger, rows_pending=summary.rows_pending,
+                                      credits_per_row=per_row,
+                                      resume_command=summary.resume_command or ""):
+            _err(line)
     elif outcome.stop_reason is not None:
         _err(f"stopped ({outcome.stop_reason}); to resume:\n  {summary.resume_command}")
     elif summary.rows_failed:
@@ -195,6 +199,7 @@ Examples:
   BATCHRUN_API_KEY=sk-... batchrun run corpus.parquet --job jobs/summarise.toml \\
       --out runs/night1 --concurrency 64 --rpm 600 --max-credits 5000
   batchrun run corpus.parquet --out runs/night1      # same RUN_DIR again: resumes
+  batchrun run corpus.parquet --out runs/night2 --calibrate 50 --max-credits 2000
 """
 )
 @click.argument("manifest", type=click.Path(path_type=Path))
@@ -225,7 +230,8 @@ Examples:
 @click.option("--ignore-balance", is_flag=True,
               help="Start even when GET /credits says the balance is below the estimate.")
 @click.option("--calibrate", type=click.IntRange(min=1),
-              help="Send N sample rows first to sharpen the estimate (not yet available).")
+              help="Send N sample rows spread over the manifest first, show their real cost "
+              "and calibrate the estimate on them; they count as done for the run.")
 @click.option("--media-root", type=click.Path(path_type=Path, file_okay=False),
               help="Folder that local media paths are confined to [manifest's folder].")
 @click.option("--media-budget", type=click.IntRange(min=1),
@@ -262,8 +268,8 @@ def run(
     A cost estimate is shown before anything is sent. Rows already done in OUT are never
     sent again; a fatal API answer or Ctrl-C stops cleanly and prints the resume command.
     """
-    if calibrate is not None or reuse is not None:
-        raise InputError("--calibrate and --reuse are not available in this version yet")
+    if reuse is not None:
+        raise InputError("--reuse is not available in this version yet")
     _check_manifest(manifest)
     spec = _load_spec(
         job_file,
@@ -284,11 +290,12 @@ def run(
     run_dir = RunDir(out)
     fingerprint = manifest_fingerprint(manifest)
     price = price_for(spec.model, {spec.model: spec.price} if spec.price else None)
-    resume_command = _resume_command(manifest, out, {
+    resume_flags: dict[str, Any] = {
         "--job": job_file, "--endpoint": endpoint, "--emulate": emulate,
         "--concurrency": concurrency, "--rpm": rpm, "--tpm": tpm, "--max-credits": max_credits,
         "--media-root": media_root, "--media-budget": media_budget, "--yes": yes,
-    })
+    }
+    resume_command = _resume_command(manifest, out, resume_flags)
 
     with _endpoint_for(emulate, spec.endpoint) as chosen_endpoint:
         spec = spec.with_overrides(endpoint=chosen_endpoint)
@@ -305,14 +312,13 @@ def run(
             _print_estimate(preflight, heading=f"estimate for {manifest}{resumed}:")
         threshold = spec.confirm_above if spec.confirm_above is not None else DEFAULT_CONFIRM_ABOVE
         expected = preflight.to_send.credits.expected
-        if expected > threshold and not yes and not emulate:
-            if not sys.stdin.isatty():
-                raise InputError(
-                    f"the estimate ({expected:,.2f} credits) is above --confirm-above "
-                    f"({threshold:,.2f}); pass --yes to run without asking"
-                )
-            if not click.confirm(f"Spend about {expected:,.2f} credits?", err=True):
-                raise InputError("not confirmed; nothing was sent")
+        ledger = _ledger_for(spec, index)
+        if ledger is not None and not quiet:
+            for line in budget_lines(ledger, price, expected=expected,
+                                     concurrency=spec.concurrency):
+                _err(line)
+        if calibrate is None:
+            _confirm_spend(expected, threshold, ask=not (yes or emulate))
 
         run_dir.prepare(run_info(
             manifest=manifest, fingerprint=fingerprint, job=spec.describe(),
@@ -330,31 +336,125 @@ def run(
                 retry_failed=retry_failed,
                 media_root=media_root,
                 show_progress=not quiet,
+                budget=ledger,
             )
-
-            async def check_balance(client: ApiClient) -> None:
-                if ignore_balance or expected <= 0:
-                    return
-                balance = await client.get_credits()
-                if balance is not None and balance < expected:
-                    raise InputError(
-                        f"the balance ({balance:,.4f} credits) is below the estimate "
-                        f"({expected:,.4f}); top up, or pass --ignore-balance to start anyway"
-                    )
-
-            outcome = anyio.run(lambda: execute(plan, before_dispatch=check_balance))
+            outcome: RunOutcome | None = None
+            if calibrate is not None:
+                calibration = _calibrate(plan, preflight, calibrate, price, threshold=threshold,
+                                         ask=not (yes or emulate), ignore_balance=ignore_balance,
+                                         quiet=quiet)
+                if calibration.outcome is not None and calibration.outcome.stop_reason:
+                    outcome = calibration.outcome
+                else:
+                    plan = dataclasses.replace(plan, index=calibration.index)
+                    if calibration.remaining is not None:
+                        expected = calibration.remaining.credits.expected
+                    _confirm_spend(expected, threshold, ask=not (yes or emulate),
+                                   sample_kept_in=out)
+            if outcome is None:
+                check = _balance_check(expected, ignore_balance)
+                outcome = anyio.run(lambda: execute(plan, before_dispatch=check))
             if not quiet and sys.stderr.isatty():
                 sys.stderr.write("\n")
+            if outcome.stop_reason == STOP_BUDGET and ledger is not None:
+                index = run_dir.load_index()
+                pending = max(0, preflight.rows_total - len(index.rows))
+                per_row = _credits_per_row(index)
+                resume_command = _resume_command(manifest, out, {
+                    **resume_flags,
+                    "--max-credits": suggested_cap(ledger, rows_pending=pending,
+                                                   credits_per_row=per_row),
+                })
             summary = finish(plan, outcome, fingerprint=fingerprint,
                              resume_command=resume_command)
         finally:
             run_dir.release()
 
     if not quiet or outcome.stop_reason is not None:
-        _print_summary(summary, outcome, out)
+        _print_summary(summary, outcome, out, ledger=ledger)
     if as_json:
         _emit_json({**summary.as_dict(), "stop_reason": outcome.stop_reason})
     sys.exit(_exit_code(outcome, summary))
+
+
+def _ledger_for(spec: JobSpec, index: JournalIndex) -> CreditLedger | None:
+    """The budget of --max-credits: it covers everything this run directory has spent."""
+    if spec.max_credits is None:
+        return None
+    spent = sum(state.credits for state in index.rows.values())
+    return CreditLedger.for_job(spec.max_credits, spec.model, spent=spent,
+                                output_bound=spec.max_output_tokens_bound)
+
+
+def _credits_per_row(index: JournalIndex) -> float:
+    ok_rows = [state for state in index.rows.values() if state.ok]
+    return sum(state.credits for state in ok_rows) / len(ok_rows) if ok_rows else 0.0
+
+
+def _confirm_spend(credits: float, threshold: float, *, ask: bool,
+                   what: str = "the estimate", sample_kept_in: Path | None = None) -> None:
+    """Above --confirm-above: ask on a TTY, refuse elsewhere unless --yes."""
+    if credits <= threshold or not ask:
+        return
+    nothing = (f"the calibration sample is kept in {sample_kept_in}; nothing else was sent"
+               if sample_kept_in else "nothing was sent")
+    if not sys.stdin.isatty():
+        why = (f"is above --confirm-above ({threshold:,.2f})" if threshold > 0
+               else "is paid for")
+        raise InputError(
+            f"{what} (about {credits:,.2f} credits) {why}; pass --yes to go on without "
+            f"asking ({nothing})"
+        )
+    if not click.confirm(f"Spend about {credits:,.2f} credits?", err=True):
+        raise InputError(f"not confirmed; {nothing}")
+
+
+def _balance_check(needed: float, ignore_balance: bool) -> Callable[[ApiClient], Awaitable[None]]:
+    """Before dispatch: refuse to start when GET /credits says the balance is below ``needed``."""
+
+    async def check_balance(client: ApiClient) -> None:
+        if ignore_balance or needed <= 0:
+            return
+        balance = await client.get_credits()
+        if balance is not None and balance < needed:
+            raise InputError(
+                f"the balance ({balance:,.4f} credits) is below the estimate "
+                f"({needed:,.4f}); top up, or pass --ignore-balance to start anyway"
+            )
+
+    return check_balance
+
+
+def _calibrate(plan: RunPlan, preflight: Preflight, sample_size: int, price: Price, *,
+               threshold: float, ask: bool, ignore_balance: bool, quiet: bool) -> Calibration:
+    """Send the sample (asking first if it alone is above --confirm-above), show its real
+    cost, then the calibrated estimate."""
+    sample = plan_sample(plan, preflight, sample_size, price)
+    sample_cost = sample.estimate.credits.high
+    if not quiet:
+        _err(f"calibration: {len(sample.pick.rows)} sample rows spread over the manifest, "
+             f"{len(sample.to_send)} to send (≈ {sample.estimate.credits.expected:,.4f} credits, "
+             f"at most ≈ {sample_cost:,.4f}), {sample.reused} already in {plan.run_dir.path}")
+    _confirm_spend(sample_cost, threshold, ask=ask, what="the calibration sample")
+    outcome = send_sample(plan, sample, before_dispatch=_balance_check(sample_cost,
+                                                                          ignore_balance))
+    if not quiet and outcome is not None and sys.stderr.isatty():
+        sys.stderr.write("\n")
+    calibration = conclude(plan, preflight, sample, outcome, price)
+    if calibration.fit is None:
+        _err("calibration: no sample row was answered with usage; the estimate stays "
+             "uncalibrated")
+        return calibration
+    if not quiet:
+        for line in report_lines(calibration.fit, price, sent=calibration.sent,
+                                 reused=calibration.reused, failed=calibration.failed):
+            _err(line)
+        whole = calibration.whole_run
+        assert whole is not None and calibration.remaining is not None
+        _err("calibrated estimate for the whole run (rows already answered at their real cost):")
+        for line in estimate_lines(whole, rows_total=preflight.rows_total, label="sendable rows"):
+            _err(line)
+    return calibration
 
 
 # --- estimate ------------------------------------------------------------------------------
@@ -363,6 +463,8 @@ def run(
 Examples:
   batchrun estimate corpus.jsonl --job jobs/summarise.toml
   batchrun estimate corpus.parquet --json | jq .credits
+  BATCHRUN_API_KEY=sk-... batchrun estimate corpus.jsonl --job jobs/summarise.toml \\
+      --calibrate 50 --out runs/night1      # then: batchrun run ... --out runs/night1
 """
 )
 @click.argument("manifest", type=click.Path(path_type=Path))
@@ -371,9 +473,15 @@ Examples:
 @click.option("--media-root", type=click.Path(path_type=Path, file_okay=False),
               help="Folder that local media paths are confined to [manifest's folder].")
 @click.option("--calibrate", type=click.IntRange(min=1),
-              help="Send N sample rows to sharpen the estimate (not yet available).")
-@click.option("--endpoint", help="API base URL, for --calibrate.")
+              help="Send N sample rows spread over the manifest (paid) and calibrate the "
+              "estimate on their real usage.")
+@click.option("--out", "out", type=click.Path(path_type=Path, file_okay=False),
+              help="Run directory that keeps the calibration sample; `run --out` the same "
+              "directory later and the sample is not paid again [runs/<manifest>-<hash>].")
+@click.option("--endpoint", help="API base URL, for --calibrate [env BATCHRUN_ENDPOINT].")
 @click.option("--api-key", help=f"API key for --calibrate [env {API_KEY_ENV}].")
+@click.option("--emulate", is_flag=True,
+              help="Calibrate against the embedded API emulator (no key, no network).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask before a paid calibration.")
 def estimate(
     manifest: Path,
@@ -381,25 +489,91 @@ def estimate(
     as_json: bool,
     media_root: Path | None,
     calibrate: int | None,
+    out: Path | None,
     endpoint: str | None,
     api_key: str | None,
+    emulate: bool,
     yes: bool,
 ) -> None:
-    """Estimate tokens, credits and USD for MANIFEST without sending anything.
+    """Estimate tokens, credits and USD for MANIFEST; nothing is sent without --calibrate.
 
     Text is estimated by characters per token by script, media by Gemini's per-image,
     per-page and per-second rules; output by the job's expected_output_tokens (low/high band).
+    With --calibrate N, N rows spread over the manifest are sent first (it asks, or --yes):
+    their real cost is shown, the estimate is fitted to them and given with a 90% interval.
     """
-    if calibrate is not None:
-        raise InputError("--calibrate is not available in this version yet")
     _check_manifest(manifest)
-    spec = _load_spec(job_file, media_root=str(media_root) if media_root else None)
+    spec = _load_spec(job_file, endpoint=endpoint,
+                      media_root=str(media_root) if media_root else None)
     price = price_for(spec.model, {spec.model: spec.price} if spec.price else None)
-    preflight = scan_manifest(manifest, spec, price)
-    if as_json:
-        _emit_json({**preflight.to_send.as_dict(), "model": spec.model})
-    else:
-        _print_estimate(preflight, heading=f"estimate for {manifest} ({spec.model}):")
+    if calibrate is None:
+        preflight = scan_manifest(manifest, spec, price)
+        if as_json:
+            _emit_json({**preflight.to_send.as_dict(), "model": spec.model})
+        else:
+            _print_estimate(preflight, heading=f"estimate for {manifest} ({spec.model}):")
+        return
+    key = api_key or os.environ.get(API_KEY_ENV)
+    if not key and not emulate:
+        raise InputError(f"--calibrate sends rows: set {API_KEY_ENV} or pass --api-key "
+                         "(or --emulate to try it locally)")
+    fingerprint = manifest_fingerprint(manifest)
+    with _endpoint_for(emulate, spec.endpoint) as chosen_endpoint:
+        spec = spec.with_overrides(endpoint=chosen_endpoint)
+        resolved_endpoint = spec.resolved_endpoint()
+        # The embedded emulator's port changes every time; its answers do not.
+        run_path = out or default_run_dir(manifest, fingerprint, spec,
+                                          "emulator" if emulate else resolved_endpoint)
+        run_dir = RunDir(run_path)
+        run_dir.check_same_manifest(fingerprint)
+        index = run_dir.load_index()
+        preflight = scan_manifest(manifest, spec, price,
+                                  is_done=lambda row_id: index.is_done(row_id, retry_failed=False))
+        _print_estimate(preflight, heading=f"uncalibrated estimate for {manifest} ({spec.model}):")
+        run_dir.prepare(run_info(
+            manifest=manifest, fingerprint=fingerprint, job=spec.describe(),
+            endpoint=resolved_endpoint, rows_total=preflight.rows_total,
+        ))
+        try:
+            plan = RunPlan(manifest=manifest, run_dir=run_dir, job=spec,
+                           endpoint=resolved_endpoint, api_key=key or EMULATOR_KEY,
+                           rows_total=preflight.rows_total, index=index,
+                           media_root=media_root)
+            # The estimate command spends nothing unless told: a paid sample always asks.
+            # A 402 on the sample stops it with exit 3 and says to top up.
+            calibration = _calibrate(plan, preflight, calibrate, price, threshold=0.0,
+                                     ask=not (yes or emulate), ignore_balance=True, quiet=False)
+            resume = _resume_command(manifest, run_path, {"--job": job_file,
+                                                          "--endpoint": endpoint,
+                                                          "--emulate": emulate})
+            if calibration.outcome is not None:
+                summary = finish(plan, calibration.outcome, fingerprint=fingerprint,
+                                 resume_command=resume)
+                if calibration.outcome.stop_reason is not None:
+                    _print_summary(summary, calibration.outcome, run_path)
+                    sys.exit(calibration.outcome.exit_code)
+        finally:
+            run_dir.release()
+    _err(f"the sample's answers are kept in {run_path}; to run the rest without paying for "
+         f"them again:\n  {resume}")
+    whole = calibration.whole_run
+    if not as_json:
+        return
+    data: dict[str, Any] = {**(whole or preflight.to_send).as_dict(), "model": spec.model,
+            "uncalibrated": {
+                "credits": preflight.to_send.credits.as_dict(6),
+                "usd": preflight.to_send.usd.as_dict(6),
+                "output_tokens": preflight.to_send.output_tokens.as_dict(0),
+                "prompt_tokens": preflight.to_send.prompt_tokens,
+            },
+            "already_spent": {"rows": calibration.spent.rows,
+                              "credits": round(calibration.spent.credits.expected, 6)},
+            "run_dir": str(run_path), "calibration": None}
+    if calibration.fit is not None:
+        data["calibration"] = calibration_dict(calibration.fit, sent=calibration.sent,
+                                               reused=calibration.reused,
+                                               failed=calibration.failed, run_dir=str(run_path))
+    _emit_json(data)
 
 
 # --- status / export -----------------------------------------------------------------------

@@ -10,9 +10,10 @@ documented defaults. These are estimates: the exact counts only exist after the 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from batchrun.media_meta import MediaMeta
 from batchrun.pricing import Price
@@ -42,32 +43,30 @@ _EXTENSION_KIND = {
     **dict.fromkeys(("mp4", "mov", "webm", "mkv", "avi", "mpeg", "mpg"), "video"),
 }
 KINDS = ("text", "image", "pdf", "audio", "video")
+UNSENDABLE_LISTED = 100  # rows listed by name; all are counted
 
 
-def _is_cjk(code_point: int) -> bool:
-    return (
-        0x3040 <= code_point <= 0x30FF  # kana
-        or 0x3400 <= code_point <= 0x4DBF
-        or 0x4E00 <= code_point <= 0x9FFF
-        or 0xAC00 <= code_point <= 0xD7AF  # hangul
-        or 0xF900 <= code_point <= 0xFAFF
-        or 0x20000 <= code_point <= 0x2FA1F
-    )
+# Kana, CJK ideographs (with extension A and the supplementary planes), Hangul, compatibility
+# ideographs: about one token per character.
+_CJK_RUNS = re.compile(
+    "[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+    "\U00020000-\U0002fa1f]+"
+)
+_NON_LATIN_RUNS = re.compile("[^\u0000-\u024f]+")  # beyond Latin Extended-B
+
+
+def _run_length(pattern: re.Pattern[str], text: str) -> int:
+    return sum(map(len, pattern.findall(text)))
 
 
 def text_tokens(text: str) -> int:
-    """Estimated tokens of ``text`` by script."""
+    """Estimated tokens of ``text`` by script (the regexes count in C: 1M rows in seconds)."""
     if text.isascii():
         return math.ceil(len(text) / CHARS_PER_TOKEN_LATIN)
-    latin = cjk = other = 0
-    for char in text:
-        code_point = ord(char)
-        if code_point < 0x250:
-            latin += 1
-        elif _is_cjk(code_point):
-            cjk += 1
-        else:
-            other += 1
+    non_latin = _run_length(_NON_LATIN_RUNS, text)
+    cjk = _run_length(_CJK_RUNS, text)
+    latin = len(text) - non_latin
+    other = non_latin - cjk
     return math.ceil(
         latin / CHARS_PER_TOKEN_LATIN + cjk * TOKENS_PER_CJK_CHAR + other / CHARS_PER_TOKEN_OTHER
     )
@@ -148,8 +147,9 @@ def meta_tokens(meta: MediaMeta, rules: MediaRules = GEMINI_3_RULES) -> int:
     )
 
 
-@dataclass(frozen=True)
-class RowEstimate:
+class RowEstimate(NamedTuple):
+    """One row's estimated prompt tokens (a tuple: a million of them are made per 1M rows)."""
+
     prompt_tokens: int
     kind: str  # the costliest media kind of the row, or "text"
 
@@ -196,6 +196,8 @@ def messages_estimate(
 
 @dataclass
 class Band:
+    """A low / expected / high triple (a total over rows, not one row)."""
+
     low: float = 0.0
     expected: float = 0.0
     high: float = 0.0
@@ -206,77 +208,186 @@ class Band:
             return values
         return {k: round(v, digits) for k, v in values.items()}
 
+    def plus(self, other: Band) -> Band:
+        return Band(self.low + other.low, self.expected + other.expected, self.high + other.high)
+
+    @classmethod
+    def exact(cls, value: float) -> Band:
+        return cls(value, value, value)
+
 
 @dataclass
-class KindTotals:
+class KindTally:
     rows: int = 0
     prompt_tokens: int = 0
-    credits: float = 0.0
+
+
+@dataclass(frozen=True)
+class Unsendable:
+    """A manifest row that cannot be sent as written, and why."""
+
+    id: str
+    line: int
+    reason: str
+
+
+@dataclass
+class Tally:
+    """What one pass over the rows gathers: rows and estimated prompt tokens by kind, and the
+    rows that cannot be sent. No prices and no output assumption yet: those come after."""
+
+    by_kind: dict[str, KindTally] = field(default_factory=dict)
+    rows_unsendable: int = 0
+    unsendable: list[Unsendable] = field(default_factory=list)
+    max_listed: int = UNSENDABLE_LISTED
+
+    def add(self, estimate: RowEstimate) -> None:
+        totals = self.by_kind.get(estimate.kind)
+        if totals is None:
+            totals = self.by_kind[estimate.kind] = KindTally()
+        totals.rows += 1
+        totals.prompt_tokens += estimate.prompt_tokens
+
+    def add_unsendable(self, row_id: str, line: int, reason: str) -> None:
+        self.rows_unsendable += 1
+        if len(self.unsendable) < self.max_listed:
+            self.unsendable.append(Unsendable(row_id, line, reason))
+
+    def minus(self, other: Tally) -> Tally:
+        """This tally without the sendable rows of ``other`` (e.g. a sample already sent)."""
+        left = Tally(rows_unsendable=self.rows_unsendable, unsendable=list(self.unsendable))
+        for kind, totals in self.by_kind.items():
+            taken = other.by_kind.get(kind, KindTally())
+            left.by_kind[kind] = KindTally(
+                max(0, totals.rows - taken.rows), max(0, totals.prompt_tokens - taken.prompt_tokens)
+            )
+        return left
+
+    @property
+    def rows_sendable(self) -> int:
+        return sum(totals.rows for totals in self.by_kind.values())
+
+    @property
+    def rows(self) -> int:
+        return self.rows_sendable + self.rows_unsendable
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(totals.prompt_tokens for totals in self.by_kind.values())
+
+
+@dataclass
+class KindEstimate:
+    rows: int = 0
+    prompt_tokens: int = 0
+    output_tokens: float = 0.0  # expected
+    credits: float = 0.0  # expected
 
 
 @dataclass
 class RunEstimate:
-    """Totals over a manifest: what ``estimate --json`` prints."""
+    """Totals over a manifest: what ``estimate --json`` prints (DESIGN's contract)."""
 
     rows: int = 0
     rows_unsendable: int = 0
-    unsendable_examples: list[str] = field(default_factory=list)
+    unsendable: list[Unsendable] = field(default_factory=list)
     prompt_tokens: int = 0
     output_tokens: Band = field(default_factory=Band)
     credits: Band = field(default_factory=Band)
     usd: Band = field(default_factory=Band)
-    by_kind: dict[str, KindTotals] = field(default_factory=dict)
+    by_kind: dict[str, KindEstimate] = field(default_factory=dict)
+    basis: str = ""  # how output (and prompt) tokens were arrived at
 
-    def add_row(self, estimate: RowEstimate, expected_output: int, price: Price) -> None:
-        self.rows += 1
-        self.prompt_tokens += estimate.prompt_tokens
-        low = expected_output * OUTPUT_LOW_FACTOR
-        high = expected_output * OUTPUT_HIGH_FACTOR
-        self.output_tokens.low += low
-        self.output_tokens.expected += expected_output
-        self.output_tokens.high += high
-        row_credits = price.credits(estimate.prompt_tokens, expected_output)
-        self.credits.low += price.credits(estimate.prompt_tokens, int(low))
-        self.credits.expected += row_credits
-        self.credits.high += price.credits(estimate.prompt_tokens, int(high))
-        totals = self.by_kind.setdefault(estimate.kind, KindTotals())
-        totals.rows += 1
-        totals.prompt_tokens += estimate.prompt_tokens
-        totals.credits += row_credits
+    @property
+    def rows_sendable(self) -> int:
+        return self.rows - self.rows_unsendable
 
-    def add_unsendable(self, reason: str, max_examples: int = 20) -> None:
-        self.rows += 1
-        self.rows_unsendable += 1
-        if len(self.unsendable_examples) < max_examples:
-            self.unsendable_examples.append(reason)
-
-    def finish(self, price: Price) -> RunEstimate:
-        self.usd = Band(
-            low=price.usd(self.credits.low),
-            expected=price.usd(self.credits.expected),
-            high=price.usd(self.credits.high),
+    def plus(self, other: RunEstimate) -> RunEstimate:
+        """The sum of two disjoint parts of a run (e.g. rows already paid + rows to send)."""
+        by_kind: dict[str, KindEstimate] = {}
+        for part in (self.by_kind, other.by_kind):
+            for kind, totals in part.items():
+                into = by_kind.setdefault(kind, KindEstimate())
+                into.rows += totals.rows
+                into.prompt_tokens += totals.prompt_tokens
+                into.output_tokens += totals.output_tokens
+                into.credits += totals.credits
+        return RunEstimate(
+            rows=self.rows + other.rows,
+            rows_unsendable=self.rows_unsendable + other.rows_unsendable,
+            unsendable=(self.unsendable + other.unsendable)[:UNSENDABLE_LISTED],
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            output_tokens=self.output_tokens.plus(other.output_tokens),
+            credits=self.credits.plus(other.credits),
+            usd=self.usd.plus(other.usd),
+            by_kind=by_kind,
+            basis="; ".join(part for part in (self.basis, other.basis) if part),
         )
-        return self
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "rows": self.rows,
             "rows_unsendable": self.rows_unsendable,
-            "unsendable_examples": self.unsendable_examples,
+            "unsendable": [
+                {"id": row.id, "line": row.line, "reason": row.reason} for row in self.unsendable
+            ],
             "prompt_tokens": self.prompt_tokens,
-            "output_tokens": {k: int(v) for k, v in self.output_tokens.as_dict().items()},
+            "output_tokens": {k: round(v) for k, v in self.output_tokens.as_dict().items()},
             "credits": self.credits.as_dict(6),
             "usd": self.usd.as_dict(6),
             "by_kind": {
                 kind: {
                     "rows": totals.rows,
                     "tokens": totals.prompt_tokens,
+                    "output_tokens": round(totals.output_tokens),
                     "credits": round(totals.credits, 6),
                 }
-                for kind, totals in self.by_kind.items()
+                for kind in KINDS
+                for totals in (self.by_kind.get(kind, KindEstimate()),)
             },
+            "basis": self.basis,
             "note": "estimates: exact token counts exist only after each call",
         }
+
+
+def assumed_estimate(tally: Tally, expected_output: int, price: Price) -> RunEstimate:
+    """The uncalibrated estimate: every sendable row answers ``expected_output`` tokens, within
+    a band of ×OUTPUT_LOW_FACTOR to ×OUTPUT_HIGH_FACTOR; prompt tokens as estimated."""
+    rows = tally.rows_sendable
+    prompt = tally.prompt_tokens
+    output = Band(
+        rows * expected_output * OUTPUT_LOW_FACTOR,
+        float(rows * expected_output),
+        rows * expected_output * OUTPUT_HIGH_FACTOR,
+    )
+    credits = Band(
+        price.credits(prompt, output.low),
+        price.credits(prompt, output.expected),
+        price.credits(prompt, output.high),
+    )
+    by_kind = {
+        kind: KindEstimate(
+            rows=totals.rows,
+            prompt_tokens=totals.prompt_tokens,
+            output_tokens=float(totals.rows * expected_output),
+            credits=price.credits(totals.prompt_tokens, totals.rows * expected_output),
+        )
+        for kind, totals in tally.by_kind.items()
+    }
+    return RunEstimate(
+        rows=tally.rows,
+        rows_unsendable=tally.rows_unsendable,
+        unsendable=list(tally.unsendable),
+        prompt_tokens=prompt,
+        output_tokens=output,
+        credits=credits,
+        usd=Band(price.usd(credits.low), price.usd(credits.expected), price.usd(credits.high)),
+        by_kind=by_kind,
+        basis=(
+            f"assumed output: {expected_output:,} tokens per row (expected_output_tokens), "
+            f"band x{OUTPUT_LOW_FACTOR:g} to x{OUTPUT_HIGH_FACTOR:g}"
+        ),
+    )
 
 
 def row_estimate(
@@ -287,9 +398,26 @@ def row_estimate(
     metas: Mapping[str, MediaMeta] | None = None,
     rules: MediaRules = GEMINI_3_RULES,
 ) -> RowEstimate:
-    """Estimate a manifest row from its parts and the metadata the caller read (if any)."""
+    """Estimate a manifest row from its parts and the metadata the caller read (if any).
+
+    ``system`` goes first, as the request builder puts it: before a prompt, or before
+    messages that carry no system (or developer) message of their own.
+    """
     if messages is not None:
-        return messages_estimate(messages, metas, rules)
+        messages = list(messages)
+        estimate = messages_estimate(messages, metas, rules)
+        if system and not any(
+            isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages
+        ):
+            tokens = estimate.prompt_tokens + MESSAGE_OVERHEAD_TOKENS + text_tokens(system)
+            return RowEstimate(tokens, estimate.kind)
+        return estimate
+    media = tuple(media)
+    if not media:  # the common text row, without building messages (1M rows: seconds count)
+        tokens = MESSAGE_OVERHEAD_TOKENS + text_tokens(prompt or "")
+        if system:
+            tokens += MESSAGE_OVERHEAD_TOKENS + text_tokens(system)
+        return RowEstimate(prompt_tokens=tokens, kind="text")
     built: list[dict[str, Any]] = []
     if system:
         built.append({"role": "system", "content": system})
@@ -297,3 +425,39 @@ def row_estimate(
     parts += [{"type": "image_url", "image_url": {"url": ref}} for ref in media]
     built.append({"role": "user", "content": parts})
     return messages_estimate(built, metas, rules)
+
+
+def estimate_lines(
+    estimate: RunEstimate, *, rows_total: int | None = None, label: str = "rows to send"
+) -> list[str]:
+    """The estimate for people (stderr): rows, tokens, credits and USD bands, kinds, and the
+    rows that cannot be sent with their reasons."""
+    total = estimate.rows if rows_total is None else rows_total
+    output, credits, usd = estimate.output_tokens, estimate.credits, estimate.usd
+    lines = [
+        f"  {label} {estimate.rows_sendable:,} of {total:,} · unsendable "
+        f"{estimate.rows_unsendable:,}",
+        f"  prompt tokens ≈ {estimate.prompt_tokens:,} · output tokens ≈ "
+        f"{round(output.expected):,} ({round(output.low):,}–{round(output.high):,})",
+        f"  credits ≈ {credits.expected:,.4f} ({credits.low:,.4f}–{credits.high:,.4f}) · "
+        f"USD ≈ ${usd.expected:,.4f} (${usd.low:,.4f}–${usd.high:,.4f})",
+    ]
+    kinds = [
+        f"{kind} {totals.rows:,} rows / {totals.prompt_tokens:,} tok / {totals.credits:,.4f} cr"
+        for kind in KINDS
+        if (totals := estimate.by_kind.get(kind)) is not None and totals.rows
+    ]
+    if len(kinds) > 1:
+        lines.append("  by kind: " + " · ".join(kinds))
+    shown = estimate.unsendable[:10]
+    for row in shown:
+        lines.append(f"  unsendable: {row.reason}")
+    if estimate.rows_unsendable > len(shown):
+        lines.append(
+            f"  … and {estimate.rows_unsendable - len(shown):,} more unsendable rows "
+            f"(--json lists the first {UNSENDABLE_LISTED})"
+        )
+    if estimate.basis:
+        lines.append(f"  basis: {estimate.basis}")
+    lines.append("  (an estimate: exact token counts exist only after each call)")
+    return lines

@@ -44,6 +44,9 @@ class JobSpec:
     connect_timeout_s: float = 30.0
     read_timeout_s: float = 300.0
     max_credits: float | None = None
+    # Output tokens the budget reserves per request; unset: the model's output limit (a true
+    # bound). Smaller reserves less, but an answer that overruns it can pass the cap.
+    max_output_tokens_bound: int | None = None
     confirm_above: float | None = None
     media_root: str | None = None
     # Bytes of encoded request bodies in flight at once (peak memory follows it).
@@ -75,7 +78,7 @@ class JobSpec:
         for name in ("media_budget_bytes", "max_file_bytes", "max_request_bytes"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1 byte")
-        for name in ("rpm", "tpm", "max_credits"):
+        for name in ("rpm", "tpm", "max_credits", "max_output_tokens_bound"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise InputError(f"{name} must be positive, not {value}")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from batchrun.budget import prompt_token_bound
 from batchrun.errors import MediaError
 from batchrun.estimate import GEMINI_3_RULES, MediaRules, RowEstimate, messages_estimate
 from batchrun.job import JobSpec
@@ -123,6 +124,7 @@ class PreparedRequest:
     size: int  # exact length of the encoded body
     estimate: RowEstimate
     metas: dict[str, MediaMeta] = field(default_factory=dict)
+    prompt_bound: int = 0  # an upper bound on the prompt's tokens (for the credit budget)
 
     def pieces(self) -> Generator[bytes, None, None]:
         """The body in pieces: JSON between the files, and each file as base64 blocks."""
@@ -214,12 +216,13 @@ def prepare_request(
                 else MediaMeta(kind=info.kind, mime=info.mime, size=info.size)
             )
         estimate = messages_estimate(body.get("messages") or (), metas, rules)
+        bound = prompt_token_bound(body.get("messages") or (), metas, rules)
     except BaseException:
         if deferring is not None:
             deferring.close()
         raise
     return PreparedRequest(
         row_id=row.id, skeleton=skeleton, media=list(pending), size=size, estimate=estimate,
-        metas=metas,
+        metas=metas, prompt_bound=bound,
     )
 

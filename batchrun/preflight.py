@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from batchrun.errors import RowError
-from batchrun.estimate import RowEstimate, RunEstimate, row_estimate, rules_for
+from batchrun.estimate import (
+    RowEstimate,
+    RunEstimate,
+    Tally,
+    assumed_estimate,
+    row_estimate,
+    rules_for,
+)
 from batchrun.job import JobSpec
 from batchrun.manifest import Row, iter_rows
 from batchrun.media import MediaResolver, media_root_for
@@ -21,10 +32,13 @@ def estimate_of(row: Row, job: JobSpec, media: MediaResolver | None = None) -> R
     With a resolver, the row's request is prepared as the runner would: local files are
     checked (RowError if one cannot be sent, or the request is over its size limit) and their
     metadata (pages, seconds, pixels) is read, but not their content. Without one, media count
-    by the documented defaults.
+    by the documented defaults; the system prompt is counted where the request builder puts
+    one (OpenAI batch bodies get none).
     """
     if media is None:
-        return row_estimate(row.messages, row.prompt, row.system or job.system, row.media,
+        system = None if row.body is not None else (
+            row.system if row.system is not None else job.system)
+        return row_estimate(row.messages, row.prompt, system, row.media,
                             rules=rules_for(job.model))
     prepared = prepare_request(row, job, media, probe=True, rules=rules_for(job.model))
     prepared.close()
@@ -34,6 +48,8 @@ def estimate_of(row: Row, job: JobSpec, media: MediaResolver | None = None) -> R
 @dataclass
 class Preflight:
     rows_total: int = 0
+    rows_sendable: int = 0  # over the whole manifest, rows done earlier included
+    tally: Tally = field(default_factory=Tally)  # the rows still to send
     to_send: RunEstimate = field(default_factory=RunEstimate)
 
 
@@ -44,24 +60,48 @@ def scan_manifest(
     *,
     is_done: Callable[[str], bool] = lambda _row_id: False,
 ) -> Preflight:
-    """Stream every row once: duplicate ids raise InputError (naming both lines); rows that
-    ``is_done`` are counted but not estimated; unsendable rows (media that cannot be sent
-    included) are listed with their reason."""
+    """Stream every row once: rows that ``is_done`` are counted but not estimated; unsendable
+    rows (media that cannot be sent included) are listed with their reason; duplicate ids raise
+    InputError (naming both lines) at the end of the pass, before anything is sent."""
     preflight = Preflight()
+    tally = preflight.tally
     media = MediaResolver(media_root_for(manifest, job.media_root),
                           max_file_bytes=job.max_file_bytes)
-    for row in iter_rows(manifest, job, check_duplicates=True):
+    id_hashes = array("q")
+    for row in iter_rows(manifest, job, check_duplicates=False):
+        id_hashes.append(hash(row.id))
         preflight.rows_total += 1
+        if row.error is None:
+            preflight.rows_sendable += 1
         if is_done(row.id):
             continue
         if row.error is not None:
-            preflight.to_send.add_unsendable(row.error)
+            tally.add_unsendable(row.id, row.line, row.error)
             continue
         try:
             estimate = estimate_of(row, job, media)
         except RowError as error:
-            preflight.to_send.add_unsendable(f"row {row.id!r} (line {row.line}): {error.message}")
+            tally.add_unsendable(row.id, row.line, error.message)
             continue
-        preflight.to_send.add_row(estimate, job.expected_output_tokens, price)
-    preflight.to_send.finish(price)
+        tally.add(estimate)
+    _check_unique_ids(manifest, job, id_hashes)
+    preflight.to_send = assumed_estimate(tally, job.expected_output_tokens, price)
     return preflight
+
+
+def _check_unique_ids(manifest: Path, job: JobSpec, id_hashes: array[int]) -> None:
+    """Duplicate ids raise InputError naming both lines.
+
+    The scan keeps 8 bytes per id (its 64-bit hash) instead of a set of Python ints (~75 bytes
+    each), so memory stays flat on large manifests; only when two hashes agree does the
+    manifest reader's own check run again to name the lines (a hash collision passes it).
+    """
+    if len(id_hashes) < 2:
+        return
+    hashes = pa.Array.from_buffers(pa.int64(), len(id_hashes), [None, pa.py_buffer(id_hashes)])
+    # Sorted, equal neighbours are duplicates (a hash set would cost ~100 bytes per id).
+    ordered = pc.take(hashes, pc.array_sort_indices(hashes))
+    if not pc.any(pc.equal(ordered[1:], ordered[:-1])).as_py():
+        return
+    for _row in iter_rows(manifest, job, check_duplicates=True):
+        pass

@@ -17,7 +17,7 @@ class Price:
     output_credits_per_m: float
     usd_per_credit: float = USD_PER_CREDIT
 
-    def credits(self, prompt_tokens: int, completion_tokens: int) -> float:
+    def credits(self, prompt_tokens: float, completion_tokens: float) -> float:
         """credits = prompt × in/1M + completion × out/1M (reasoning excluded)."""
         return (
             prompt_tokens * self.input_credits_per_m + completion_tokens * self.output_credits_per_m

@@ -11,7 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,12 @@ import orjson
 from anyio.abc import ObjectReceiveStream
 
 from batchrun import __version__
+from batchrun.budget import (
+    BudgetExhausted,
+    BudgetGate,
+    CreditLedger,
+    Reservation,
+)
 from batchrun.client import ApiClient, ClientSettings, mask_key
 from batchrun.errors import (
     BatchrunError,
@@ -74,6 +80,10 @@ class RunPlan:
     media_root: Path | None = None
     progress_interval_s: float = 2.0
     show_progress: bool = True
+    # Send just these rows instead of streaming the manifest (a calibration sample).
+    only_rows: tuple[Row, ...] | None = None
+    # The spending cap's ledger (--max-credits); shared by a calibration sample and the run.
+    budget: CreditLedger | None = None
 
 
 @dataclass
@@ -121,7 +131,9 @@ class Runner:
         self.media_rules = rules_for(plan.job.model)
         # Encoded bodies in flight share this many bytes; a worker waits for room before it
         # reads a file, so peak memory follows the budget, not the files' sizes.
-        self.budget = ByteBudget(plan.job.media_budget_bytes)
+        self.bytes_in_flight = ByteBudget(plan.job.media_budget_bytes)
+        # The spending cap (--max-credits): a bound is reserved before each send.
+        self.budget = BudgetGate(plan.budget, self.price) if plan.budget is not None else None
         self._encoders = anyio.CapacityLimiter(2)
         self.counters = RunCounters(rows_total=plan.rows_total)
         self.stop_reason: str | None = None
@@ -134,6 +146,8 @@ class Runner:
             self.stop_reason = reason
             self.stop_error = error
         self._stopping.set()
+        if self.budget is not None:
+            self.budget.close()
 
     @property
     def stopping(self) -> bool:
@@ -201,8 +215,13 @@ class Runner:
     async def _produce(self, send_rows: anyio.abc.ObjectSendStream[Row]) -> None:
         index = self.plan.index
         retry_failed = self.plan.retry_failed
+        rows: Iterable[Row] = (
+            self.plan.only_rows
+            if self.plan.only_rows is not None
+            else iter_rows(self.plan.manifest, self.job, check_duplicates=False)
+        )
         async with send_rows:
-            for row in iter_rows(self.plan.manifest, self.job, check_duplicates=False):
+            for row in rows:
                 if self.stopping:
                     return
                 if index.is_done(row.id, retry_failed=retry_failed):
@@ -219,12 +238,18 @@ class Runner:
     async def _process(self, row: Row) -> None:
         started_at = time.time()
         try:
-            prepared = prepare_request(row, self.job, self.media,
-                                       probe=self.job.tpm is not None, rules=self.media_rules)
+            # Pages and seconds are read when a limit needs the token count (--tpm) or the
+            # budget needs an honest bound (--max-credits).
+            prepared = prepare_request(
+                row, self.job, self.media,
+                probe=self.job.tpm is not None or self.budget is not None,
+                rules=self.media_rules,
+            )
         except RowError as error:
             self._record(self._error_result(row.id, error, _Attempts(), started_at, None))
             return
         estimated_tokens = prepared.estimate.prompt_tokens
+        prompt_bound = prepared.prompt_bound if self.budget is not None else 0
         request_sha: str | None = None
         attempts = _Attempts()
         send_started = 0.0
@@ -248,24 +273,28 @@ class Runner:
                     send_started = time.perf_counter()
                     if attempts.first_sent_at is None:
                         attempts.first_sent_at = time.time()
+                    reservation = await self._reserve(prompt_bound)
                     # Media are read and encoded block by block as the socket takes them,
                     # while the body's full size is held from the byte budget.
-                    async with self.budget.hold(prepared.size):
+                    async with self.bytes_in_flight.hold(prepared.size):
                         body = prepared.stream(self._encoders)
                         send_started = time.perf_counter()  # latency: the wire, not the wait
                         try:
                             completion = await self.client.complete(body, stream=self.job.stream)
-                        except RateLimitedError as error:
-                            self.limiter.cooldown(
-                                error.retry_after if error.retry_after is not None else 1.0
-                            )
-                            raise
-                        except TransportError:
-                            if body.error is not None:  # a file changed under us: a row error
-                                raise body.error from None
+                        except BaseException as error:
+                            if isinstance(error, RateLimitedError):
+                                self.limiter.cooldown(
+                                    error.retry_after if error.retry_after is not None else 1.0
+                                )
+                            if reservation is not None and self.budget is not None:
+                                self.budget.settle_failure(reservation, error)
+                            if isinstance(error, TransportError) and body.error is not None:
+                                raise body.error from None  # a file changed under us: row error
                             raise
                         finally:
                             request_sha = body.sha256 or request_sha
+                        if reservation is not None and self.budget is not None:
+                            self.budget.settle(reservation, completion)
         except DispatchStopped:
             return
         except FatalError as error:
@@ -295,6 +324,19 @@ class Runner:
                 estimated_tokens + self.job.expected_output_tokens,
                 completion.prompt_tokens + (completion.completion_tokens or 0),
             )
+
+    async def _reserve(self, prompt_bound: int) -> Reservation | None:
+        """Hold the budget's bound for one attempt; at the cap, stop dispatch."""
+        if self.budget is None:
+            return None
+        try:
+            reservation = await self.budget.reserve(prompt_bound)
+        except BudgetExhausted:
+            self.stop(STOP_BUDGET)
+            raise DispatchStopped from None
+        if reservation is None:
+            raise DispatchStopped
+        return reservation
 
     # --- results -----------------------------------------------------------------------
     def _ok_result(

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from batchrun.emulator_model import parse_chat_request
 from batchrun.errors import InputError
 from batchrun.estimate import (
     IMAGE_TOKENS,
     PDF_PAGE_TOKENS,
-    RunEstimate,
+    Tally,
+    assumed_estimate,
     media_kind,
     media_tokens,
+    messages_estimate,
     row_estimate,
     text_tokens,
 )
 from batchrun.job import DEFAULT_ENDPOINT, JobSpec, load_job
+from batchrun.manifest import iter_rows
+from batchrun.preflight import estimate_of
 from batchrun.pricing import PRICES
+from batchrun.request import build_body, encode_body
 
 
 def test_job_file_fields_and_overrides(tmp_path: Path) -> None:
@@ -76,16 +85,68 @@ def test_media_kinds_and_tokens() -> None:
 
 def test_run_estimate_bands_follow_the_formula() -> None:
     price = PRICES["gemini-3.1-pro"]
-    estimate = RunEstimate()
+    tally = Tally()
     row = row_estimate(None, "x" * 4000, None, ["photo.png"])
-    estimate.add_row(row, 500, price)
-    estimate.add_unsendable("line 2: not valid JSON")
-    estimate.finish(price)
+    tally.add(row)
+    tally.add_unsendable("bad", 2, "line 2: not valid JSON")
+    estimate = assumed_estimate(tally, 500, price)
     assert estimate.rows == 2 and estimate.rows_unsendable == 1
     assert row.kind == "image" and row.prompt_tokens > 1000 + IMAGE_TOKENS
     assert estimate.credits.expected == pytest.approx(price.credits(row.prompt_tokens, 500))
     assert estimate.credits.low < estimate.credits.expected < estimate.credits.high
     assert estimate.usd.expected == pytest.approx(estimate.credits.expected * 0.005)
     data = estimate.as_dict()
-    assert set(data["by_kind"]) == {"image"}
+    assert set(data["by_kind"]) == {"text", "image", "pdf", "audio", "video"}
+    assert data["by_kind"]["image"]["rows"] == 1 and data["by_kind"]["text"]["rows"] == 0
+    assert data["unsendable"] == [{"id": "bad", "line": 2, "reason": "line 2: not valid JSON"}]
     assert set(data["credits"]) == {"low", "expected", "high"}
+
+
+def test_text_fast_path_matches_the_messages_path() -> None:
+    for prompt, system in [("hello world", None), ("长城 and more", "be brief"), ("", "sys")]:
+        built = [{"role": "system", "content": system}] if system else []
+        built.append({"role": "user", "content": [{"type": "text", "text": prompt}]})
+        assert row_estimate(None, prompt, system, ()) == messages_estimate(built)
+
+
+def _reference_text_tokens(text: str) -> int:
+    """The rule spelled out one character at a time (what the regexes must count)."""
+    latin = cjk = other = 0
+    for char in text:
+        code = ord(char)
+        if code < 0x250:
+            latin += 1
+        elif (0x3040 <= code <= 0x30FF or 0x3400 <= code <= 0x4DBF or 0x4E00 <= code <= 0x9FFF
+              or 0xAC00 <= code <= 0xD7AF or 0xF900 <= code <= 0xFAFF
+              or 0x20000 <= code <= 0x2FA1F):
+            cjk += 1
+        else:
+            other += 1
+    return math.ceil(latin / 4 + cjk + other / 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=200)
+       | st.text(alphabet="aé长城カ한Ω\U00020001ж ", max_size=200))
+def test_text_tokens_counts_scripts_as_the_rule_says(text: str) -> None:
+    assert text_tokens(text) == _reference_text_tokens(text)
+
+
+def test_the_estimate_counts_what_the_request_builder_sends(tmp_path: Path) -> None:
+    """Same tokenisation as the estimator (the emulator at 4 chars per token, ASCII text):
+    every row shape, with the job's system prompt, estimates exactly what is sent."""
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        '{"id": "p", "prompt": "Explain tides in plain words."}\n'
+        '{"id": "ps", "prompt": "Hi", "system": "Own system prompt."}\n'
+        '{"id": "m", "messages": [{"role": "user", "content": [{"type": "text", '
+        '"text": "Classify: the train was late."}]}]}\n'
+        '{"id": "ms", "messages": [{"role": "system", "content": "Mine."}, '
+        '{"role": "user", "content": "Go."}]}\n'
+        '{"custom_id": "b", "method": "POST", "url": "/v1/chat/completions", "body": '
+        '{"model": "gemini-3.1-pro", "messages": [{"role": "user", "content": "Batch."}]}}\n'
+    )
+    job = JobSpec(system="You are a concise assistant.")
+    for row in iter_rows(manifest, job):
+        body = encode_body(build_body(row, job, None))
+        assert estimate_of(row, job).prompt_tokens == parse_chat_request(body).prompt_tokens, row.id

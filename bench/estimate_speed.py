@@ -1,0 +1,140 @@
+"""How fast ``batchrun estimate`` streams a large text manifest, and in how much memory.
+
+    python bench/estimate_speed.py [--rows 1000000] [--small 100000] [--keep DIR]
+
+Writes a text manifest of ``--rows`` rows (varied prompts, some CJK) to a temp dir, then runs,
+each in its own process so that peak RSS is that process's own:
+  1. ``pyarrow.json.read_json``: the file read into an Arrow table (multi-threaded): the time
+     to merely read the manifest;
+  2. ``pyarrow.json.open_json``: the same, streamed batch by batch;
+  3. ``batchrun.manifest.iter_rows`` alone: batchrun's reader, without the estimator and
+     without the duplicate-id check;
+  4. ``batchrun estimate MANIFEST --json``: the whole command;
+and the same estimate on the first ``--small`` rows, so peak RSS can be compared (flat means
+it does not grow with the manifest beyond the duplicate-id check: 8 bytes per id, sorted once
+at the end).
+Prints seconds, peak RSS and the ratio of each to the pyarrow read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+RSS_LIMIT_MB = 300.0
+WORDS = ("summarise the report on quarterly revenue growth costs customers regions shipping "
+         "delays plan board data model answer")
+
+READ_TABLE = """
+import sys, pyarrow.json as pj
+table = pj.read_json(sys.argv[1], read_options=pj.ReadOptions(block_size=1 << 24))
+print(table.num_rows)
+"""
+READ_STREAM = """
+import sys, pyarrow.json as pj
+rows = 0
+for batch in pj.open_json(sys.argv[1], read_options=pj.ReadOptions(block_size=1 << 24)):
+    rows += batch.num_rows
+print(rows)
+"""
+ITER_ROWS = """
+import sys
+from pathlib import Path
+from batchrun.job import JobSpec
+from batchrun.manifest import iter_rows
+print(sum(1 for _ in iter_rows(Path(sys.argv[1]), JobSpec(), check_duplicates=False)))
+"""
+
+
+def write_manifest(path: Path, rows: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    words = WORDS.split(" ")
+    cjk = "长城有多长为什么天空是蓝色的请总结这份报告"
+    with open(path, "wb") as handle:
+        for number in range(rows):
+            text = " ".join(rng.choices(words, k=rng.randint(8, 60)))
+            if number % 10 == 0:  # one row in ten carries CJK text
+                text += " " + "".join(rng.choices(cjk, k=rng.randint(5, 40)))
+            handle.write(orjson.dumps({"id": f"row-{number}", "prompt": text}) + b"\n")
+
+
+def measure(argv: list[str]) -> tuple[float, float, str]:
+    """Wall seconds, peak RSS (MB) and stdout of one child process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert child.stdout is not None
+    output = child.stdout.read().decode()
+    _, status, usage = os.wait4(child.pid, 0)
+    elapsed = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"{argv[:4]} failed with exit code {child.returncode}")
+    return elapsed, usage.ru_maxrss / 1024.0, output  # ru_maxrss is in KiB on Linux
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--small", type=int, default=100_000)
+    parser.add_argument("--keep", type=Path, help="write the manifests here and keep them")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = args.keep or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        big = folder / f"text-{args.rows}.jsonl"
+        small = folder / f"text-{args.small}.jsonl"
+        started = time.perf_counter()
+        write_manifest(big, args.rows)
+        with open(big, encoding="utf-8") as source, open(small, "w", encoding="utf-8") as out:
+            for _, line in zip(range(args.small), source, strict=False):
+                out.write(line)
+        size_mb = big.stat().st_size / 1e6
+        print(f"manifest: {args.rows:,} rows, {size_mb:,.0f} MB "
+              f"(written in {time.perf_counter() - started:.1f} s)")
+
+        python = sys.executable
+        runs = {
+            "pyarrow read_json (table)": [python, "-c", READ_TABLE, str(big)],
+            "pyarrow open_json (stream)": [python, "-c", READ_STREAM, str(big)],
+            "batchrun iter_rows (reader)": [python, "-c", ITER_ROWS, str(big)],
+            "batchrun estimate --json": [python, "-m", "batchrun.cli", "estimate", str(big),
+                                         "--json"],
+        }
+        results: dict[str, tuple[float, float]] = {}
+        for name, argv in runs.items():
+            seconds, rss, output = measure(argv)
+            results[name] = (seconds, rss)
+            if name.startswith("batchrun estimate"):
+                assert json.loads(output)["rows"] == args.rows
+        small_seconds, small_rss, _ = measure(
+            [python, "-m", "batchrun.cli", "estimate", str(small), "--json"])
+
+    baseline = results["pyarrow read_json (table)"][0]
+    print(f"{'':30} {'seconds':>8} {'peak RSS':>10} {'x pyarrow read':>15}")
+    for name, (seconds, rss) in results.items():
+        print(f"{name:30} {seconds:8.2f} {rss:8.0f} MB {seconds / baseline:14.1f}x")
+    estimate_seconds, estimate_rss = results["batchrun estimate --json"]
+    print(f"{'estimate on ' + f'{args.small:,} rows':30} {small_seconds:8.2f} "
+          f"{small_rss:8.0f} MB")
+    per_row_us = estimate_seconds / args.rows * 1e6
+    growth = (estimate_rss - small_rss) * 1024 * 1024 / (args.rows - args.small)
+    print(f"estimate: {per_row_us:.1f} µs per row; RSS grows {growth:.0f} bytes per row "
+          f"beyond {args.small:,} rows (id check: a 64-bit hash per id, sorted at the end)")
+    verdict = "OK" if estimate_rss < RSS_LIMIT_MB else "OVER"
+    print(f"peak RSS {estimate_rss:.0f} MB vs limit {RSS_LIMIT_MB:.0f} MB: {verdict}")
+
+
+if __name__ == "__main__":
+    main()
