@@ -25,6 +25,7 @@ from batchrun.job import JobSpec, load_job
 from batchrun.manifest import manifest_fingerprint
 from batchrun.preflight import Preflight, scan_manifest
 from batchrun.pricing import price_for
+from batchrun.resume import open_reuse, open_run, reuse_predicate
 from batchrun.runner import (
     EXIT_FATAL,
     EXIT_OK,
@@ -231,7 +232,8 @@ Examples:
 @click.option("--media-budget", type=click.IntRange(min=1),
               help="Bytes of media payload in flight at once.")
 @click.option("--reuse", type=click.Path(path_type=Path, file_okay=False),
-              help="Earlier run directory whose answers may be reused (not yet available).")
+              help="Earlier run directory: rows whose request (endpoint, model, body, media "
+              "bytes) it answered ok are copied from it, not sent (nor paid) again.")
 @click.option("--quiet", "-q", is_flag=True, help="No estimate or progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
 def run(
@@ -261,8 +263,8 @@ def run(
     A cost estimate is shown before anything is sent. Rows already done in OUT are never
     sent again; a fatal API answer or Ctrl-C stops cleanly and prints the resume command.
     """
-    if calibrate is not None or reuse is not None:
-        raise InputError("--calibrate and --reuse are not available in this version yet")
+    if calibrate is not None:
+        raise InputError("--calibrate is not available in this version yet")
     _check_manifest(manifest)
     spec = _load_spec(
         job_file,
@@ -286,38 +288,48 @@ def run(
     resume_command = _resume_command(manifest, out, {
         "--job": job_file, "--endpoint": endpoint, "--emulate": emulate,
         "--concurrency": concurrency, "--rpm": rpm, "--tpm": tpm, "--max-credits": max_credits,
-        "--media-root": media_root, "--media-budget": media_budget, "--yes": yes,
+        "--media-root": media_root, "--media-budget": media_budget, "--reuse": reuse,
+        "--yes": yes,
     })
 
     with _endpoint_for(emulate, spec.endpoint) as chosen_endpoint:
         spec = spec.with_overrides(endpoint=chosen_endpoint)
         resolved_endpoint = spec.resolved_endpoint()
         api_key_value = key or EMULATOR_KEY
-        run_dir.check_same_manifest(fingerprint)
-        index = run_dir.load_index()
-        preflight = scan_manifest(
-            manifest, spec, price,
-            is_done=lambda row_id: index.is_done(row_id, retry_failed=retry_failed),
-        )
-        if not quiet:
-            resumed = f" (resuming {len(index.rows):,} rows already recorded)" if index.rows else ""
-            _print_estimate(preflight, heading=f"estimate for {manifest}{resumed}:")
-        threshold = spec.confirm_above if spec.confirm_above is not None else DEFAULT_CONFIRM_ABOVE
-        expected = preflight.to_send.credits.expected
-        if expected > threshold and not yes and not emulate:
-            if not sys.stdin.isatty():
-                raise InputError(
-                    f"the estimate ({expected:,.2f} credits) is above --confirm-above "
-                    f"({threshold:,.2f}); pass --yes to run without asking"
-                )
-            if not click.confirm(f"Spend about {expected:,.2f} credits?", err=True):
-                raise InputError("not confirmed; nothing was sent")
-
-        run_dir.prepare(run_info(
-            manifest=manifest, fingerprint=fingerprint, job=spec.describe(),
-            endpoint=resolved_endpoint, rows_total=preflight.rows_total,
-        ))
+        opened = open_run(run_dir, fingerprint, retry_failed=retry_failed)  # locks
+        cache = None
         try:
+            cache = open_reuse(reuse, out) if reuse is not None else None
+            preflight = scan_manifest(
+                manifest, spec, price, is_done=opened.is_done, skip_line=opened.skip_line,
+                rows_total=opened.rows_total,
+                will_reuse=reuse_predicate(cache, spec, resolved_endpoint) if cache else None,
+            )
+            if not quiet:
+                done = opened.rows_done
+                resumed = f" (resuming: {done:,} rows already done)" if opened.resumed else ""
+                _print_estimate(preflight, heading=f"estimate for {manifest}{resumed}:")
+                if cache is not None:
+                    _err(f"  reuse: {preflight.rows_reused:,} rows answered by {reuse} "
+                         f"({len(cache):,} answers there; rows with local media are checked "
+                         "when sent)")
+            threshold = (spec.confirm_above if spec.confirm_above is not None
+                         else DEFAULT_CONFIRM_ABOVE)
+            expected = preflight.to_send.credits.expected
+            if expected > threshold and not yes and not emulate:
+                if not sys.stdin.isatty():
+                    raise InputError(
+                        f"the estimate ({expected:,.2f} credits) is above --confirm-above "
+                        f"({threshold:,.2f}); pass --yes to run without asking"
+                    )
+                if not click.confirm(f"Spend about {expected:,.2f} credits?", err=True):
+                    raise InputError("not confirmed; nothing was sent")
+
+            run_dir.begin(run_info(
+                manifest=manifest, fingerprint=fingerprint, job=spec.describe(),
+                endpoint=resolved_endpoint, rows_total=preflight.rows_total,
+                resume_command=resume_command,
+            ))
             plan = RunPlan(
                 manifest=manifest,
                 run_dir=run_dir,
@@ -325,10 +337,11 @@ def run(
                 endpoint=resolved_endpoint,
                 api_key=api_key_value,
                 rows_total=preflight.rows_total,
-                index=index,
+                index=opened.index,
                 retry_failed=retry_failed,
                 media_root=media_root,
                 show_progress=not quiet,
+                reuse=cache,
             )
 
             async def check_balance(client: ApiClient) -> None:
@@ -348,6 +361,8 @@ def run(
                              resume_command=resume_command)
         finally:
             run_dir.release()
+            if cache is not None:
+                cache.close()
 
     if not quiet or outcome.stop_reason is not None:
         _print_summary(summary, outcome, out)

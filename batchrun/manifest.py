@@ -97,15 +97,20 @@ def iter_rows(
     batch_size: int = 4096,
     check_duplicates: bool = True,
     max_line_bytes: int = MAX_LINE_BYTES,
+    skip_line: Callable[[int], bool] | None = None,
 ) -> Iterator[Row]:
-    """Stream the rows of a manifest. File-level problems raise ``InputError`` at once."""
+    """Stream the rows of a manifest. File-level problems raise ``InputError`` at once.
+
+    ``skip_line(line)`` true: that line (JSONL) or row (Parquet) is passed over unparsed, which
+    is how a resume walks past the rows already done.
+    """
     path = Path(path)
     fmt = manifest_format(path)
     _check_readable(path)
     template = _compile_template(job.prompt_template)
     if fmt == "parquet":
         _check_parquet_schema(path, job, template)
-    rows = _source(path, fmt, job, template, batch_size, max_line_bytes)
+    rows = _source(path, fmt, job, template, batch_size, max_line_bytes, skip_line)
     if not check_duplicates:
         return rows
     return _check_unique(
@@ -173,10 +178,11 @@ def _source(
     template: _Template | None,
     batch_size: int,
     max_line_bytes: int,
+    skip_line: Callable[[int], bool] | None = None,
 ) -> Generator[Row, None, None]:
     if fmt == "jsonl":
-        return _iter_jsonl(path, job, template, max_line_bytes)
-    return _iter_parquet(path, job, template, batch_size)
+        return _iter_jsonl(path, job, template, max_line_bytes, skip_line)
+    return _iter_parquet(path, job, template, batch_size, skip_line)
 
 
 def _check_unique(
@@ -215,11 +221,17 @@ def _first_line_of(rows: Generator[Row, None, None], row_id: str, before: int) -
 
 
 def _iter_jsonl(
-    path: Path, job: JobSpec, template: _Template | None, max_line_bytes: int
+    path: Path,
+    job: JobSpec,
+    template: _Template | None,
+    max_line_bytes: int,
+    skip_line: Callable[[int], bool] | None = None,
 ) -> Generator[Row, None, None]:
     first_text_seen = False
     with open(path, "rb") as f:
         for line_no, raw in _read_lines(f, max_line_bytes):
+            if skip_line is not None and skip_line(line_no):
+                continue
             where = f"line {line_no}"
             fallback_id = f"line-{line_no}"
             if raw is None:
@@ -351,7 +363,11 @@ def _check_parquet_schema(path: Path, job: JobSpec, template: _Template | None) 
 
 
 def _iter_parquet(
-    path: Path, job: JobSpec, template: _Template | None, batch_size: int
+    path: Path,
+    job: JobSpec,
+    template: _Template | None,
+    batch_size: int,
+    skip_line: Callable[[int], bool] | None = None,
 ) -> Generator[Row, None, None]:
     try:
         parquet = pq.ParquetFile(path)
@@ -369,12 +385,21 @@ def _iter_parquet(
                 raise InputError(
                     f"manifest {path}: cannot read rows after row {row_no}: {exc}"
                 ) from None
-            for record in batch.to_pylist():
-                row_no += 1
+            first = row_no + 1
+            row_no += batch.num_rows
+            numbers: list[int] | range = range(first, row_no + 1)
+            if skip_line is not None:
+                keep = [at for at in range(batch.num_rows) if not skip_line(first + at)]
+                if not keep:
+                    continue
+                if len(keep) < batch.num_rows:
+                    batch = batch.take(pa.array(keep, type=pa.int64()))
+                    numbers = [first + at for at in keep]
+            for number, record in zip(numbers, batch.to_pylist(), strict=True):
                 for key in ("messages", "body"):
                     if isinstance(record.get(key), list | dict):
                         record[key] = _drop_nulls(record[key])
-                yield _build_row(record, row_no, f"row {row_no}", f"row-{row_no}", job, template)
+                yield _build_row(record, number, f"row {number}", f"row-{number}", job, template)
 
 
 def _drop_nulls(value: Any) -> Any:

@@ -23,6 +23,7 @@ def estimate_of(row: Row, job: JobSpec) -> RowEstimate:
 @dataclass
 class Preflight:
     rows_total: int = 0
+    rows_reused: int = 0  # rows --reuse will answer from an earlier run (text-only rows)
     to_send: RunEstimate = field(default_factory=RunEstimate)
 
 
@@ -31,18 +32,32 @@ def scan_manifest(
     job: JobSpec,
     price: Price,
     *,
-    is_done: Callable[[str], bool] = lambda _row_id: False,
+    is_done: Callable[[Row], bool] = lambda _row: False,
+    skip_line: Callable[[int], bool] | None = None,
+    rows_total: int | None = None,
+    will_reuse: Callable[[Row], bool] | None = None,
 ) -> Preflight:
     """Stream every row once: duplicate ids raise InputError (naming both lines); rows that
-    ``is_done`` are counted but not estimated; unsendable rows are listed with their reason."""
+    ``is_done`` are counted but not estimated; unsendable rows are listed with their reason.
+
+    On a resume, ``skip_line`` passes over the rows already done without parsing them (the
+    manifest is the one whose duplicates were checked when the run began) and ``rows_total``
+    comes from the run directory.
+    """
     preflight = Preflight()
-    for row in iter_rows(manifest, job, check_duplicates=True):
+    rows = iter_rows(manifest, job, check_duplicates=skip_line is None, skip_line=skip_line)
+    for row in rows:
         preflight.rows_total += 1
-        if is_done(row.id):
+        if is_done(row):
             continue
         if row.error is not None:
             preflight.to_send.add_unsendable(row.error)
             continue
+        if will_reuse is not None and will_reuse(row):
+            preflight.rows_reused += 1
+            continue
         preflight.to_send.add_row(estimate_of(row, job), job.expected_output_tokens, price)
     preflight.to_send.finish(price)
+    if rows_total is not None:
+        preflight.rows_total = rows_total
     return preflight

@@ -20,6 +20,7 @@ import orjson
 from anyio.abc import ObjectReceiveStream
 
 from batchrun import __version__
+from batchrun.cache import AnswerCache, cache_key
 from batchrun.client import ApiClient, ClientSettings, mask_key
 from batchrun.errors import (
     BatchrunError,
@@ -30,6 +31,7 @@ from batchrun.errors import (
 )
 from batchrun.estimate import messages_estimate
 from batchrun.job import JobSpec
+from batchrun.journal_index import JournalIndex
 from batchrun.manifest import Row, iter_rows
 from batchrun.media import MediaResolver
 from batchrun.pricing import Price, price_for
@@ -38,7 +40,7 @@ from batchrun.ratelimit import Limiter
 from batchrun.request import body_sha256, build_body, encode_body
 from batchrun.result import STATUS_ERROR, STATUS_OK, Completion, RowResult
 from batchrun.retrying import retry_policy
-from batchrun.store import JournalIndex, RunDir
+from batchrun.store import FSYNC_INTERVAL_S, RunDir
 from batchrun.summary import RunSummary, summarize
 
 EXIT_OK = 0
@@ -72,6 +74,7 @@ class RunPlan:
     media_root: Path | None = None
     progress_interval_s: float = 2.0
     show_progress: bool = True
+    reuse: AnswerCache | None = None  # --reuse: answers of an earlier run, by request
 
 
 @dataclass
@@ -137,9 +140,8 @@ class Runner:
     # --- the run -----------------------------------------------------------------------
     async def run(self) -> RunOutcome:
         run_dir = self.plan.run_dir
-        self.counters.rows_skipped = sum(
-            1 for row_id in self.plan.index.rows
-            if self.plan.index.is_done(row_id, retry_failed=self.plan.retry_failed)
+        self.counters.rows_skipped = self.plan.index.count_done(
+            retry_failed=self.plan.retry_failed
         )
         send_rows, receive_rows = anyio.create_memory_object_stream[Row](
             max_buffer_size=self.job.concurrency
@@ -148,6 +150,7 @@ class Runner:
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._watch_signals, outer.cancel_scope)
+                outer.start_soon(self._sync_journal)
                 if self.plan.show_progress:
                     outer.start_soon(self._report_progress)
                 async with anyio.create_task_group() as workers:
@@ -185,17 +188,25 @@ class Runner:
                 )
                 self.stop(STOP_INTERRUPT)
 
+    async def _sync_journal(self) -> None:
+        """fsync the journal at least every second, off the event loop."""
+        while True:
+            await anyio.sleep(FSYNC_INTERVAL_S / 2)
+            await anyio.to_thread.run_sync(self.plan.run_dir.sync_if_unsynced)
+
     async def _report_progress(self) -> None:
         await report_progress(self.counters, interval_s=self.plan.progress_interval_s)
 
     async def _produce(self, send_rows: anyio.abc.ObjectSendStream[Row]) -> None:
         index = self.plan.index
         retry_failed = self.plan.retry_failed
+        rows = iter_rows(self.plan.manifest, self.job, check_duplicates=False,
+                         skip_line=index.skip_line(retry_failed=retry_failed))
         async with send_rows:
-            for row in iter_rows(self.plan.manifest, self.job, check_duplicates=False):
+            for row in rows:
                 if self.stopping:
                     return
-                if index.is_done(row.id, retry_failed=retry_failed):
+                if index.is_done_row(row, retry_failed=retry_failed):
                     continue
                 await send_rows.send(row)
 
@@ -212,11 +223,13 @@ class Runner:
             body = build_body(row, self.job, self.media)
             body_bytes = encode_body(body)
         except RowError as error:
-            self._record(self._error_result(row.id, error, _Attempts(), started_at, None))
+            self._record(row, self._error_result(row.id, error, _Attempts(), started_at, None))
             return
         estimated_tokens = messages_estimate(body.get("messages") or ()).prompt_tokens
         del body  # the encoded bytes are all we keep in flight (media can be large)
         request_sha = body_sha256(body_bytes)
+        if self.plan.reuse is not None and self._reuse(row, request_sha):
+            return
         attempts = _Attempts()
         send_started = 0.0
         self.counters.in_flight += 1
@@ -249,26 +262,24 @@ class Runner:
         except DispatchStopped:
             return
         except FatalError as error:
-            self._record(
-                self._error_result(row.id, error, attempts, started_at, request_sha, retryable=True)
-            )
+            self._record(row, self._error_result(row.id, error, attempts, started_at,
+                                                 request_sha, retryable=True))
             self.stop(STOP_FATAL, error)
             return
         except RetryableError as error:
             # Retries exhausted: a row error now, but a resume sends it again.
-            self._record(
-                self._error_result(row.id, error, attempts, started_at, request_sha, retryable=True)
-            )
+            self._record(row, self._error_result(row.id, error, attempts, started_at,
+                                                 request_sha, retryable=True))
             return
         except BatchrunError as error:
-            self._record(self._error_result(row.id, error, attempts, started_at, request_sha))
+            self._record(row, self._error_result(row.id, error, attempts, started_at, request_sha))
             return
         finally:
             self.counters.in_flight -= 1
         assert completion is not None
         latency_ms = (time.perf_counter() - send_started) * 1000.0
-        self._record(self._ok_result(row.id, completion, attempts, started_at, request_sha,
-                                     latency_ms))
+        self._record(row, self._ok_result(row.id, completion, attempts, started_at, request_sha,
+                                          latency_ms))
         if completion.prompt_tokens is not None:
             self.limiter.settle_tokens(
                 estimated_tokens + self.job.expected_output_tokens,
@@ -340,10 +351,27 @@ class Runner:
             retryable=retryable,
         )
 
-    def _record(self, result: RowResult) -> None:
+    def _reuse(self, row: Row, request_sha: str) -> bool:
+        """Answer the row from --reuse when its request was answered there; True if so."""
+        assert self.plan.reuse is not None
+        key = cache_key(self.plan.endpoint, request_sha)
+        record = self.plan.reuse.lookup(key)
+        if record is None:
+            return False
+        self._record(row, self.plan.reuse.reused_result(
+            record, row_id=row.id, key=key, request_sha=request_sha, now=time.time()))
+        return True
+
+    def _record(self, row: Row, result: RowResult) -> None:
+        """Journal the row (flushed: from here on it is done), then count it."""
+        result.line = row.line
+        if result.cache_key is None and result.request_sha256 is not None:
+            result.cache_key = cache_key(self.plan.endpoint, result.request_sha256)
         self.plan.run_dir.append(result)
         counters = self.counters
-        if result.ok:
+        if result.reused_from is not None:
+            counters.rows_ok += 1  # answered by an earlier run: no tokens, no credits here
+        elif result.ok:
             counters.rows_ok += 1
             if result.prompt_tokens is None:
                 counters.missing_usage += 1
