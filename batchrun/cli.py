@@ -301,7 +301,7 @@ def run(
         try:
             cache = open_reuse(reuse, out) if reuse is not None else None
             preflight = scan_manifest(
-                manifest, spec, price, is_done=opened.is_done, skip_line=opened.skip_line,
+                manifest, spec, price, is_done=opened.is_done, done_lines=opened.done_lines,
                 rows_total=opened.rows_total,
                 will_reuse=reuse_predicate(cache, spec, resolved_endpoint) if cache else None,
             )

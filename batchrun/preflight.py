@@ -33,19 +33,19 @@ def scan_manifest(
     price: Price,
     *,
     is_done: Callable[[Row], bool] = lambda _row: False,
-    skip_line: Callable[[int], bool] | None = None,
+    done_lines: bytes | None = None,
     rows_total: int | None = None,
     will_reuse: Callable[[Row], bool] | None = None,
 ) -> Preflight:
     """Stream every row once: duplicate ids raise InputError (naming both lines); rows that
     ``is_done`` are counted but not estimated; unsendable rows are listed with their reason.
 
-    On a resume, ``skip_line`` passes over the rows already done without parsing them (the
+    On a resume, ``done_lines`` passes over the rows already done without parsing them (the
     manifest is the one whose duplicates were checked when the run began) and ``rows_total``
     comes from the run directory.
     """
     preflight = Preflight()
-    rows = iter_rows(manifest, job, check_duplicates=skip_line is None, skip_line=skip_line)
+    rows = iter_rows(manifest, job, check_duplicates=done_lines is None, done_lines=done_lines)
     for row in rows:
         preflight.rows_total += 1
         if is_done(row):

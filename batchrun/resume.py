@@ -32,8 +32,8 @@ class OpenedRun:
     retry_failed: bool
 
     @property
-    def skip_line(self) -> Callable[[int], bool] | None:
-        return self.index.skip_line(retry_failed=self.retry_failed) if self.resumed else None
+    def done_lines(self) -> bytes | None:
+        return self.index.done_lines(retry_failed=self.retry_failed) if self.resumed else None
 
     def is_done(self, row: Row) -> bool:
         return self.index.is_done_row(row, retry_failed=self.retry_failed)

@@ -201,7 +201,7 @@ class Runner:
         index = self.plan.index
         retry_failed = self.plan.retry_failed
         rows = iter_rows(self.plan.manifest, self.job, check_duplicates=False,
-                         skip_line=index.skip_line(retry_failed=retry_failed))
+                         done_lines=index.done_lines(retry_failed=retry_failed))
         async with send_rows:
             for row in rows:
                 if self.stopping:

@@ -79,10 +79,8 @@ def test_retryable_errors_are_resent_final_errors_only_on_request(tmp_path: Path
            _error("f", 2, "invalid_request", retryable=False), _ok("o", 3))
     index = run.load_index()
     assert index.state(1) == STATE_RETRYABLE
-    skip = index.skip_line(retry_failed=False)
-    assert [skip(line) for line in (1, 2, 3, 4)] == [False, True, True, False]
-    skip = index.skip_line(retry_failed=True)
-    assert [skip(line) for line in (1, 2, 3, 4)] == [False, False, True, False]
+    assert index.done_lines(retry_failed=False) == bytes([0, 0, 1, 1])
+    assert index.done_lines(retry_failed=True) == bytes([0, 0, 0, 1])
     assert index.count_done(retry_failed=False) == 2
     assert index.count_done(retry_failed=True) == 1
 
