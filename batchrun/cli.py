@@ -37,7 +37,7 @@ from batchrun.runner import (
     finish,
 )
 from batchrun.store import RunDir, run_info
-from batchrun.summary import RunSummary, summarize
+from batchrun.summary import RunSummary
 
 API_KEY_ENV = "BATCHRUN_API_KEY"
 EMULATOR_KEY = "sk-batchrun-emulator"
@@ -168,6 +168,8 @@ def _print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: Path) -> N
         f"reasoning {summary.reasoning_tokens:,} (not billed)"
     )
     _err(f"spent: {summary.credits:,.6f} credits (${summary.usd:,.6f})")
+    if summary.rows_reused:
+        _err(f"reused: {summary.rows_reused:,} answers of an earlier run (not paid again)")
     if summary.errors_by_code:
         errors = ", ".join(f"{code} ×{count}" for code, count in summary.errors_by_code.items())
         _err(f"errors: {errors}")
@@ -417,61 +419,50 @@ def estimate(
 
 
 # --- status / export -----------------------------------------------------------------------
-def _summary_of(run_dir_path: Path) -> tuple[RunDir, dict[str, Any], RunSummary]:
-    run_dir = RunDir(run_dir_path)
-    info = run_dir.read_info()
-    resume = f"batchrun run {shlex.quote(info.get('manifest', 'MANIFEST'))} --out " + shlex.quote(
-        str(run_dir_path)
-    )
-    summary = summarize(run_dir.load_index(), int(info.get("rows_total", 0)),
-                        resume_command=resume)
-    return run_dir, info, summary
-
-
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def status(run_dir: Path, as_json: bool) -> None:
-    """Show done / failed / pending rows, errors by code, tokens and spend of RUN_DIR.
+    """Show done / failed / pending rows, errors by code, tokens, spend and what is left of
+    RUN_DIR (read from its journal, also while it runs; results.parquet is not touched).
 
     \b
     Example:
       batchrun status runs/night1 --json
     """
-    _, info, summary = _summary_of(run_dir)
+    from batchrun.status import run_status, status_lines
+
+    data = run_status(run_dir)
     if as_json:
-        _emit_json({**summary.as_dict(), "manifest": info.get("manifest")})
+        _emit_json(data)
         return
-    click.echo(
-        f"{run_dir}: {summary.rows_ok:,} ok · {summary.rows_failed:,} failed · "
-        f"{summary.rows_pending:,} pending of {summary.rows_total:,}"
-    )
-    for code, count in summary.errors_by_code.items():
-        click.echo(f"  {code}: {count:,}")
-    click.echo(
-        f"tokens: prompt {summary.prompt_tokens:,} · completion {summary.completion_tokens:,}"
-        f" · reasoning {summary.reasoning_tokens:,}"
-    )
-    click.echo(f"spent: {summary.credits:,.6f} credits (${summary.usd:,.6f})")
-    if summary.resume_command:
-        click.echo(f"resume: {summary.resume_command}")
+    for line in status_lines(data, run_dir):
+        click.echo(line)
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
               help="FILE.parquet (results schema) or FILE.jsonl (one object per row).")
-def export(run_dir: Path, output: Path) -> None:
-    """Write the latest result of every row of RUN_DIR to a Parquet or JSONL file.
+@click.option("--format", "fmt", type=click.Choice(["results", "openai-batch"]),
+              default="results", show_default=True,
+              help="openai-batch: JSONL lines shaped like the OpenAI Batch API's output file.")
+@click.option("--with-input", is_flag=True,
+              help="Join the manifest's own columns back onto each row (a column whose name "
+              "is taken by the results gets an input_ prefix).")
+def export(run_dir: Path, output: Path, fmt: str, with_input: bool) -> None:
+    """Compact the journal of RUN_DIR into results.parquet and write the latest result of
+    every row to a Parquet or JSONL file, in manifest order. Works on unfinished runs too.
 
     \b
-    Example:
+    Examples:
       batchrun export runs/night1 --output answers.jsonl
+      batchrun export runs/night1 --output batch_output.jsonl --format openai-batch
+      batchrun export runs/night1 --output joined.parquet --with-input
     """
     from batchrun.export import export_results
 
-    run, info, summary = _summary_of(run_dir)
-    rows = export_results(run, info, summary, output)
+    rows = export_results(RunDir(run_dir), output, fmt=fmt, with_input=with_input)
     _err(f"wrote {rows:,} rows to {output}")
 
 

@@ -156,6 +156,41 @@ def count_rows(path: Path) -> int:
     return rows + (1 if line_has_text else 0)
 
 
+def iter_records(path: Path, *, batch_size: int = 4096) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line or row number, the row as written) for every row that is an object: the
+    manifest's own columns, for joining results back onto them (``export --with-input``)."""
+    path = Path(path)
+    if manifest_format(path) == "parquet":
+        parquet = pq.ParquetFile(path)
+        with contextlib.closing(parquet):
+            row_no = 0
+            for batch in parquet.iter_batches(batch_size=batch_size):
+                for record in batch.to_pylist():
+                    row_no += 1
+                    yield row_no, record
+        return
+    with open(path, "rb") as f:
+        for line_no, raw in _read_lines(f, MAX_LINE_BYTES):
+            if raw is None or not raw.strip():
+                continue
+            if line_no == 1 and raw.startswith(_UTF8_BOM):
+                raw = raw[len(_UTF8_BOM) :]
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                yield line_no, record
+
+
+def id_key_of(record: Mapping[str, Any]) -> str | None:
+    """Which column holds the row's id (``id``, else ``custom_id``)."""
+    for key in _ID_KEYS:
+        if record.get(key) is not None:
+            return key
+    return None
+
+
 # --------------------------------------------------------------------------- file checks
 
 
