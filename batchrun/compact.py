@@ -86,18 +86,23 @@ def compact(run: RunDir, metadata: dict[str, Any]) -> int:
     schema = RESULTS_SCHEMA.with_metadata(
         {b"batchrun": orjson.dumps(metadata, option=orjson.OPT_NON_STR_KEYS)}
     )
-    tmp_path = run.results_path.with_suffix(".parquet.tmp")
+    # A name of our own: ``export`` may compact while the run itself finishes.
+    tmp_path = run.results_path.with_name(f"{run.results_path.name}.{os.getpid()}.tmp")
     written = 0
-    with pq.ParquetWriter(tmp_path, schema, compression="zstd") as writer:
-        batch: list[dict[str, Any]] = []
-        for _, record in iter_latest(run):
-            batch.append(parquet_record(record))
-            if len(batch) >= BATCH_ROWS:
+    try:
+        with pq.ParquetWriter(tmp_path, schema, compression="zstd") as writer:
+            batch: list[dict[str, Any]] = []
+            for _, record in iter_latest(run):
+                batch.append(parquet_record(record))
+                if len(batch) >= BATCH_ROWS:
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                    written += len(batch)
+                    batch = []
+            if batch or written == 0:
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
                 written += len(batch)
-                batch = []
-        if batch or written == 0:
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-            written += len(batch)
-    os.replace(tmp_path, run.results_path)
+        os.replace(tmp_path, run.results_path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
     return written

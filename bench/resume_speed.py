@@ -1,7 +1,7 @@
 """How fast a big, nearly finished run resumes: time to the first request, and peak RSS.
 
     python bench/resume_speed.py [--rows 1000000] [--done 0.99] [--answer-chars 1000]
-                                 [--no-finish] [--keep DIR]
+                                 [--repeat 3] [--no-finish] [--keep DIR]
 
 Builds a manifest of ROWS prompt rows and a run directory as a SIGKILL would leave it: the
 first DONE of the rows answered in the journal (answers of ANSWER-CHARS characters of content
@@ -12,8 +12,9 @@ must walk past every done row before it can send. Then, against a subprocess emu
 - resume: ``batchrun run`` on the big run directory;
 
 each timed from process start to the emulator's first request (then killed, SIGKILL), with
-the process's peak RSS (wait4). Prints both and their ratio. Unless --no-finish, the resume is
-then run to the end (sending the pending rows and compacting results.parquet) and timed.
+the process's peak RSS (wait4); REPEAT times, alternately. Prints the medians and their
+ratio. Unless --no-finish, the resume is then run to the end (sending the pending rows and
+compacting results.parquet) and timed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import orjson
@@ -134,6 +136,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--done", type=float, default=0.99)
     parser.add_argument("--answer-chars", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3, help="Timings to take the median of.")
     parser.add_argument("--no-finish", action="store_true")
     parser.add_argument("--keep", type=Path, help="Work in this directory and keep it.")
     args = parser.parse_args()
@@ -161,14 +164,19 @@ def main() -> None:
                   f"{journal.stat().st_size / 1e9:,.2f} GB written in {seconds:,.1f} s "
                   f"({seconds / max(done, 1) * 1e6:,.1f} µs a row)")
         ideal_out = work / "ideal"
-        shutil.rmtree(ideal_out, ignore_errors=True)
-        ideal, ideal_rss = time_to_first_request(run_args(pending_manifest, ideal_out, endpoint),
-                                                 root)
-        resume, resume_rss = time_to_first_request(run_args(manifest, run_path, endpoint), root)
+        ideals, resumes = [], []
+        for _ in range(args.repeat):  # alternated, so a busy machine slows both alike
+            shutil.rmtree(ideal_out, ignore_errors=True)
+            ideals.append(time_to_first_request(run_args(pending_manifest, ideal_out, endpoint),
+                                                root))
+            resumes.append(time_to_first_request(run_args(manifest, run_path, endpoint), root))
+        ideal, ideal_rss = median(t for t, _ in ideals), max(rss for _, rss in ideals)
+        resume, resume_rss = median(t for t, _ in resumes), max(rss for _, rss in resumes)
+        runs = f"median of {args.repeat}" if args.repeat > 1 else "1 run"
         print(f"ideal  (fresh run of the {args.rows - done:,} pending rows): first request "
-              f"after {ideal:.2f} s, peak RSS {ideal_rss:,.0f} MB")
+              f"after {ideal:.2f} s ({runs}), peak RSS {ideal_rss:,.0f} MB")
         print(f"resume ({args.rows:,}-row run, {args.done:.0%} done): first request after "
-              f"{resume:.2f} s, peak RSS {resume_rss:,.0f} MB")
+              f"{resume:.2f} s ({runs}), peak RSS {resume_rss:,.0f} MB")
         print(f"ratio resume/ideal: time {resume / ideal:.2f}x, peak RSS "
               f"{resume_rss / ideal_rss:.2f}x")
         if not args.no_finish:
