@@ -21,7 +21,7 @@ from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -293,22 +293,24 @@ def _done(state: int, retry_failed: bool) -> bool:
     return state == STATE_FAILED and not retry_failed
 
 
-@dataclass
-class LoadedIndex:
-    index: JournalIndex
-    valid_bytes: int  # how much of journal.idx is good (the rest is to be cut off)
-    tail: list[Entry]  # records of journal lines past the index, to be appended to it
-
-
 def load(
-    journal_path: Path, index_path: Path, *, key_of: KeyOf, keep_places: bool = False
-) -> LoadedIndex:
-    """Read journal.idx, check it against the journal, index the journal lines it lacks."""
+    journal_path: Path,
+    index_path: Path,
+    *,
+    key_of: KeyOf,
+    keep_places: bool = False,
+    repair: IO[bytes] | None = None,
+) -> JournalIndex:
+    """Read journal.idx, check it against the journal, index the journal lines it lacks.
+
+    ``repair``: journal.idx opened for appending; what does not match the journal is cut off
+    and the records of the journal lines it lacks are appended, as they are read.
+    """
     index = JournalIndex(journal_path, keep_places=keep_places)
     try:
         journal_size = journal_path.stat().st_size
     except FileNotFoundError:
-        return LoadedIndex(index, 0, [])
+        return index
     try:
         handle = open(index_path, "rb")  # noqa: SIM115
     except FileNotFoundError:
@@ -336,8 +338,13 @@ def load(
                 left -= len(chunk)
         if unlined:
             _add_unlined(index, unlined)
-    tail = list(_parse_tail(index, covered, key_of))
-    return LoadedIndex(index, whole, tail)
+    if repair is not None:
+        repair.truncate(whole)
+        repair.seek(0, os.SEEK_END)
+    for entry in _parse_tail(index, covered, key_of):
+        if repair is not None:
+            repair.write(pack(entry))
+    return index
 
 
 def _matches(journal_path: Path, journal_size: int, last: tuple[Any, ...]) -> bool:

@@ -174,7 +174,7 @@ class RunDir:
     def load_index(self, *, keep_places: bool = False) -> JournalIndex:
         """What the journal says (index + the journal lines it lacks); reads, never writes."""
         return load(self.journal_path, self.index_path, key_of=self._key_of,
-                    keep_places=keep_places).index
+                    keep_places=keep_places)
 
     def cache_entries(self) -> Iterator[tuple[int, int, int]]:
         """(cache key prefix, offset, length) of the latest journal line of every ok row."""
@@ -201,12 +201,8 @@ class RunDir:
         self._journal = open(self.journal_path, "ab")  # noqa: SIM115 - held for the run
         self._repair_torn_tail()
         self._journal_size = self._journal.tell()
-        loaded = load(self.journal_path, self.index_path, key_of=self._key_of)
         self._index = open(self.index_path, "ab")  # noqa: SIM115 - held for the run
-        self._index.truncate(loaded.valid_bytes)
-        self._index.seek(0, os.SEEK_END)
-        for entry in loaded.tail:
-            self._index.write(pack(entry))
+        load(self.journal_path, self.index_path, key_of=self._key_of, repair=self._index)
         self.sync()
         if new:
             _fsync_dir(self.path)
