@@ -6,7 +6,7 @@ tools, extra_body) and media inlined as base64 data URLs, so the bytes of every 
 file are covered; the endpoint is in the key because the same body sent to another gateway is
 another answer. The key is stored with every journal line (``cache_key``).
 
-Only ``ok`` answers are served. The lookup table keeps 16 bytes a row (key prefix, offset in
+Only ``ok`` answers are served. The lookup table keeps 20 bytes a row (key prefix, place in
 the old journal); a hit is confirmed by reading that journal line and comparing its full key.
 """
 
@@ -128,7 +128,6 @@ class AnswerCache:
             reasoning_tokens=record.get("reasoning_tokens"),
             total_tokens=record.get("total_tokens"),
             http_status=record.get("http_status"),
-            latency_ms=record.get("latency_ms"),
             response_id=record.get("response_id"),
             credits=0.0,
             credits_computed=0.0,

@@ -67,8 +67,7 @@ def open_reuse(path: Path, out: Path) -> AnswerCache:
         raise InputError(
             "--reuse names the run directory itself; a run resumes there without it"
         )
-    cache = AnswerCache.open(path)
-    return cache
+    return AnswerCache.open(path)
 
 
 def reuse_predicate(cache: AnswerCache, job: JobSpec, endpoint: str) -> Callable[[Row], bool]:
