@@ -27,11 +27,45 @@ from batchrun.calibrate import (
 from batchrun.client import ApiClient
 from batchrun.estimate import KindEstimate, RunEstimate, Tally, assumed_estimate
 from batchrun.job import JobSpec
+from batchrun.journal_index import JournalIndex
 from batchrun.manifest import Row, iter_rows
 from batchrun.preflight import Preflight, estimate_of
 from batchrun.pricing import Price
 from batchrun.runner import RunOutcome, RunPlan, execute
-from batchrun.store import JournalIndex, RowState
+from batchrun.store import RunDir
+
+_STATE_FIELDS = ("status", "retryable", "prompt_tokens", "completion_tokens", "credits",
+                 "credits_computed", "reused_from")
+
+
+@dataclass(frozen=True)
+class RowState:
+    """What RUN_DIR's journal says of one row (its latest line)."""
+
+    ok: bool
+    retryable: bool
+    prompt_tokens: int
+    completion_tokens: int
+    credits: float
+
+    def done(self, *, retry_failed: bool) -> bool:
+        return self.ok or not (self.retryable or retry_failed)
+
+
+def row_states(run_dir: RunDir) -> dict[str, RowState]:
+    """id → its latest state; a reused answer paid nothing here."""
+    states: dict[str, RowState] = {}
+    for row_id, record in run_dir.latest_records(_STATE_FIELDS).items():
+        reused = record.get("reused_from") is not None
+        states[row_id] = RowState(
+            ok=record.get("status") == "ok",
+            retryable=bool(record.get("retryable")),
+            prompt_tokens=0 if reused else record.get("prompt_tokens") or 0,
+            completion_tokens=0 if reused else record.get("completion_tokens") or 0,
+            credits=0.0 if reused else (
+                record.get("credits") or record.get("credits_computed") or 0.0),
+        )
+    return states
 
 
 @dataclass
@@ -46,12 +80,12 @@ def pick_sample(plan: RunPlan, rows_sendable: int, sample_size: int) -> SamplePi
     positions = iter(sample_positions(rows_sendable, sample_size))
     wanted = next(positions, None)
     pick = SamplePick(rows=[])
-    index = plan.index
+    states = row_states(plan.run_dir)
     position = 0
     for row in iter_rows(plan.manifest, plan.job, check_duplicates=False):
         if row.error is not None:
             continue
-        state = index.rows.get(row.id)
+        state = states.get(row.id)
         if state is not None and state.ok:
             _add_spent(pick.spent_by_kind, estimate_of(row, plan.job).kind, state)
         if position == wanted:
@@ -100,9 +134,13 @@ class SamplePlan:
 
 def plan_sample(plan: RunPlan, preflight: Preflight, sample_size: int, price: Price) -> SamplePlan:
     """Pick the sample (one pass over the manifest) and price what is left to send of it."""
-    pick = pick_sample(plan, preflight.rows_sendable, sample_size)
+    # Positions over every sendable row of the manifest (the preflight of a resume reads only
+    # the pending rows), so the same N picks the same rows whatever is done already.
+    sendable = sum(1 for row in iter_rows(plan.manifest, plan.job, check_duplicates=False)
+                   if row.error is None)
+    pick = pick_sample(plan, sendable, sample_size)
     to_send = [row for row in pick.rows
-               if not plan.index.is_done(row.id, retry_failed=plan.retry_failed)]
+               if not plan.index.is_done_row(row, retry_failed=plan.retry_failed)]
     tally = Tally()
     for row in to_send:
         tally.add(estimate_of(row, plan.job))
@@ -136,15 +174,16 @@ def conclude(
 ) -> Calibration:
     """Read the sample's answers from RUN_DIR, fit, and project the rows still to send."""
     index = plan.run_dir.load_index()
+    states = row_states(plan.run_dir)
     pick = sample.pick
     sent_ids = {row.id for row in sample.to_send}
     answered: list[SampleRow] = []
     sent_now = Tally()
     failed = 0
     for row in pick.rows:
-        state = index.rows.get(row.id)
+        state = states.get(row.id)
         estimate = estimate_of(row, plan.job)
-        if row.id in sent_ids and index.is_done(row.id, retry_failed=False):
+        if row.id in sent_ids and index.is_done_row(row, retry_failed=False):
             sent_now.add(estimate)
             if state is not None and state.ok:
                 _add_spent(pick.spent_by_kind, estimate.kind, state)
@@ -161,14 +200,13 @@ def conclude(
     calibration = fit(answered)
     remaining_tally = preflight.tally.minus(sent_now)
     remaining = project(calibration, remaining_tally, price) if calibration else None
-    done = [state for row_id, state in index.rows.items()
-            if index.is_done(row_id, retry_failed=plan.retry_failed)]
+    done = [state for state in states.values() if state.done(retry_failed=plan.retry_failed)]
     ok_rows = [state for state in done if state.ok]
     spent = spent_estimate(
         rows=len(done),
         prompt_tokens=sum(state.prompt_tokens for state in ok_rows),
         output_tokens=sum(state.completion_tokens for state in ok_rows),
-        credits=sum(state.credits for state in index.rows.values()),
+        credits=index.credits,
         price=price,
         by_kind=pick.spent_by_kind,
     )

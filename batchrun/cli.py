@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import os
 import shlex
+import shutil
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -34,9 +35,11 @@ from batchrun.client import ApiClient
 from batchrun.errors import BatchrunError, InputError
 from batchrun.estimate import estimate_lines
 from batchrun.job import JobSpec, load_job
+from batchrun.journal_index import STATE_OK, JournalIndex
 from batchrun.manifest import manifest_fingerprint
 from batchrun.preflight import Preflight, scan_manifest
 from batchrun.pricing import Price, price_for
+from batchrun.resume import open_reuse, open_run, reuse_predicate
 from batchrun.runner import (
     EXIT_FATAL,
     EXIT_OK,
@@ -48,8 +51,8 @@ from batchrun.runner import (
     execute,
     finish,
 )
-from batchrun.store import JournalIndex, RunDir, run_info
-from batchrun.summary import RunSummary, summarize
+from batchrun.store import RunDir, run_info
+from batchrun.summary import RunSummary
 
 API_KEY_ENV = "BATCHRUN_API_KEY"
 EMULATOR_KEY = "sk-batchrun-emulator"
@@ -164,6 +167,8 @@ def _print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: Path, *,
         f"reasoning {summary.reasoning_tokens:,} (not billed)"
     )
     _err(f"spent: {summary.credits:,.6f} credits (${summary.usd:,.6f})")
+    if summary.rows_reused:
+        _err(f"reused: {summary.rows_reused:,} answers of an earlier run (not paid again)")
     if summary.errors_by_code:
         errors = ", ".join(f"{code} ×{count}" for code, count in summary.errors_by_code.items())
         _err(f"errors: {errors}")
@@ -238,7 +243,8 @@ Examples:
               help="Bytes of request bodies (media base64 included) in flight at once; a "
               "row waits for room before its files are read [job spec, default 256 MiB].")
 @click.option("--reuse", type=click.Path(path_type=Path, file_okay=False),
-              help="Earlier run directory whose answers may be reused (not yet available).")
+              help="Earlier run directory: rows whose request (endpoint, model, body, media "
+              "bytes) it answered ok are copied from it, not sent (nor paid) again.")
 @click.option("--quiet", "-q", is_flag=True, help="No estimate or progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
 def run(
@@ -268,8 +274,6 @@ def run(
     A cost estimate is shown before anything is sent. Rows already done in OUT are never
     sent again; a fatal API answer or Ctrl-C stops cleanly and prints the resume command.
     """
-    if reuse is not None:
-        raise InputError("--reuse is not available in this version yet")
     _check_manifest(manifest)
     spec = _load_spec(
         job_file,
@@ -293,7 +297,8 @@ def run(
     resume_flags: dict[str, Any] = {
         "--job": job_file, "--endpoint": endpoint, "--emulate": emulate,
         "--concurrency": concurrency, "--rpm": rpm, "--tpm": tpm, "--max-credits": max_credits,
-        "--media-root": media_root, "--media-budget": media_budget, "--yes": yes,
+        "--media-root": media_root, "--media-budget": media_budget, "--reuse": reuse,
+        "--yes": yes,
     }
     resume_command = _resume_command(manifest, out, resume_flags)
 
@@ -301,30 +306,41 @@ def run(
         spec = spec.with_overrides(endpoint=chosen_endpoint)
         resolved_endpoint = spec.resolved_endpoint()
         api_key_value = key or EMULATOR_KEY
-        run_dir.check_same_manifest(fingerprint)
-        index = run_dir.load_index()
-        preflight = scan_manifest(
-            manifest, spec, price,
-            is_done=lambda row_id: index.is_done(row_id, retry_failed=retry_failed),
-        )
-        if not quiet:
-            resumed = f" (resuming {len(index.rows):,} rows already recorded)" if index.rows else ""
-            _print_estimate(preflight, heading=f"estimate for {manifest}{resumed}:")
-        threshold = spec.confirm_above if spec.confirm_above is not None else DEFAULT_CONFIRM_ABOVE
-        expected = preflight.to_send.credits.expected
-        ledger = _ledger_for(spec, index)
-        if ledger is not None and not quiet:
-            for line in budget_lines(ledger, price, expected=expected,
-                                     concurrency=spec.concurrency):
-                _err(line)
-        if calibrate is None:
-            _confirm_spend(expected, threshold, ask=not (yes or emulate))
-
-        run_dir.prepare(run_info(
-            manifest=manifest, fingerprint=fingerprint, job=spec.describe(),
-            endpoint=resolved_endpoint, rows_total=preflight.rows_total,
-        ))
+        created = not out.exists()
+        opened = open_run(run_dir, fingerprint, retry_failed=retry_failed)  # locks
+        cache = None
+        ledger: CreditLedger | None = None
         try:
+            cache = open_reuse(reuse, out) if reuse is not None else None
+            preflight = scan_manifest(
+                manifest, spec, price, is_done=opened.is_done, done_lines=opened.done_lines,
+                rows_total=opened.rows_total,
+                will_reuse=reuse_predicate(cache, spec, resolved_endpoint) if cache else None,
+            )
+            if not quiet:
+                done = opened.rows_done
+                resumed = f" (resuming: {done:,} rows already done)" if opened.resumed else ""
+                _print_estimate(preflight, heading=f"estimate for {manifest}{resumed}:")
+                if cache is not None:
+                    _err(f"  reuse: {preflight.rows_reused:,} rows answered by {reuse} "
+                         f"({len(cache):,} answers there; rows with local media are checked "
+                         "when sent)")
+            threshold = (spec.confirm_above if spec.confirm_above is not None
+                         else DEFAULT_CONFIRM_ABOVE)
+            expected = preflight.to_send.credits.expected
+            ledger = _ledger_for(spec, opened.index)
+            if ledger is not None and not quiet:
+                for line in budget_lines(ledger, price, expected=expected,
+                                         concurrency=spec.concurrency):
+                    _err(line)
+            if calibrate is None:
+                _confirm_spend(expected, threshold, ask=not (yes or emulate))
+
+            run_dir.begin(run_info(
+                manifest=manifest, fingerprint=fingerprint, job=spec.describe(),
+                endpoint=resolved_endpoint, rows_total=preflight.rows_total,
+                resume_command=resume_command,
+            ))
             plan = RunPlan(
                 manifest=manifest,
                 run_dir=run_dir,
@@ -332,11 +348,12 @@ def run(
                 endpoint=resolved_endpoint,
                 api_key=api_key_value,
                 rows_total=preflight.rows_total,
-                index=index,
+                index=opened.index,
                 retry_failed=retry_failed,
                 media_root=media_root,
                 show_progress=not quiet,
                 budget=ledger,
+                reuse=cache,
             )
             outcome: RunOutcome | None = None
             if calibrate is not None:
@@ -358,7 +375,7 @@ def run(
                 sys.stderr.write("\n")
             if outcome.stop_reason == STOP_BUDGET and ledger is not None:
                 index = run_dir.load_index()
-                pending = max(0, preflight.rows_total - len(index.rows))
+                pending = max(0, preflight.rows_total - index.count_done(retry_failed=False))
                 per_row = _credits_per_row(index)
                 resume_command = _resume_command(manifest, out, {
                     **resume_flags,
@@ -369,6 +386,10 @@ def run(
                              resume_command=resume_command)
         finally:
             run_dir.release()
+            if cache is not None:
+                cache.close()
+            if created and not run_dir.exists():  # refused before it began: leave no trace
+                shutil.rmtree(out, ignore_errors=True)
 
     if not quiet or outcome.stop_reason is not None:
         _print_summary(summary, outcome, out, ledger=ledger)
@@ -381,14 +402,14 @@ def _ledger_for(spec: JobSpec, index: JournalIndex) -> CreditLedger | None:
     """The budget of --max-credits: it covers everything this run directory has spent."""
     if spec.max_credits is None:
         return None
-    spent = sum(state.credits for state in index.rows.values())
+    spent = index.credits  # every attempt of every session, as the budget counts it
     return CreditLedger.for_job(spec.max_credits, spec.model, spent=spent,
                                 output_bound=spec.max_output_tokens_bound)
 
 
 def _credits_per_row(index: JournalIndex) -> float:
-    ok_rows = [state for state in index.rows.values() if state.ok]
-    return sum(state.credits for state in ok_rows) / len(ok_rows) if ok_rows else 0.0
+    answered = index.count(STATE_OK)
+    return index.credits / answered if answered else 0.0
 
 
 def _confirm_spend(credits: float, threshold: float, *, ask: bool,
@@ -525,19 +546,19 @@ def estimate(
         run_path = out or default_run_dir(manifest, fingerprint, spec,
                                           "emulator" if emulate else resolved_endpoint)
         run_dir = RunDir(run_path)
-        run_dir.check_same_manifest(fingerprint)
-        index = run_dir.load_index()
-        preflight = scan_manifest(manifest, spec, price,
-                                  is_done=lambda row_id: index.is_done(row_id, retry_failed=False))
-        _print_estimate(preflight, heading=f"uncalibrated estimate for {manifest} ({spec.model}):")
-        run_dir.prepare(run_info(
-            manifest=manifest, fingerprint=fingerprint, job=spec.describe(),
-            endpoint=resolved_endpoint, rows_total=preflight.rows_total,
-        ))
+        opened = open_run(run_dir, fingerprint, retry_failed=False)  # locks
         try:
+            preflight = scan_manifest(manifest, spec, price, is_done=opened.is_done,
+                                      done_lines=opened.done_lines, rows_total=opened.rows_total)
+            _print_estimate(preflight,
+                            heading=f"uncalibrated estimate for {manifest} ({spec.model}):")
+            run_dir.begin(run_info(
+                manifest=manifest, fingerprint=fingerprint, job=spec.describe(),
+                endpoint=resolved_endpoint, rows_total=preflight.rows_total,
+            ))
             plan = RunPlan(manifest=manifest, run_dir=run_dir, job=spec,
                            endpoint=resolved_endpoint, api_key=key or EMULATOR_KEY,
-                           rows_total=preflight.rows_total, index=index,
+                           rows_total=preflight.rows_total, index=opened.index,
                            media_root=media_root)
             # The estimate command spends nothing unless told: a paid sample always asks.
             # A 402 on the sample stops it with exit 3 and says to top up.
@@ -577,61 +598,50 @@ def estimate(
 
 
 # --- status / export -----------------------------------------------------------------------
-def _summary_of(run_dir_path: Path) -> tuple[RunDir, dict[str, Any], RunSummary]:
-    run_dir = RunDir(run_dir_path)
-    info = run_dir.read_info()
-    resume = f"batchrun run {shlex.quote(info.get('manifest', 'MANIFEST'))} --out " + shlex.quote(
-        str(run_dir_path)
-    )
-    summary = summarize(run_dir.load_index(), int(info.get("rows_total", 0)),
-                        resume_command=resume)
-    return run_dir, info, summary
-
-
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def status(run_dir: Path, as_json: bool) -> None:
-    """Show done / failed / pending rows, errors by code, tokens and spend of RUN_DIR.
+    """Show done / failed / pending rows, errors by code, tokens, spend and what is left of
+    RUN_DIR (read from its journal, also while it runs; results.parquet is not touched).
 
     \b
     Example:
       batchrun status runs/night1 --json
     """
-    _, info, summary = _summary_of(run_dir)
+    from batchrun.status import run_status, status_lines
+
+    data = run_status(run_dir)
     if as_json:
-        _emit_json({**summary.as_dict(), "manifest": info.get("manifest")})
+        _emit_json(data)
         return
-    click.echo(
-        f"{run_dir}: {summary.rows_ok:,} ok · {summary.rows_failed:,} failed · "
-        f"{summary.rows_pending:,} pending of {summary.rows_total:,}"
-    )
-    for code, count in summary.errors_by_code.items():
-        click.echo(f"  {code}: {count:,}")
-    click.echo(
-        f"tokens: prompt {summary.prompt_tokens:,} · completion {summary.completion_tokens:,}"
-        f" · reasoning {summary.reasoning_tokens:,}"
-    )
-    click.echo(f"spent: {summary.credits:,.6f} credits (${summary.usd:,.6f})")
-    if summary.resume_command:
-        click.echo(f"resume: {summary.resume_command}")
+    for line in status_lines(data, run_dir):
+        click.echo(line)
 
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
               help="FILE.parquet (results schema) or FILE.jsonl (one object per row).")
-def export(run_dir: Path, output: Path) -> None:
-    """Write the latest result of every row of RUN_DIR to a Parquet or JSONL file.
+@click.option("--format", "fmt", type=click.Choice(["results", "openai-batch"]),
+              default="results", show_default=True,
+              help="openai-batch: JSONL lines shaped like the OpenAI Batch API's output file.")
+@click.option("--with-input", is_flag=True,
+              help="Join the manifest's own columns back onto each row (a column whose name "
+              "is taken by the results gets an input_ prefix).")
+def export(run_dir: Path, output: Path, fmt: str, with_input: bool) -> None:
+    """Compact the journal of RUN_DIR into results.parquet and write the latest result of
+    every row to a Parquet or JSONL file, in manifest order. Works on unfinished runs too.
 
     \b
-    Example:
+    Examples:
       batchrun export runs/night1 --output answers.jsonl
+      batchrun export runs/night1 --output batch_output.jsonl --format openai-batch
+      batchrun export runs/night1 --output joined.parquet --with-input
     """
     from batchrun.export import export_results
 
-    run, info, summary = _summary_of(run_dir)
-    rows = export_results(run, info, summary, output)
+    rows = export_results(RunDir(run_dir), output, fmt=fmt, with_input=with_input)
     _err(f"wrote {rows:,} rows to {output}")
 
 

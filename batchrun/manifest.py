@@ -97,15 +97,20 @@ def iter_rows(
     batch_size: int = 4096,
     check_duplicates: bool = True,
     max_line_bytes: int = MAX_LINE_BYTES,
+    done_lines: bytes | None = None,
 ) -> Iterator[Row]:
-    """Stream the rows of a manifest. File-level problems raise ``InputError`` at once."""
+    """Stream the rows of a manifest. File-level problems raise ``InputError`` at once.
+
+    ``done_lines[n] == 1``: line n (JSONL) or row n (Parquet, 1-based) is passed over unparsed,
+    which is how a resume walks past the rows already done.
+    """
     path = Path(path)
     fmt = manifest_format(path)
     _check_readable(path)
     template = _compile_template(job.prompt_template)
     if fmt == "parquet":
         _check_parquet_schema(path, job, template)
-    rows = _source(path, fmt, job, template, batch_size, max_line_bytes)
+    rows = _source(path, fmt, job, template, batch_size, max_line_bytes, done_lines)
     if not check_duplicates:
         return rows
     return _check_unique(
@@ -151,6 +156,41 @@ def count_rows(path: Path) -> int:
     return rows + (1 if line_has_text else 0)
 
 
+def iter_records(path: Path, *, batch_size: int = 4096) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line or row number, the row as written) for every row that is an object: the
+    manifest's own columns, for joining results back onto them (``export --with-input``)."""
+    path = Path(path)
+    if manifest_format(path) == "parquet":
+        parquet = pq.ParquetFile(path)
+        with contextlib.closing(parquet):
+            row_no = 0
+            for batch in parquet.iter_batches(batch_size=batch_size):
+                for record in batch.to_pylist():
+                    row_no += 1
+                    yield row_no, record
+        return
+    with open(path, "rb") as f:
+        for line_no, raw in _read_lines(f, MAX_LINE_BYTES):
+            if raw is None or not raw.strip():
+                continue
+            if line_no == 1 and raw.startswith(_UTF8_BOM):
+                raw = raw[len(_UTF8_BOM) :]
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                yield line_no, record
+
+
+def id_key_of(record: Mapping[str, Any]) -> str | None:
+    """Which column holds the row's id (``id``, else ``custom_id``)."""
+    for key in _ID_KEYS:
+        if record.get(key) is not None:
+            return key
+    return None
+
+
 # --------------------------------------------------------------------------- file checks
 
 
@@ -173,10 +213,11 @@ def _source(
     template: _Template | None,
     batch_size: int,
     max_line_bytes: int,
+    done_lines: bytes | None = None,
 ) -> Generator[Row, None, None]:
     if fmt == "jsonl":
-        return _iter_jsonl(path, job, template, max_line_bytes)
-    return _iter_parquet(path, job, template, batch_size)
+        return _iter_jsonl(path, job, template, max_line_bytes, done_lines)
+    return _iter_parquet(path, job, template, batch_size, done_lines)
 
 
 def _check_unique(
@@ -215,11 +256,15 @@ def _first_line_of(rows: Generator[Row, None, None], row_id: str, before: int) -
 
 
 def _iter_jsonl(
-    path: Path, job: JobSpec, template: _Template | None, max_line_bytes: int
+    path: Path,
+    job: JobSpec,
+    template: _Template | None,
+    max_line_bytes: int,
+    done_lines: bytes | None = None,
 ) -> Generator[Row, None, None]:
     first_text_seen = False
     with open(path, "rb") as f:
-        for line_no, raw in _read_lines(f, max_line_bytes):
+        for line_no, raw in _read_lines(f, max_line_bytes, done_lines):
             where = f"line {line_no}"
             fallback_id = f"line-{line_no}"
             if raw is None:
@@ -256,17 +301,62 @@ def _iter_jsonl(
             yield _build_row(record, line_no, where, fallback_id, job, template)
 
 
-def _read_lines(f: Any, max_line_bytes: int) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, bytes) per line; ``None`` for a line over the limit, skipped unread."""
+def _read_lines(
+    f: Any, max_line_bytes: int, done_lines: bytes | None = None
+) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) per line; ``None`` for a line over the limit, skipped unread.
+
+    Runs of lines marked in ``done_lines`` are read past without being yielded.
+    """
     line_no = 0
-    while raw := f.readline(max_line_bytes + 1):
+    readline = f.readline
+    limit = max_line_bytes + 1
+    while True:
+        if done_lines is not None and line_no + 1 < len(done_lines) and done_lines[line_no + 1]:
+            end = done_lines.find(0, line_no + 1)
+            if end < 0:
+                end = len(done_lines)
+            wanted = end - line_no - 1
+            skipped = _skip_lines(f, wanted)
+            line_no += skipped
+            if skipped < wanted:
+                return
+            continue
+        raw = readline(limit)
+        if not raw:
+            return
         line_no += 1
         if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
-            while (rest := f.readline(_CHUNK)) and not rest.endswith(b"\n"):
-                pass
+            _read_past_line(f)
             yield line_no, None
             continue
         yield line_no, raw
+
+
+def _skip_lines(f: Any, count: int) -> int:
+    """Read past ``count`` lines by counting newlines in big chunks (no line is ever held
+    whole); returns how many there were before the end of the file."""
+    skipped = 0
+    while skipped < count:
+        start = f.tell()
+        chunk = f.read(_CHUNK)
+        if not chunk:
+            return skipped
+        newlines = chunk.count(b"\n")
+        if skipped + newlines < count:
+            skipped += newlines
+            continue
+        end = -1
+        for _ in range(count - skipped):
+            end = chunk.find(b"\n", end + 1)
+        f.seek(start + end + 1)
+        return count
+    return skipped
+
+
+def _read_past_line(f: Any) -> None:
+    while (rest := f.readline(_CHUNK)) and not rest.endswith(b"\n"):
+        pass
 
 
 def _json_problem(raw: bytes, exc: Exception) -> str:
@@ -351,7 +441,11 @@ def _check_parquet_schema(path: Path, job: JobSpec, template: _Template | None) 
 
 
 def _iter_parquet(
-    path: Path, job: JobSpec, template: _Template | None, batch_size: int
+    path: Path,
+    job: JobSpec,
+    template: _Template | None,
+    batch_size: int,
+    done_lines: bytes | None = None,
 ) -> Generator[Row, None, None]:
     try:
         parquet = pq.ParquetFile(path)
@@ -369,12 +463,22 @@ def _iter_parquet(
                 raise InputError(
                     f"manifest {path}: cannot read rows after row {row_no}: {exc}"
                 ) from None
-            for record in batch.to_pylist():
-                row_no += 1
+            first = row_no + 1
+            row_no += batch.num_rows
+            numbers: list[int] | range = range(first, row_no + 1)
+            if done_lines is not None:
+                window = done_lines[first : row_no + 1]
+                if len(window) == batch.num_rows and window.find(0) < 0:
+                    continue
+                keep = [at for at in range(batch.num_rows) if at >= len(window) or not window[at]]
+                if len(keep) < batch.num_rows:
+                    batch = batch.take(pa.array(keep, type=pa.int64()))
+                    numbers = [first + at for at in keep]
+            for number, record in zip(numbers, batch.to_pylist(), strict=True):
                 for key in ("messages", "body"):
                     if isinstance(record.get(key), list | dict):
                         record[key] = _drop_nulls(record[key])
-                yield _build_row(record, row_no, f"row {row_no}", f"row-{row_no}", job, template)
+                yield _build_row(record, number, f"row {number}", f"row-{number}", job, template)
 
 
 def _drop_nulls(value: Any) -> Any:

@@ -147,6 +147,13 @@ class PreparedRequest:
             raise MediaError(f"row {self.row_id!r}: media changed while being read; try again")
         yield rest
 
+    def sha256(self) -> str:
+        """The sha256 of the whole body, read and encoded block by block (never held whole)."""
+        digest = hashlib.sha256()
+        for piece in self.pieces():
+            digest.update(piece)
+        return digest.hexdigest()
+
     def encode(self) -> bytes:
         """The whole body at once (tests, and callers that want the bytes)."""
         return b"".join(self.pieces())

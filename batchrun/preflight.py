@@ -48,7 +48,8 @@ def estimate_of(row: Row, job: JobSpec, media: MediaResolver | None = None) -> R
 @dataclass
 class Preflight:
     rows_total: int = 0
-    rows_sendable: int = 0  # over the whole manifest, rows done earlier included
+    rows_sendable: int = 0  # over the rows read (a resume skips done rows unread)
+    rows_reused: int = 0  # rows --reuse will answer from an earlier run (text-only rows)
     tally: Tally = field(default_factory=Tally)  # the rows still to send
     to_send: RunEstimate = field(default_factory=RunEstimate)
 
@@ -58,25 +59,38 @@ def scan_manifest(
     job: JobSpec,
     price: Price,
     *,
-    is_done: Callable[[str], bool] = lambda _row_id: False,
+    is_done: Callable[[Row], bool] = lambda _row: False,
+    done_lines: bytes | None = None,
+    rows_total: int | None = None,
+    will_reuse: Callable[[Row], bool] | None = None,
 ) -> Preflight:
     """Stream every row once: rows that ``is_done`` are counted but not estimated; unsendable
     rows (media that cannot be sent included) are listed with their reason; duplicate ids raise
-    InputError (naming both lines) at the end of the pass, before anything is sent."""
+    InputError (naming both lines) at the end of the pass, before anything is sent.
+
+    On a resume, ``done_lines`` passes over the rows already done without parsing them (the
+    manifest is the one whose duplicates were checked when the run began) and ``rows_total``
+    comes from the run directory.
+    """
     preflight = Preflight()
     tally = preflight.tally
     media = MediaResolver(media_root_for(manifest, job.media_root),
                           max_file_bytes=job.max_file_bytes)
+    check_ids = done_lines is None
     id_hashes = array("q")
-    for row in iter_rows(manifest, job, check_duplicates=False):
-        id_hashes.append(hash(row.id))
+    for row in iter_rows(manifest, job, check_duplicates=False, done_lines=done_lines):
+        if check_ids:
+            id_hashes.append(hash(row.id))
         preflight.rows_total += 1
         if row.error is None:
             preflight.rows_sendable += 1
-        if is_done(row.id):
+        if is_done(row):
             continue
         if row.error is not None:
             tally.add_unsendable(row.id, row.line, row.error)
+            continue
+        if will_reuse is not None and will_reuse(row):
+            preflight.rows_reused += 1
             continue
         try:
             estimate = estimate_of(row, job, media)
@@ -84,8 +98,11 @@ def scan_manifest(
             tally.add_unsendable(row.id, row.line, error.message)
             continue
         tally.add(estimate)
-    _check_unique_ids(manifest, job, id_hashes)
+    if check_ids:
+        _check_unique_ids(manifest, job, id_hashes)
     preflight.to_send = assumed_estimate(tally, job.expected_output_tokens, price)
+    if rows_total is not None:
+        preflight.rows_total = rows_total
     return preflight
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 RESULTS_SCHEMA = pa.schema(
@@ -92,11 +93,20 @@ class RowResult:
     request_sha256: str | None = None
     response_id: str | None = None
     extra: str | None = None
-    # Not in the Parquet schema: whether a resume should send this row again.
+    # Journal only (not in the Parquet schema): whether a resume should send this row again,
+    # the manifest line it answers, the cache key of its request, and for an answer reused
+    # from an earlier run (``--reuse``) that run's directory.
     retryable: bool = False
+    line: int | None = None
+    cache_key: str | None = None
+    reused_from: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)
+
+    def to_json(self) -> bytes:
+        """The journal line (without its newline); orjson encodes dataclasses natively."""
+        return orjson.dumps(self)
 
     @property
     def ok(self) -> bool:

@@ -26,6 +26,7 @@ from batchrun.budget import (
     CreditLedger,
     Reservation,
 )
+from batchrun.cache import AnswerCache, cache_key
 from batchrun.client import ApiClient, ClientSettings, mask_key
 from batchrun.errors import (
     BatchrunError,
@@ -37,6 +38,7 @@ from batchrun.errors import (
 )
 from batchrun.estimate import rules_for
 from batchrun.job import JobSpec
+from batchrun.journal_index import JournalIndex
 from batchrun.manifest import Row, iter_rows
 from batchrun.media import MediaResolver, media_root_for
 from batchrun.membudget import ByteBudget
@@ -46,7 +48,7 @@ from batchrun.progress import RunCounters, report_progress
 from batchrun.ratelimit import Limiter
 from batchrun.result import STATUS_ERROR, STATUS_OK, Completion, RowResult
 from batchrun.retrying import retry_policy
-from batchrun.store import JournalIndex, RunDir
+from batchrun.store import FSYNC_INTERVAL_S, RunDir
 from batchrun.summary import RunSummary, summarize
 
 EXIT_OK = 0
@@ -84,6 +86,7 @@ class RunPlan:
     only_rows: tuple[Row, ...] | None = None
     # The spending cap's ledger (--max-credits); shared by a calibration sample and the run.
     budget: CreditLedger | None = None
+    reuse: AnswerCache | None = None  # --reuse: answers of an earlier run, by request
 
 
 @dataclass
@@ -161,9 +164,8 @@ class Runner:
     # --- the run -----------------------------------------------------------------------
     async def run(self) -> RunOutcome:
         run_dir = self.plan.run_dir
-        self.counters.rows_skipped = sum(
-            1 for row_id in self.plan.index.rows
-            if self.plan.index.is_done(row_id, retry_failed=self.plan.retry_failed)
+        self.counters.rows_skipped = self.plan.index.count_done(
+            retry_failed=self.plan.retry_failed
         )
         send_rows, receive_rows = anyio.create_memory_object_stream[Row](
             max_buffer_size=self.job.concurrency
@@ -172,6 +174,7 @@ class Runner:
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._watch_signals, outer.cancel_scope)
+                outer.start_soon(self._sync_journal)
                 if self.plan.show_progress:
                     outer.start_soon(self._report_progress)
                 async with anyio.create_task_group() as workers:
@@ -209,6 +212,12 @@ class Runner:
                 )
                 self.stop(STOP_INTERRUPT)
 
+    async def _sync_journal(self) -> None:
+        """fsync the journal at least every second, off the event loop."""
+        while True:
+            await anyio.sleep(FSYNC_INTERVAL_S / 2)
+            await anyio.to_thread.run_sync(self.plan.run_dir.sync_if_unsynced)
+
     async def _report_progress(self) -> None:
         await report_progress(self.counters, interval_s=self.plan.progress_interval_s)
 
@@ -218,13 +227,14 @@ class Runner:
         rows: Iterable[Row] = (
             self.plan.only_rows
             if self.plan.only_rows is not None
-            else iter_rows(self.plan.manifest, self.job, check_duplicates=False)
+            else iter_rows(self.plan.manifest, self.job, check_duplicates=False,
+                           done_lines=index.done_lines(retry_failed=retry_failed))
         )
         async with send_rows:
             for row in rows:
                 if self.stopping:
                     return
-                if index.is_done(row.id, retry_failed=retry_failed):
+                if index.is_done_row(row, retry_failed=retry_failed):
                     continue
                 await send_rows.send(row)
 
@@ -246,11 +256,18 @@ class Runner:
                 rules=self.media_rules,
             )
         except RowError as error:
-            self._record(self._error_result(row.id, error, _Attempts(), started_at, None))
+            self._record(row, self._error_result(row.id, error, _Attempts(), started_at, None))
             return
         estimated_tokens = prepared.estimate.prompt_tokens
         prompt_bound = prepared.prompt_bound if self.budget is not None else 0
         request_sha: str | None = None
+        if self.plan.reuse is not None:
+            # The cache is keyed by the request's hash: with local media that means reading
+            # the files once more (in a thread, block by block) before deciding to send.
+            request_sha = await anyio.to_thread.run_sync(prepared.sha256)
+            if self._reuse(row, request_sha):
+                prepared.close()
+                return
         attempts = _Attempts()
         send_started = 0.0
         self.counters.in_flight += 1
@@ -298,27 +315,25 @@ class Runner:
         except DispatchStopped:
             return
         except FatalError as error:
-            self._record(
-                self._error_result(row.id, error, attempts, started_at, request_sha, retryable=True)
-            )
+            self._record(row, self._error_result(row.id, error, attempts, started_at,
+                                                 request_sha, retryable=True))
             self.stop(STOP_FATAL, error)
             return
         except RetryableError as error:
             # Retries exhausted: a row error now, but a resume sends it again.
-            self._record(
-                self._error_result(row.id, error, attempts, started_at, request_sha, retryable=True)
-            )
+            self._record(row, self._error_result(row.id, error, attempts, started_at,
+                                                 request_sha, retryable=True))
             return
         except BatchrunError as error:
-            self._record(self._error_result(row.id, error, attempts, started_at, request_sha))
+            self._record(row, self._error_result(row.id, error, attempts, started_at, request_sha))
             return
         finally:
             self.counters.in_flight -= 1
             prepared.close()
         assert completion is not None and request_sha is not None
         latency_ms = (time.perf_counter() - send_started) * 1000.0
-        self._record(self._ok_result(row.id, completion, attempts, started_at, request_sha,
-                                     latency_ms))
+        self._record(row, self._ok_result(row.id, completion, attempts, started_at, request_sha,
+                                          latency_ms))
         if completion.prompt_tokens is not None:
             self.limiter.settle_tokens(
                 estimated_tokens + self.job.expected_output_tokens,
@@ -403,10 +418,27 @@ class Runner:
             retryable=retryable,
         )
 
-    def _record(self, result: RowResult) -> None:
+    def _reuse(self, row: Row, request_sha: str) -> bool:
+        """Answer the row from --reuse when its request was answered there; True if so."""
+        assert self.plan.reuse is not None
+        key = cache_key(self.plan.endpoint, request_sha)
+        record = self.plan.reuse.lookup(key)
+        if record is None:
+            return False
+        self._record(row, self.plan.reuse.reused_result(
+            record, row_id=row.id, key=key, request_sha=request_sha, now=time.time()))
+        return True
+
+    def _record(self, row: Row, result: RowResult) -> None:
+        """Journal the row (flushed: from here on it is done), then count it."""
+        result.line = row.line
+        if result.cache_key is None and result.request_sha256 is not None:
+            result.cache_key = cache_key(self.plan.endpoint, result.request_sha256)
         self.plan.run_dir.append(result)
         counters = self.counters
-        if result.ok:
+        if result.reused_from is not None:
+            counters.rows_ok += 1  # answered by an earlier run: no tokens, no credits here
+        elif result.ok:
             counters.rows_ok += 1
             if result.prompt_tokens is None:
                 counters.missing_usage += 1

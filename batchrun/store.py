@@ -1,10 +1,16 @@
-"""The run directory: lock, run description, append-only journal, results.parquet.
+"""The run directory: lock, run description, append-only journal and its index.
 
 Layout of RUN_DIR:
-  run.json         what was run: manifest path and fingerprint, job, endpoint (never a key)
-  journal.jsonl    one JSON line per finished row attempt; the latest line of an id wins
+  run.json         what was run: manifest path and fingerprint, job, endpoint, resume command
+                   (never a key)
+  journal.jsonl    one JSON line per finished row attempt; the latest line of a row wins
+  journal.idx      56 bytes per journal line: where it is, its row's line, state, tokens, credits
   lock             flock'ed by the running process (the kernel frees it if the process dies)
-  results.parquet  compacted from the journal at the end of a run, and on request
+  results.parquet  compacted from the journal at the end of a run, and by ``export``
+
+A row counts as done only once its journal line is written and flushed to the kernel (it then
+survives the process being killed); both files are fsync'ed at least every second and on close
+(so they survive a power cut too, but for the last second).
 """
 
 from __future__ import annotations
@@ -13,55 +19,22 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from batchrun import __version__
 from batchrun.errors import InputError
-from batchrun.result import RESULTS_SCHEMA, STATUS_OK, RowResult
+from batchrun.journal_index import OK_STATES, JournalIndex, entry_for, key_prefix, load, pack
+from batchrun.result import RowResult
 
 RUN_FILE = "run.json"
 JOURNAL_FILE = "journal.jsonl"
+INDEX_FILE = "journal.idx"
 LOCK_FILE = "lock"
 RESULTS_FILE = "results.parquet"
-_TIMESTAMP_FIELDS = ("started_at", "finished_at")
-_COLUMNS = RESULTS_SCHEMA.names
-_FSYNC_INTERVAL_S = 1.0
-
-
-@dataclass(slots=True)
-class RowState:
-    """What the journal says of one id (its latest line)."""
-
-    ok: bool
-    retryable: bool
-    error_code: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    reasoning_tokens: int
-    credits: float
-
-
-@dataclass
-class JournalIndex:
-    """The latest state of every id in the journal, and what was paid in all attempts."""
-
-    rows: dict[str, RowState] = field(default_factory=dict)
-    lines: int = 0
-    torn_lines: int = 0
-
-    def is_done(self, row_id: str, *, retry_failed: bool) -> bool:
-        state = self.rows.get(row_id)
-        if state is None:
-            return False
-        if state.ok:
-            return True
-        return not (state.retryable or retry_failed)
+FSYNC_INTERVAL_S = 1.0
 
 
 class RunLockedError(InputError):
@@ -75,10 +48,17 @@ class RunDir:
         self.path = path
         self.run_file = path / RUN_FILE
         self.journal_path = path / JOURNAL_FILE
+        self.index_path = path / INDEX_FILE
         self.results_path = path / RESULTS_FILE
         self._lock_handle: IO[str] | None = None
         self._journal: IO[bytes] | None = None
+        self._index: IO[bytes] | None = None
+        self._journal_size = 0
         self._last_fsync = 0.0
+        # Lines appended, and how many of them an fsync has covered (the timer thread reads).
+        self._appended = 0
+        self._synced = 0
+        self._endpoint: str | None = None
 
     # --- opening -----------------------------------------------------------------------
     def exists(self) -> bool:
@@ -94,11 +74,16 @@ class RunDir:
         return info
 
     def prepare(self, info: dict[str, Any]) -> bool:
-        """Create or reopen the run for ``info``; True when an earlier run is resumed.
+        """Lock, then create or reopen the run for ``info``; True when a run is resumed."""
+        self.lock()
+        try:
+            return self.begin(info)
+        except InputError:
+            self.release()
+            raise
 
-        Checks that the directory is writable before anything is sent, takes the lock, and
-        refuses a run directory that belongs to a different manifest.
-        """
+    def lock(self) -> None:
+        """Create the directory, check it is writable and take the lock (before reading it)."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -110,14 +95,20 @@ class RunDir:
         except OSError as exc:
             raise InputError(f"run directory {self.path} is not writable: {exc.strerror}") from None
         self._take_lock()
+
+    def begin(self, info: dict[str, Any]) -> bool:
+        """Write run.json for a new run, or check the manifest of the run being resumed and
+        record this session's resume command; True when a run is resumed."""
         if self.exists():
-            try:
-                self.check_same_manifest(info["manifest_fingerprint"])
-            except InputError:
-                self.release()
-                raise
+            self.check_same_manifest(info["manifest_fingerprint"])
+            earlier = self.read_info()
+            if info.get("resume_command") and earlier.get("resume_command") != info.get(
+                "resume_command"
+            ):
+                _atomic_write(self.run_file, _dump_info(
+                    {**earlier, "resume_command": info["resume_command"]}))
             return True
-        _atomic_write(self.run_file, orjson.dumps(info, option=orjson.OPT_INDENT_2))
+        _atomic_write(self.run_file, _dump_info(info))
         return False
 
     def check_same_manifest(self, fingerprint: str) -> None:
@@ -127,9 +118,10 @@ class RunDir:
         earlier = self.read_info()
         if earlier.get("manifest_fingerprint") != fingerprint:
             raise InputError(
-                f"{self.path} holds a run of a different manifest ({earlier.get('manifest')}); "
-                "choose a new --out directory to start a new run, or pass the original "
-                "manifest to resume this one"
+                f"{self.path} holds a run of a different manifest ({earlier.get('manifest')}, "
+                "or that file has changed since). To start a new run, choose a new --out "
+                "directory (add --reuse " + str(self.path) + " to keep the answers whose "
+                "request did not change); to resume this run, pass its original manifest"
             )
 
     def _take_lock(self) -> None:
@@ -150,6 +142,20 @@ class RunDir:
         handle.flush()
         self._lock_handle = handle
 
+    def is_running(self) -> bool:
+        """Whether a live process holds the lock right now (for ``status``)."""
+        try:
+            handle = open(self.path / LOCK_FILE, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            return False
+        with handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            return False
+
     def release(self) -> None:
         self.close_journal()
         if self._lock_handle is not None:
@@ -157,10 +163,49 @@ class RunDir:
             self._lock_handle.close()
             self._lock_handle = None
 
+    # --- index -------------------------------------------------------------------------
+    def _key_of(self, record: dict[str, Any]) -> str | None:
+        from batchrun.cache import record_key
+
+        if self._endpoint is None and not record.get("cache_key") and self.exists():
+            self._endpoint = str(self.read_info().get("endpoint") or "")
+        return record_key(record, self._endpoint)
+
+    def load_index(self, *, keep_places: bool = False) -> JournalIndex:
+        """What the journal says (index + the journal lines it lacks); reads, never writes."""
+        return load(self.journal_path, self.index_path, key_of=self._key_of,
+                    keep_places=keep_places)
+
+    def cache_entries(self) -> Iterator[tuple[int, int, int]]:
+        """(cache key prefix, offset, length) of the latest journal line of every ok row."""
+        index = self.load_index(keep_places=True)
+        states, offsets, lengths, keys = index.states, index.offsets, index.lengths, index.keys
+        for line in range(1, len(offsets)):
+            if states[line] in OK_STATES and keys[line]:
+                yield keys[line], offsets[line], lengths[line]
+        with open(self.journal_path, "rb") as journal:
+            for state, offset, length in index.unlined.values():
+                if state not in OK_STATES:
+                    continue
+                journal.seek(offset)
+                record = orjson.loads(journal.read(length))
+                prefix = key_prefix(self._key_of(record))
+                if prefix:
+                    yield prefix, offset, length
+
     # --- journal -----------------------------------------------------------------------
     def open_journal(self) -> None:
+        """Open both files for appending, after ending a torn last line and bringing the
+        index up to date with the journal (lines written just before a kill)."""
+        new = not self.journal_path.exists()
         self._journal = open(self.journal_path, "ab")  # noqa: SIM115 - held for the run
         self._repair_torn_tail()
+        self._journal_size = self._journal.tell()
+        self._index = open(self.index_path, "ab")  # noqa: SIM115 - held for the run
+        load(self.journal_path, self.index_path, key_of=self._key_of, repair=self._index)
+        self.sync()
+        if new:
+            _fsync_dir(self.path)
 
     def _repair_torn_tail(self) -> None:
         """A process killed mid-write may leave half a line: end it so the next line is whole."""
@@ -175,92 +220,82 @@ class RunDir:
                 self._journal.flush()
 
     def append(self, result: RowResult) -> None:
-        """Write one finished row; it is on disk (flushed) before it counts as done."""
-        assert self._journal is not None, "open_journal() first"
-        self._journal.write(orjson.dumps(result.to_record()) + b"\n")
+        """Write one finished row; it is in the kernel (flushed) before it counts as done."""
+        assert self._journal is not None and self._index is not None, "open_journal() first"
+        line = result.to_json() + b"\n"
+        offset = self._journal_size
+        self._journal.write(line)
         self._journal.flush()
-        now = time.monotonic()
-        if now - self._last_fsync >= _FSYNC_INTERVAL_S:
+        self._journal_size += len(line)
+        record = {"status": result.status, "retryable": result.retryable, "line": result.line,
+                  "reused_from": result.reused_from, "prompt_tokens": result.prompt_tokens,
+                  "completion_tokens": result.completion_tokens,
+                  "reasoning_tokens": result.reasoning_tokens, "credits": result.credits,
+                  "credits_computed": result.credits_computed}
+        self._index.write(pack(entry_for(record, offset, len(line), key_prefix(result.cache_key))))
+        self._index.flush()
+        self._appended += 1
+        if time.monotonic() - self._last_fsync >= FSYNC_INTERVAL_S:
             self.sync()
 
     def sync(self) -> None:
-        if self._journal is not None:
-            self._journal.flush()
-            os.fsync(self._journal.fileno())
-            self._last_fsync = time.monotonic()
+        """fsync the journal, then its index (an index ahead of its journal is rebuilt)."""
+        covered = self._appended
+        for handle in (self._journal, self._index):
+            if handle is not None:
+                handle.flush()
+                os.fsync(handle.fileno())
+        self._last_fsync = time.monotonic()
+        self._synced = max(self._synced, covered)
+
+    def sync_if_unsynced(self) -> None:
+        """For a timer (any thread): fsync when lines were appended since the last fsync."""
+        if self._appended > self._synced:
+            self.sync()
 
     def close_journal(self) -> None:
         if self._journal is not None:
             self.sync()
             self._journal.close()
             self._journal = None
+        if self._index is not None:
+            self._index.close()
+            self._index = None
 
-    def iter_journal(self) -> Iterator[dict[str, Any]]:
-        """Every whole line of the journal, oldest first; torn lines are skipped."""
+    def read_record(self, offset: int, length: int) -> dict[str, Any]:
+        with open(self.journal_path, "rb") as journal:
+            journal.seek(offset)
+            record: dict[str, Any] = orjson.loads(journal.read(length))
+        return record
+
+    def latest_records(self, fields: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """id → ``fields`` of its latest journal line. Reads the whole journal: for the
+        calibration sample and the report, not for the hot path."""
+        latest: dict[str, dict[str, Any]] = {}
         try:
-            handle = open(self.journal_path, "rb")  # noqa: SIM115
+            journal = open(self.journal_path, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
-            return
-        with handle:
-            for raw in handle:
-                if not raw.strip():
-                    continue
+            return latest
+        with journal:
+            for raw in journal:
                 try:
                     record = orjson.loads(raw)
                 except orjson.JSONDecodeError:
-                    continue
+                    continue  # a torn line of a killed process
                 if isinstance(record, dict) and "id" in record:
-                    yield record
-
-    def load_index(self) -> JournalIndex:
-        index = JournalIndex()
-        for record in self.iter_journal():
-            index.lines += 1
-            index.rows[record["id"]] = RowState(
-                ok=record.get("status") == STATUS_OK,
-                retryable=bool(record.get("retryable")),
-                error_code=record.get("error_code"),
-                prompt_tokens=record.get("prompt_tokens") or 0,
-                completion_tokens=record.get("completion_tokens") or 0,
-                reasoning_tokens=record.get("reasoning_tokens") or 0,
-                credits=record.get("credits") or record.get("credits_computed") or 0.0,
-            )
-        return index
+                    latest[record["id"]] = {name: record.get(name) for name in fields}
+        return latest
 
     # --- results -----------------------------------------------------------------------
-    def compact(self, metadata: dict[str, Any], *, batch_rows: int = 5000) -> int:
-        """Write results.parquet: the latest journal line of every id; returns rows written."""
-        latest_line: dict[str, int] = {}
-        for line_no, record in enumerate(self.iter_journal()):
-            latest_line[record["id"]] = line_no
-        schema = RESULTS_SCHEMA.with_metadata(
-            {b"batchrun": orjson.dumps(metadata, option=orjson.OPT_NON_STR_KEYS)}
-        )
-        tmp_path = self.results_path.with_suffix(".parquet.tmp")
-        written = 0
-        with pq.ParquetWriter(tmp_path, schema, compression="zstd") as writer:
-            batch: list[dict[str, Any]] = []
-            for line_no, record in enumerate(self.iter_journal()):
-                if latest_line.get(record["id"]) != line_no:
-                    continue
-                batch.append(_to_parquet_record(record))
-                if len(batch) >= batch_rows:
-                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                    written += len(batch)
-                    batch = []
-            if batch or written == 0:
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                written += len(batch)
-        os.replace(tmp_path, self.results_path)
-        return written
+    def compact(self, metadata: dict[str, Any]) -> int:
+        """Write results.parquet (the latest line of every row); returns rows written."""
+        from batchrun.compact import compact
+
+        return compact(self, metadata)
 
 
-def _to_parquet_record(record: dict[str, Any]) -> dict[str, Any]:
-    row = {name: record.get(name) for name in _COLUMNS}
-    for name in _TIMESTAMP_FIELDS:
-        value = row[name]
-        row[name] = int(value * 1_000_000) if value is not None else None
-    return row
+def _dump_info(info: dict[str, Any]) -> bytes:
+    return orjson.dumps(info, option=orjson.OPT_INDENT_2)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -270,6 +305,21 @@ def _atomic_write(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a file's creation or rename durable, not only its bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def run_info(
@@ -279,6 +329,7 @@ def run_info(
     job: dict[str, Any],
     endpoint: str,
     rows_total: int,
+    resume_command: str | None = None,
 ) -> dict[str, Any]:
     return {
         "batchrun_version": __version__,
@@ -287,5 +338,6 @@ def run_info(
         "rows_total": rows_total,
         "job": job,
         "endpoint": endpoint,
+        "resume_command": resume_command,
         "created_at": time.time(),
     }

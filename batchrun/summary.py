@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchrun.journal_index import (
+    STATE_FAILED,
+    STATE_OK,
+    STATE_RETRYABLE,
+    STATE_REUSED,
+    JournalIndex,
+)
 from batchrun.pricing import USD_PER_CREDIT
-from batchrun.store import JournalIndex
 
 
 @dataclass
@@ -17,6 +22,7 @@ class RunSummary:
     rows_failed: int = 0
     rows_pending: int = 0
     rows_retryable: int = 0  # failed rows a plain resume sends again
+    rows_reused: int = 0  # ok rows answered from an earlier run (--reuse): not paid here
     errors_by_code: dict[str, int] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -32,6 +38,7 @@ class RunSummary:
             "rows_failed": self.rows_failed,
             "rows_pending": self.rows_pending,
             "rows_retryable": self.rows_retryable,
+            "rows_reused": self.rows_reused,
             "errors_by_code": self.errors_by_code,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -49,23 +56,19 @@ def summarize(
     resume_command: str | None = None,
     usd_per_credit: float = USD_PER_CREDIT,
 ) -> RunSummary:
-    """Count the latest state of every id; pending = manifest rows with no final line yet."""
+    """Rows by their latest state; tokens and credits paid over every attempt of every
+    session (reused answers excluded); pending = manifest rows with no final line yet."""
     summary = RunSummary(rows_total=rows_total)
-    errors: Counter[str] = Counter()
-    for state in index.rows.values():
-        if state.ok:
-            summary.rows_ok += 1
-        else:
-            summary.rows_failed += 1
-            errors[state.error_code or "error"] += 1
-            if state.retryable:
-                summary.rows_retryable += 1
-        summary.prompt_tokens += state.prompt_tokens
-        summary.completion_tokens += state.completion_tokens
-        summary.reasoning_tokens += state.reasoning_tokens
-        summary.credits += state.credits
+    summary.rows_reused = index.count(STATE_REUSED)
+    summary.rows_ok = index.count(STATE_OK) + summary.rows_reused
+    summary.rows_retryable = index.count(STATE_RETRYABLE)
+    summary.rows_failed = index.count(STATE_FAILED) + summary.rows_retryable
     summary.rows_pending = max(0, rows_total - summary.rows_ok - summary.rows_failed)
-    summary.errors_by_code = dict(errors.most_common())
+    summary.errors_by_code = index.errors_by_code() if summary.rows_failed else {}
+    summary.prompt_tokens = index.prompt_tokens
+    summary.completion_tokens = index.completion_tokens
+    summary.reasoning_tokens = index.reasoning_tokens
+    summary.credits = index.credits
     summary.usd = summary.credits * usd_per_credit
     if summary.rows_pending or summary.rows_failed:
         summary.resume_command = resume_command

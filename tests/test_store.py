@@ -1,89 +1,178 @@
-"""The run directory on real files: journal, torn lines, lock, compaction to Parquet."""
+"""The run directory on real files: journal and its index, torn lines, lock, compaction."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pyarrow.parquet as pq
 import pytest
 
 from batchrun.errors import InputError
+from batchrun.journal_index import RECORD, STATE_FAILED, STATE_OK, STATE_RETRYABLE
+from batchrun.manifest import Row
 from batchrun.result import RESULTS_SCHEMA, RowResult
 from batchrun.store import RunDir, RunLockedError, run_info
 
 
-def _info(tmp_path: Path, fingerprint: str = "f1") -> dict[str, object]:
+def _info(tmp_path: Path, fingerprint: str = "f1") -> dict[str, Any]:
     return run_info(manifest=tmp_path / "m.jsonl", fingerprint=fingerprint, job={"model": "x"},
                     endpoint="http://127.0.0.1:1/v1", rows_total=3)
 
 
-def _ok(row_id: str, credits: float = 0.5) -> RowResult:
+def _ok(row_id: str, line: int, credits: float = 0.5) -> RowResult:
     return RowResult(id=row_id, status="ok", content=f"answer {row_id}", prompt_tokens=10,
                      completion_tokens=20, reasoning_tokens=5, total_tokens=35, credits=credits,
-                     attempts=1, started_at=time.time(), finished_at=time.time())
+                     attempts=1, started_at=time.time(), finished_at=time.time(), line=line)
 
 
-def test_journal_latest_line_wins_and_compacts(tmp_path: Path) -> None:
-    run = RunDir(tmp_path / "run")
-    assert run.prepare(_info(tmp_path)) is False
+def _error(row_id: str, line: int, code: str, *, retryable: bool) -> RowResult:
+    return RowResult(id=row_id, status="error", error_code=code, retryable=retryable, line=line,
+                     attempts=1)
+
+
+def _write(run: RunDir, *results: RowResult) -> None:
     run.open_journal()
-    run.append(RowResult(id="a", status="error", error_code="upstream_error", retryable=True))
-    run.append(_ok("b"))
-    run.append(_ok("a", credits=0.25))
+    for result in results:
+        run.append(result)
+    run.close_journal()
+
+
+def _opened(tmp_path: Path) -> RunDir:
+    run = RunDir(tmp_path / "run")
+    run.prepare(_info(tmp_path))
+    return run
+
+
+def test_latest_line_wins_totals_count_every_attempt_and_compaction_is_by_line(
+    tmp_path: Path,
+) -> None:
+    run = _opened(tmp_path)
+    assert run.exists()
+    _write(run, _error("a", 2, "upstream_error", retryable=True), _ok("b", 1),
+           _ok("a", 2, credits=0.25), _error("c", 3, "invalid_request", retryable=False))
     run.release()
 
     index = run.load_index()
-    assert set(index.rows) == {"a", "b"}
-    assert index.rows["a"].ok and index.rows["a"].credits == 0.25
-    assert index.is_done("a", retry_failed=False)
+    assert (index.state(1), index.state(2), index.state(3)) == (STATE_OK, STATE_OK, STATE_FAILED)
+    assert index.records == 4 and index.count(STATE_OK) == 2
+    assert index.credits == pytest.approx(0.75) and index.prompt_tokens == 20
+    assert index.errors_by_code() == {"invalid_request": 1}
 
-    written = run.compact({"totals": {"rows": 2}})
+    written = run.compact({"totals": {"rows": 3}})
     table = pq.read_table(run.results_path)
-    assert written == 2 == table.num_rows
+    assert written == 3 == table.num_rows
     assert table.schema.remove_metadata() == RESULTS_SCHEMA
-    assert sorted(table.column("id").to_pylist()) == ["a", "b"]
+    assert table.column("id").to_pylist() == ["b", "a", "c"]  # manifest order
+    assert table.column("credits").to_pylist()[1] == 0.25
     assert b"batchrun" in table.schema.metadata
 
 
 def test_retryable_errors_are_resent_final_errors_only_on_request(tmp_path: Path) -> None:
-    run = RunDir(tmp_path / "run")
-    run.prepare(_info(tmp_path))
-    run.open_journal()
-    run.append(RowResult(id="r", status="error", error_code="upstream_error", retryable=True))
-    run.append(RowResult(id="f", status="error", error_code="invalid_request"))
-    run.release()
+    run = _opened(tmp_path)
+    _write(run, _error("r", 1, "upstream_error", retryable=True),
+           _error("f", 2, "invalid_request", retryable=False), _ok("o", 3))
     index = run.load_index()
-    assert not index.is_done("r", retry_failed=False)
-    assert index.is_done("f", retry_failed=False)
-    assert not index.is_done("f", retry_failed=True)
+    assert index.state(1) == STATE_RETRYABLE
+    assert index.done_lines(retry_failed=False) == bytes([0, 0, 1, 1])
+    assert index.done_lines(retry_failed=True) == bytes([0, 0, 0, 1])
+    assert index.count_done(retry_failed=False) == 2
+    assert index.count_done(retry_failed=True) == 1
 
 
-def test_torn_last_line_is_skipped_and_repaired(tmp_path: Path) -> None:
-    run = RunDir(tmp_path / "run")
-    run.prepare(_info(tmp_path))
-    run.open_journal()
-    run.append(_ok("a"))
-    run.release()
+def test_torn_journal_line_is_skipped_and_ended(tmp_path: Path) -> None:
+    run = _opened(tmp_path)
+    _write(run, _ok("a", 1))
     with open(run.journal_path, "ab") as handle:
         handle.write(b'{"id": "b", "status": "o')  # killed mid-write
-    assert set(run.load_index().rows) == {"a"}
-    run.prepare(_info(tmp_path))
+    index = run.load_index()
+    assert index.state(1) == STATE_OK and index.state(2) == 0 and index.torn_lines == 1
+    _write(run, _ok("c", 3))
+    index = run.load_index()
+    assert (index.state(1), index.state(2), index.state(3)) == (STATE_OK, 0, STATE_OK)
+    assert index.records == 2
+    journal_lines = run.journal_path.read_bytes().splitlines()
+    assert len(journal_lines) == 3 and journal_lines[1] == b'{"id": "b", "status": "o'
+    assert [orjson.loads(raw)["id"] for raw in (journal_lines[0], journal_lines[2])] == ["a", "c"]
+
+
+def test_journal_lines_the_index_lacks_are_read_and_indexed_again(tmp_path: Path) -> None:
+    """A kill between writing the journal line and its index record loses nothing."""
+    run = _opened(tmp_path)
+    _write(run, _ok("a", 1), _ok("b", 2), _ok("c", 3))
+    data = run.index_path.read_bytes()
+    run.index_path.write_bytes(data[: RECORD.size + 7])  # one whole record and a torn one
+    index = run.load_index()
+    assert index.count(STATE_OK) == 3 and index.records == 3
+    _write(run, _ok("d", 4))
+    assert run.index_path.stat().st_size == 4 * RECORD.size
+    assert run.load_index().count(STATE_OK) == 4
+
+
+def test_an_index_that_does_not_match_its_journal_is_rebuilt(tmp_path: Path) -> None:
+    run = _opened(tmp_path)
+    _write(run, _ok("a", 1), _ok("b", 2))
+    stale_index = run.index_path.read_bytes()
+    run.journal_path.write_bytes(b"")  # a journal replaced by hand: the index points past it
+    _write(run, _error("x", 1, "invalid_request", retryable=False))
+    assert run.load_index().state(1) == STATE_FAILED
+    run.index_path.write_bytes(stale_index)  # claims two ok rows the journal does not hold
+    index = run.load_index()
+    assert index.state(1) == STATE_FAILED and index.state(2) == 0
+
+
+def test_journal_lines_without_a_manifest_line_are_matched_by_id(tmp_path: Path) -> None:
+    """Journals written before lines were recorded: no index, no ``line`` field."""
+    run = _opened(tmp_path)
+    lines = [orjson.dumps({"id": "a", "status": "ok", "credits": 1.0}),
+             orjson.dumps({"id": "b", "status": "error", "error_code": "upstream_error",
+                           "retryable": True})]
+    run.journal_path.write_bytes(b"\n".join(lines) + b"\n")
+    index = run.load_index()
+    assert index.count(STATE_OK) == 1 and index.credits == 1.0
+    assert index.is_done_row(Row(id="a", line=7), retry_failed=False)
+    assert not index.is_done_row(Row(id="b", line=8), retry_failed=False)
+    assert index.state(7) == STATE_OK and index.state(8) == STATE_RETRYABLE
+    _write(run, _ok("b", 8))  # the index is written now, ids and all
+    index = run.load_index()
+    assert index.is_done_row(Row(id="a", line=7), retry_failed=False)
+    assert index.is_done_row(Row(id="b", line=8), retry_failed=False)
+
+
+def test_timer_sync_fsyncs_journal_and_index_only_when_lines_were_added(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _opened(tmp_path)
     run.open_journal()
-    run.append(_ok("c"))
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[-1])
+    run.sync_if_unsynced()
+    assert synced == []
+    run.append(_ok("a", 1))
+    synced.clear()
+    run.sync_if_unsynced()
+    assert len(synced) == 2  # the journal, then its index
+    run.sync_if_unsynced()
+    assert len(synced) == 2
     run.release()
-    assert set(run.load_index().rows) == {"a", "c"}
 
 
-def test_a_different_manifest_is_refused(tmp_path: Path) -> None:
+def test_a_different_manifest_is_refused_with_how_to_start_anew(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     run.prepare(_info(tmp_path, "f1"))
     run.release()
-    with pytest.raises(InputError, match="different manifest"):
+    with pytest.raises(InputError, match="different manifest") as refused:
         RunDir(tmp_path / "run").prepare(_info(tmp_path, "f2"))
-    assert RunDir(tmp_path / "run").prepare(_info(tmp_path, "f1")) is True
+    assert "new --out" in refused.value.message and "--reuse" in refused.value.message
+    again = RunDir(tmp_path / "run")
+    assert again.prepare(_info(tmp_path, "f1")) is True
+    again.release()
 
 
 def test_lock_refuses_a_live_holder_and_frees_with_a_killed_one(tmp_path: Path) -> None:
@@ -100,9 +189,11 @@ def test_lock_refuses_a_live_holder_and_frees_with_a_killed_one(tmp_path: Path) 
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         with pytest.raises(RunLockedError, match="in use"):
             RunDir(path).prepare(_info(tmp_path))
+        assert RunDir(path).is_running()
     finally:
         holder.kill()
         holder.wait()
+    assert not RunDir(path).is_running()
     run = RunDir(path)
     assert run.prepare(_info(tmp_path)) is True  # the stale lock of a killed process is free
     run.release()
