@@ -25,6 +25,7 @@ from batchrun.job import JobSpec, load_job
 from batchrun.manifest import manifest_fingerprint
 from batchrun.preflight import Preflight, scan_manifest
 from batchrun.pricing import price_for
+from batchrun.run_options import job_overrides, resume_flags, run_options
 from batchrun.runner import (
     EXIT_FATAL,
     EXIT_OK,
@@ -234,6 +235,7 @@ Examples:
               help="Earlier run directory whose answers may be reused (not yet available).")
 @click.option("--quiet", "-q", is_flag=True, help="No estimate or progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
+@run_options
 def run(
     manifest: Path,
     out: Path,
@@ -274,6 +276,7 @@ def run(
         confirm_above=confirm_above,
         media_root=str(media_root) if media_root else None,
         media_budget_bytes=media_budget,
+        **job_overrides(),
     )
     key = api_key or os.environ.get(API_KEY_ENV)
     if not key and not emulate:
@@ -287,6 +290,7 @@ def run(
         "--job": job_file, "--endpoint": endpoint, "--emulate": emulate,
         "--concurrency": concurrency, "--rpm": rpm, "--tpm": tpm, "--max-credits": max_credits,
         "--media-root": media_root, "--media-budget": media_budget, "--yes": yes,
+        **resume_flags(),
     })
 
     with _endpoint_for(emulate, spec.endpoint) as chosen_endpoint:

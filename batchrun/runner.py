@@ -370,6 +370,7 @@ async def execute(
         connect_timeout_s=plan.job.connect_timeout_s,
         read_timeout_s=plan.job.read_timeout_s,
         max_retry_after_s=plan.job.max_retry_wait_s,
+        request_timeout_s=plan.job.request_timeout_s,
     )
     async with client_factory(settings) as client:
         if before_dispatch is not None:
