@@ -20,6 +20,7 @@ import orjson
 
 from batchrun import __version__
 from batchrun.client import ApiClient
+from batchrun.diskspace import check_free_space
 from batchrun.errors import BatchrunError, InputError
 from batchrun.job import JobSpec, load_job
 from batchrun.manifest import manifest_fingerprint
@@ -157,8 +158,18 @@ def _exit_code(outcome: RunOutcome, summary: RunSummary) -> int:
     return EXIT_ROWS_FAILED if (summary.rows_failed or summary.rows_pending) else EXIT_OK
 
 
-def _print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: Path) -> None:
+def _print_warnings(outcome: RunOutcome) -> None:
+    """Warnings about money and lost answers: printed even with --quiet."""
     counters = outcome.counters
+    if counters.missing_usage:
+        _err(f"warning: {counters.missing_usage:,} answers came without usage; their tokens and "
+             "cost are unknown (rows flagged error_code=missing_usage, status ok)")
+    if counters.answers_unrecorded:
+        _err(f"warning: {counters.answers_unrecorded:,} answers arrived but could not be "
+             "written; those rows stay pending and will be sent (and paid) again on resume")
+
+
+def _print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: Path) -> None:
     _err(
         f"done: {summary.rows_ok:,} ok · {summary.rows_failed:,} failed · "
         f"{summary.rows_pending:,} pending of {summary.rows_total:,} rows"
@@ -171,8 +182,6 @@ def _print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: Path) -> N
     if summary.errors_by_code:
         errors = ", ".join(f"{code} ×{count}" for code, count in summary.errors_by_code.items())
         _err(f"errors: {errors}")
-    if counters.missing_usage:
-        _err(f"warning: {counters.missing_usage} answers came without usage; their cost is unknown")
     _err(f"results: {run_dir / 'results.parquet'}")
     error = outcome.stop_error
     if error is not None:
@@ -322,6 +331,10 @@ def run(
             endpoint=resolved_endpoint, rows_total=preflight.rows_total,
         ))
         try:
+            space = check_free_space(out, rows=preflight.to_send.rows,
+                                     expected_output_tokens=spec.expected_output_tokens)
+            if space is not None:
+                _err(space)
             plan = RunPlan(
                 manifest=manifest,
                 run_dir=run_dir,
@@ -355,6 +368,7 @@ def run(
 
     if not quiet or outcome.stop_reason is not None:
         _print_summary(summary, outcome, out)
+    _print_warnings(outcome)
     if as_json:
         _emit_json({**summary.as_dict(), "stop_reason": outcome.stop_reason})
     sys.exit(_exit_code(outcome, summary))

@@ -8,6 +8,7 @@ requests finish and are recorded, so nothing already paid for is lost.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -20,6 +21,7 @@ import orjson
 from anyio.abc import ObjectReceiveStream
 
 from batchrun import __version__
+from batchrun.breaker import CircuitBreaker
 from batchrun.client import ApiClient, ClientSettings, mask_key
 from batchrun.errors import (
     BatchrunError,
@@ -27,6 +29,7 @@ from batchrun.errors import (
     RateLimitedError,
     RetryableError,
     RowError,
+    StorageError,
 )
 from batchrun.estimate import messages_estimate
 from batchrun.job import JobSpec
@@ -114,6 +117,8 @@ class Runner:
         self.limiter = Limiter(rpm=plan.job.rpm, tpm=plan.job.tpm)
         self.media = MediaResolver(plan.media_root or plan.manifest.resolve().parent)
         self.counters = RunCounters(rows_total=plan.rows_total)
+        self.breaker = CircuitBreaker(plan.job.breaker_first, plan.job.breaker_window,
+                                      plan.job.breaker_rate)
         self.stop_reason: str | None = None
         self.stop_error: BatchrunError | None = None
         self._stopping = anyio.Event()
@@ -341,7 +346,24 @@ class Runner:
         )
 
     def _record(self, result: RowResult) -> None:
-        self.plan.run_dir.append(result)
+        result = self.breaker.after_trip(result)
+        try:
+            self.plan.run_dir.append(result)
+        except StorageError as error:
+            # The answer (maybe paid) cannot be kept: the row stays pending for the resume.
+            self.counters.answers_unrecorded += int(result.ok)
+            self.stop(STOP_FATAL, error)
+            return
+        self._record_counts(result)
+        trip = self.breaker.observe(result)
+        if trip is not None:
+            # Rows that failed only because the run is broken are sent again on resume.
+            for reopened in trip.reopen:
+                with contextlib.suppress(StorageError):
+                    self.plan.run_dir.append(reopened)
+            self.stop(STOP_FATAL, trip.error)
+
+    def _record_counts(self, result: RowResult) -> None:
         counters = self.counters
         if result.ok:
             counters.rows_ok += 1
@@ -393,5 +415,10 @@ def finish(
         "stop_reason": outcome.stop_reason,
         "totals": summary.as_dict(),
     }
-    plan.run_dir.compact(metadata)
+    try:
+        plan.run_dir.compact(metadata)
+    except StorageError as error:
+        # The journal is complete; results.parquet is rebuilt by the next run or export.
+        sys.stderr.write(f"warning: {error.message}; every finished row is in the journal: "
+                         "free space, then run the same command to write it\n")
     return summary

@@ -9,6 +9,7 @@ Layout of RUN_DIR:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrun import __version__
-from batchrun.errors import InputError
+from batchrun.errors import InputError, StorageError
 from batchrun.result import RESULTS_SCHEMA, STATUS_OK, RowResult
 
 RUN_FILE = "run.json"
@@ -79,6 +80,9 @@ class RunDir:
         self._lock_handle: IO[str] | None = None
         self._journal: IO[bytes] | None = None
         self._last_fsync = 0.0
+        # Set by the first failed journal write (disk full …): nothing more is written, so the
+        # journal never holds a row that was reported as lost.
+        self.write_failure: StorageError | None = None
 
     # --- opening -----------------------------------------------------------------------
     def exists(self) -> bool:
@@ -175,13 +179,24 @@ class RunDir:
                 self._journal.flush()
 
     def append(self, result: RowResult) -> None:
-        """Write one finished row; it is on disk (flushed) before it counts as done."""
+        """Write one finished row; it is on disk (flushed) before it counts as done.
+
+        A failed write raises ``StorageError``, and so does every later call: a half-written
+        line is left for the next run to skip (see ``_repair_torn_tail``).
+        """
         assert self._journal is not None, "open_journal() first"
-        self._journal.write(orjson.dumps(result.to_record()) + b"\n")
-        self._journal.flush()
-        now = time.monotonic()
-        if now - self._last_fsync >= _FSYNC_INTERVAL_S:
-            self.sync()
+        if self.write_failure is not None:
+            raise self.write_failure
+        try:
+            self._journal.write(orjson.dumps(result.to_record()) + b"\n")
+            self._journal.flush()
+            now = time.monotonic()
+            if now - self._last_fsync >= _FSYNC_INTERVAL_S:
+                self.sync()
+        except OSError as exc:
+            self.write_failure = StorageError(
+                f"cannot write {self.journal_path}: {exc.strerror or exc}")
+            raise self.write_failure from None
 
     def sync(self) -> None:
         if self._journal is not None:
@@ -190,17 +205,32 @@ class RunDir:
             self._last_fsync = time.monotonic()
 
     def close_journal(self) -> None:
-        if self._journal is not None:
-            self.sync()
-            self._journal.close()
-            self._journal = None
+        if self._journal is None:
+            return
+        journal, self._journal = self._journal, None
+        if self.write_failure is not None:
+            # Already reported; the buffer still holds the line that failed: drop it.
+            with contextlib.suppress(OSError):
+                journal.close()
+            return
+        try:
+            journal.flush()
+            os.fsync(journal.fileno())
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.journal_path}: {exc.strerror or exc}") \
+                from None
+        finally:
+            with contextlib.suppress(OSError):
+                journal.close()
 
     def iter_journal(self) -> Iterator[dict[str, Any]]:
         """Every whole line of the journal, oldest first; torn lines are skipped."""
         try:
             handle = open(self.journal_path, "rb")  # noqa: SIM115
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return
+        except OSError as exc:
+            raise InputError(f"cannot read {self.journal_path}: {exc.strerror or exc}") from None
         with handle:
             for raw in handle:
                 if not raw.strip():
@@ -237,6 +267,20 @@ class RunDir:
             {b"batchrun": orjson.dumps(metadata, option=orjson.OPT_NON_STR_KEYS)}
         )
         tmp_path = self.results_path.with_suffix(".parquet.tmp")
+        try:
+            written = self._write_results(tmp_path, schema, latest_line, batch_rows)
+            os.replace(tmp_path, self.results_path)
+        except (OSError, pa.ArrowException) as exc:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
+            raise StorageError(
+                f"cannot write {self.results_path}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
+        return written
+
+    def _write_results(
+        self, tmp_path: Path, schema: pa.Schema, latest_line: dict[str, int], batch_rows: int
+    ) -> int:
         written = 0
         with pq.ParquetWriter(tmp_path, schema, compression="zstd") as writer:
             batch: list[dict[str, Any]] = []
@@ -251,7 +295,6 @@ class RunDir:
             if batch or written == 0:
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
                 written += len(batch)
-        os.replace(tmp_path, self.results_path)
         return written
 
 
