@@ -8,6 +8,7 @@ from pathlib import Path
 
 from batchrun.estimate import RowEstimate, RunEstimate, row_estimate
 from batchrun.job import JobSpec
+from batchrun.limits import prompt_too_large
 from batchrun.manifest import Row, iter_rows
 from batchrun.pricing import Price
 
@@ -43,6 +44,11 @@ def scan_manifest(
         if row.error is not None:
             preflight.to_send.add_unsendable(row.error)
             continue
-        preflight.to_send.add_row(estimate_of(row, job), job.expected_output_tokens, price)
+        estimate = estimate_of(row, job)
+        too_large = prompt_too_large(job.model, estimate.prompt_tokens)
+        if too_large is not None:
+            preflight.to_send.add_unsendable(f"{row.id}: {too_large.message}")
+            continue
+        preflight.to_send.add_row(estimate, job.expected_output_tokens, price)
     preflight.to_send.finish(price)
     return preflight

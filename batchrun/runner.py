@@ -33,6 +33,7 @@ from batchrun.errors import (
 )
 from batchrun.estimate import messages_estimate
 from batchrun.job import JobSpec
+from batchrun.limits import prompt_too_large
 from batchrun.manifest import Row, iter_rows
 from batchrun.media import MediaResolver
 from batchrun.pricing import Price, price_for
@@ -220,6 +221,10 @@ class Runner:
             self._record(self._error_result(row.id, error, _Attempts(), started_at, None))
             return
         estimated_tokens = messages_estimate(body.get("messages") or ()).prompt_tokens
+        too_large = prompt_too_large(self.job.model, estimated_tokens)
+        if too_large is not None:
+            self._record(self._error_result(row.id, too_large, _Attempts(), started_at, None))
+            return
         del body  # the encoded bytes are all we keep in flight (media can be large)
         request_sha = body_sha256(body_bytes)
         attempts = _Attempts()
