@@ -456,6 +456,9 @@ def status(run_dir: Path, as_json: bool) -> None:
         f" · reasoning {summary.reasoning_tokens:,}"
     )
     click.echo(f"spent: {summary.credits:,.6f} credits (${summary.usd:,.6f})")
+    if summary.rows_missing_usage:
+        click.echo(f"warning: {summary.rows_missing_usage:,} answers came without usage; "
+                   "their cost is not in the total")
     if summary.resume_command:
         click.echo(f"resume: {summary.resume_command}")
 

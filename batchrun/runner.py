@@ -52,6 +52,11 @@ EXIT_FATAL = 3
 EXIT_BUDGET = 4
 EXIT_INTERRUPTED = 130
 
+# An ok row whose answer carried no usage: flagged with this code (error_type "warning").
+MISSING_USAGE = "missing_usage"
+MISSING_USAGE_MESSAGE = ("the answer carried no usage: its tokens and cost are unknown "
+                         "(the gateway billed it)")
+
 STOP_FATAL = "fatal"
 STOP_BUDGET = "budget"
 STOP_INTERRUPT = "interrupt"
@@ -302,6 +307,8 @@ class Runner:
             )
         credits = completion.credits_consumed
         billed = credits if credits is not None else credits_computed
+        # Paid for but of unknown cost: an ok row, flagged, never silently zero.
+        warning = None if completion.has_usage else MISSING_USAGE_MESSAGE
         return RowResult(
             id=row_id,
             status=STATUS_OK,
@@ -324,6 +331,9 @@ class Runner:
             request_sha256=request_sha,
             response_id=completion.response_id,
             extra=orjson.dumps(completion.extra).decode() if completion.extra else None,
+            error_code=MISSING_USAGE if warning else None,
+            error_type="warning" if warning else None,
+            error_message=warning,
         )
 
     def _error_result(

@@ -17,6 +17,7 @@ class RunSummary:
     rows_failed: int = 0
     rows_pending: int = 0
     rows_retryable: int = 0  # failed rows a plain resume sends again
+    rows_missing_usage: int = 0  # ok rows whose answer carried no usage (cost unknown)
     errors_by_code: dict[str, int] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -32,6 +33,7 @@ class RunSummary:
             "rows_failed": self.rows_failed,
             "rows_pending": self.rows_pending,
             "rows_retryable": self.rows_retryable,
+            "rows_missing_usage": self.rows_missing_usage,
             "errors_by_code": self.errors_by_code,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -55,6 +57,7 @@ def summarize(
     for state in index.rows.values():
         if state.ok:
             summary.rows_ok += 1
+            summary.rows_missing_usage += state.error_code == "missing_usage"
         else:
             summary.rows_failed += 1
             errors[state.error_code or "error"] += 1
