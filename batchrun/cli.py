@@ -21,6 +21,7 @@ import orjson
 from batchrun import __version__
 from batchrun.client import ApiClient
 from batchrun.diskspace import check_free_space
+from batchrun.endpoint_check import plain_http_warning
 from batchrun.errors import BatchrunError, InputError
 from batchrun.job import JobSpec, load_job
 from batchrun.manifest import manifest_fingerprint
@@ -305,6 +306,8 @@ def run(
     with _endpoint_for(emulate, spec.endpoint) as chosen_endpoint:
         spec = spec.with_overrides(endpoint=chosen_endpoint)
         resolved_endpoint = spec.resolved_endpoint()
+        if (insecure := plain_http_warning(resolved_endpoint)) is not None:
+            _err(insecure)
         api_key_value = key or EMULATOR_KEY
         run_dir.check_same_manifest(fingerprint)
         index = run_dir.load_index()
