@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
+from click.testing import CliRunner
 from faultkit import KEY, by_id, journal, run_cli, write_job, write_manifest
 
 from batchrun import errors
 from batchrun.client import ApiClient, ClientSettings
 from batchrun.emulator import EmulatorServer
+from batchrun.emulator_cmd import emulator_command
 
 MakeEmulator = Callable[..., EmulatorServer]
 
@@ -373,3 +376,54 @@ def test_fault_every_mode_at_once_loses_nothing(
     assert_all_ok_and_nothing_paid_lost(server, run_dir, 200, lost_in_transit=lost)
     flagged = [row for row in by_id(run_dir).values() if row["error_code"] == "missing_usage"]
     assert 0 < len(flagged) <= faults["no_usage"]
+
+
+# ---------------------------------------------------------------- the emulator's knobs
+
+
+def test_emulator_fault_knobs_on_the_command_line_and_the_control_endpoint(
+    make_emulator: MakeEmulator
+) -> None:
+    help_text = CliRunner().invoke(emulator_command, ["--help"]).output
+    for flag in ("--fail-429", "--retry-after", "--fail-502", "--not-json-rate",
+                 "--no-usage-rate", "--stall-rate", "--stall-s", "--early-eof-rate",
+                 "--drop-mode", "--chunk-delay-ms", "--echo-key", "--revoke-after",
+                 "--balance"):
+        assert flag in help_text
+    too_much = CliRunner().invoke(emulator_command, ["--fail-503", "0.6", "--fail-502", "0.6"])
+    assert too_much.exit_code == 2 and "add up to more than 1" in too_much.output
+
+    server = make_emulator()
+    config_url = f"{server.root_url}/_emulator/config"
+    changed = httpx.post(config_url, json={"stall_rate": 0.5, "retry_after": "absurd"})
+    assert changed.status_code == 200 and changed.json()["retry_after"] == "absurd"
+    assert server.config.stall_rate == 0.5
+    assert httpx.post(config_url, json={"retry_after": "tomorrow"}).status_code == 400
+    assert httpx.post(config_url, json={"fail_502": 0.7, "not_json_rate": 0.7}).status_code == 400
+
+
+def test_emulator_fault_mix_is_seeded_and_counted_by_kind(make_emulator: MakeEmulator) -> None:
+    knobs = {"fail_503": 0.1, "fail_429": 0.1, "fail_502": 0.1, "not_json_rate": 0.1,
+             "no_usage_rate": 0.1, "early_eof_rate": 0.1, "drop_rate": 0.1, "seed": 9}
+    body = {"model": "gemini-3.1-pro", "stream": False,
+            "messages": [{"role": "user", "content": "x"}]}
+
+    def statuses(server: EmulatorServer) -> list[str]:
+        seen = []
+        with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}) as http:
+            for _ in range(60):
+                try:
+                    response = http.post(f"{server.base_url}/chat/completions", json=body)
+                    seen.append(f"{response.status_code}:{len(response.content)}")
+                except httpx.TransportError:
+                    seen.append("dropped")
+        return seen
+
+    first, second = make_emulator(**knobs), make_emulator(**knobs)
+    assert statuses(first) == statuses(second)
+    assert first.stats.faults == second.stats.faults
+    assert {"503", "429", "502", "not_json", "no_usage", "early_eof"} <= set(first.stats.faults)
+    # Billed: every answer-shaped one (ok, no usage, cut, ended early); never the refusals.
+    answered = first.stats.requests_total - sum(
+        first.stats.faults[kind] for kind in ("503", "429", "502", "not_json", "reset"))
+    assert first.stats.billed_requests == answered
