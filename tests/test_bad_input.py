@@ -330,9 +330,9 @@ def test_bad_input_output_dir_fills_midrun(
     tmp_path: Path, make_emulator: MakeEmulator, tmpfs: Callable[[str], Path]
 ) -> None:
     server = make_emulator()
-    rows = 800
+    rows = 1000  # some 1.5 MiB of journal
     manifest = write_manifest(tmp_path / "m.jsonl", rows)
-    fs = tmpfs("size=1200k")  # about 1.1 MiB of journal: some 400 rows
+    fs = tmpfs("size=1100k")  # just above the 1 MiB a run needs to start
     out = fs / "run"
     done = run(manifest, out, server, "--concurrency", "16")
     assert done.returncode == 3, done.stderr
