@@ -32,6 +32,8 @@ from batchrun.calibrate_run import (
     send_sample,
 )
 from batchrun.client import ApiClient
+from batchrun.diskspace import check_free_space
+from batchrun.endpoint_check import plain_http_warning
 from batchrun.errors import BatchrunError, InputError
 from batchrun.estimate import estimate_lines
 from batchrun.job import JobSpec, load_job
@@ -40,6 +42,7 @@ from batchrun.manifest import manifest_fingerprint
 from batchrun.preflight import Preflight, scan_manifest
 from batchrun.pricing import Price, price_for
 from batchrun.resume import open_reuse, open_run, reuse_predicate
+from batchrun.run_options import job_overrides, resume_flags, run_options
 from batchrun.runner import (
     EXIT_FATAL,
     EXIT_OK,
@@ -155,9 +158,19 @@ def _exit_code(outcome: RunOutcome, summary: RunSummary) -> int:
     return EXIT_ROWS_FAILED if (summary.rows_failed or summary.rows_pending) else EXIT_OK
 
 
+def _print_warnings(outcome: RunOutcome) -> None:
+    """Warnings about money and lost answers: printed even with --quiet."""
+    counters = outcome.counters
+    if counters.missing_usage:
+        _err(f"warning: {counters.missing_usage:,} answers came without usage; their tokens and "
+             "cost are unknown (rows flagged error_code=missing_usage, status ok)")
+    if counters.answers_unrecorded:
+        _err(f"warning: {counters.answers_unrecorded:,} answers arrived but could not be "
+             "written; those rows stay pending and will be sent (and paid) again on resume")
+
+
 def _print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: Path, *,
                    ledger: CreditLedger | None = None) -> None:
-    counters = outcome.counters
     _err(
         f"done: {summary.rows_ok:,} ok · {summary.rows_failed:,} failed · "
         f"{summary.rows_pending:,} pending of {summary.rows_total:,} rows"
@@ -172,8 +185,6 @@ def _print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: Path, *,
     if summary.errors_by_code:
         errors = ", ".join(f"{code} ×{count}" for code, count in summary.errors_by_code.items())
         _err(f"errors: {errors}")
-    if counters.missing_usage:
-        _err(f"warning: {counters.missing_usage} answers came without usage; their cost is unknown")
     _err(f"results: {run_dir / 'results.parquet'}")
     error = outcome.stop_error
     if error is not None:
@@ -247,6 +258,7 @@ Examples:
               "bytes) it answered ok are copied from it, not sent (nor paid) again.")
 @click.option("--quiet", "-q", is_flag=True, help="No estimate or progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
+@run_options
 def run(
     manifest: Path,
     out: Path,
@@ -285,6 +297,7 @@ def run(
         confirm_above=confirm_above,
         media_root=str(media_root) if media_root else None,
         media_budget_bytes=media_budget,
+        **job_overrides(),
     )
     key = api_key or os.environ.get(API_KEY_ENV)
     if not key and not emulate:
@@ -294,17 +307,19 @@ def run(
     run_dir = RunDir(out)
     fingerprint = manifest_fingerprint(manifest)
     price = price_for(spec.model, {spec.model: spec.price} if spec.price else None)
-    resume_flags: dict[str, Any] = {
+    flags_to_resume: dict[str, Any] = {
         "--job": job_file, "--endpoint": endpoint, "--emulate": emulate,
         "--concurrency": concurrency, "--rpm": rpm, "--tpm": tpm, "--max-credits": max_credits,
         "--media-root": media_root, "--media-budget": media_budget, "--reuse": reuse,
-        "--yes": yes,
+        "--yes": yes, **resume_flags(),
     }
-    resume_command = _resume_command(manifest, out, resume_flags)
+    resume_command = _resume_command(manifest, out, flags_to_resume)
 
     with _endpoint_for(emulate, spec.endpoint) as chosen_endpoint:
         spec = spec.with_overrides(endpoint=chosen_endpoint)
         resolved_endpoint = spec.resolved_endpoint()
+        if (insecure := plain_http_warning(resolved_endpoint)) is not None:
+            _err(insecure)
         api_key_value = key or EMULATOR_KEY
         created = not out.exists()
         opened = open_run(run_dir, fingerprint, retry_failed=retry_failed)  # locks
@@ -341,6 +356,10 @@ def run(
                 endpoint=resolved_endpoint, rows_total=preflight.rows_total,
                 resume_command=resume_command,
             ))
+            space = check_free_space(out, rows=preflight.to_send.rows,
+                                     expected_output_tokens=spec.expected_output_tokens)
+            if space is not None:
+                _err(space)
             plan = RunPlan(
                 manifest=manifest,
                 run_dir=run_dir,
@@ -378,7 +397,7 @@ def run(
                 pending = max(0, preflight.rows_total - index.count_done(retry_failed=False))
                 per_row = _credits_per_row(index)
                 resume_command = _resume_command(manifest, out, {
-                    **resume_flags,
+                    **flags_to_resume,
                     "--max-credits": suggested_cap(ledger, rows_pending=pending,
                                                    credits_per_row=per_row),
                 })
@@ -393,6 +412,7 @@ def run(
 
     if not quiet or outcome.stop_reason is not None:
         _print_summary(summary, outcome, out, ledger=ledger)
+    _print_warnings(outcome)
     if as_json:
         _emit_json({**summary.as_dict(), "stop_reason": outcome.stop_reason})
     sys.exit(_exit_code(outcome, summary))

@@ -26,7 +26,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from httpx_aiohttp import AiohttpTransport
 
 from batchrun import __version__
-from batchrun.errors import BatchrunError, TransportError, error_from_response
+from batchrun.errors import BatchrunError, TransportError, describe_body, error_from_response
 from batchrun.response import StreamAccumulator, decode_event, parse_completion
 from batchrun.result import Completion
 from batchrun.retry_after import parse_retry_after
@@ -79,6 +79,9 @@ class ClientSettings:
     connect_timeout_s: float = 30.0
     read_timeout_s: float = 300.0  # per read: a stream that stalls this long is dropped
     max_retry_after_s: float = 60.0
+    # The whole request, first byte sent to last byte read: a stream that trickles forever
+    # (a keep-alive now and then, never [DONE]) is dropped after this. None: no limit.
+    request_timeout_s: float | None = None
 
 
 class ApiClient:
@@ -154,7 +157,18 @@ class ApiClient:
 
         A ``SizedBody`` is streamed in its chunks with a Content-Length (never chunked
         transfer encoding), so a large body is never copied whole into the socket's buffer.
+        The whole exchange is bounded by ``request_timeout_s`` (a trickling stream retries).
         """
+        limit = self.settings.request_timeout_s
+        if limit is None:
+            return await self._complete(body, stream=stream)
+        with anyio.move_on_after(limit) as scope:
+            return await self._complete(body, stream=stream)
+        # Only reached when the scope cancelled the request: the answer took too long overall.
+        assert scope.cancelled_caught
+        raise TransportError(f"request timed out: no complete answer within {limit:g}s")
+
+    async def _complete(self, body: bytes | SizedBody, *, stream: bool) -> Completion:
         headers = self._stream_headers if stream else self._json_headers
         if not isinstance(body, bytes):
             headers = {**headers, "Content-Length": str(body.size)}
@@ -167,6 +181,10 @@ class ApiClient:
             if not 200 <= response.status_code < 300:
                 raise await self._api_error(response)
             content_type = response.headers.get("content-type", "")
+            if "html" in content_type:  # a captive portal, a proxy's page: not the API
+                raw = await response.aread()
+                raise TransportError(
+                    f"HTTP {response.status_code} answer is {describe_body(raw)}")
             if "event-stream" in content_type or (stream and "json" not in content_type):
                 return await self._read_stream(response)
             return await self._read_json(response)

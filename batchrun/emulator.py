@@ -36,10 +36,20 @@ import threading
 import orjson
 from aiohttp import web
 
+from batchrun.emulator_faults import (
+    early_eof_json,
+    half_of,
+    not_json_200,
+    proxy_502,
+    stalled_json,
+    write_quietly,
+)
 from batchrun.emulator_model import BadRequest, ChatRequest, parse_chat_request, synthesize_reply
 from batchrun.emulator_render import ERROR_TABLE, Answer, credits_for, error_response
 from batchrun.emulator_state import (
     DROP_MODES,
+    FAULT_RATES,
+    RETRY_AFTER_STYLES,
     THOUGHTS_STYLES,
     EmulatorConfig,
     EmulatorState,
@@ -50,6 +60,8 @@ from batchrun.emulator_state import (
 __all__ = [
     "DROP_MODES",
     "ERROR_TABLE",
+    "FAULT_RATES",
+    "RETRY_AFTER_STYLES",
     "THOUGHTS_STYLES",
     "EmulatorConfig",
     "EmulatorServer",
@@ -96,9 +108,12 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
     revoked = config.revoke_after is not None and stats.requests_total > config.revoke_after
     denied = state.access_error(request, revoked)
     if denied is not None:
+        if revoked:
+            stats.faults["revoked"] += 1
         return _count(stats, denied)
     wait = state.rate_wait()
     if wait > 0:
+        stats.faults["rpm"] += 1
         headers = {
             "Retry-After": str(max(1, math.ceil(wait))),
             "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
@@ -108,9 +123,11 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
         return _count(stats, error_response(
             "rate_limit_exceeded", "Too many requests, please slow down.", headers))
     if config.balance is not None and config.balance <= 0:
+        stats.faults["no_credits"] += 1
         return _count(stats, error_response(
             "insufficient_credits", "Your credit balance is too low. Please top up."))
     if config.spend_limit is not None and stats.credits_billed >= config.spend_limit:
+        stats.faults["spend_limit"] += 1
         return _count(stats, error_response(
             "spend_limit_exceeded", "Key spend limit reached (hourly/daily/total)."))
     if body is None or len(body) > config.max_body_mb * 1e6:
@@ -124,6 +141,10 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
         return _count(stats, error_response(
             "model_not_found", f"Model '{chat.model}' does not exist or is inactive."))
     fault = state.draw_fault()
+    if fault == "429":  # the gateway's own limiter: it answers before calling upstream
+        return _count(stats, error_response(
+            "rate_limit_exceeded", "Too many requests, please slow down.",
+            state.retry_after_headers()))
     delay = state.delay_s()
     if delay > 0:
         await asyncio.sleep(delay)
@@ -132,6 +153,10 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
             "upstream_error", "Upstream AI provider returned an error."))
     if fault == "500":
         return _count(stats, error_response("internal_error", "Unexpected server error."))
+    if fault == "502":
+        return _count(stats, proxy_502())
+    if fault == "not_json":
+        return _count(stats, not_json_200())
     if fault == "reset":
         stats.by_status[0] += 1
         stats.dropped += 1
@@ -145,18 +170,22 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
         body_sha,
         config.thoughts_style,
         config.credits_rounding,
+        with_usage=fault != "no_usage",
     )
     rate_headers = {}
     if config.rpm:
         rate_headers["x-ratelimit-limit-requests"] = str(int(config.rpm))
         rate_headers["x-ratelimit-remaining-requests"] = str(int(state.bucket_tokens or 0))
-    truncate = fault == "truncate"
     if chat.stream:
-        return await _send_stream(request, state, answer, chat, body_sha, rate_headers, truncate)
+        return await _send_stream(request, state, answer, chat, body_sha, rate_headers, fault)
     payload = answer.json_body()
     stats.by_status[200] += 1
     state.bill(answer.credits, body_sha, chat)
-    if not truncate:
+    if fault == "stall":
+        return await stalled_json(request, rate_headers, payload, config.stall_s)
+    if fault == "early_eof":
+        return await early_eof_json(request, rate_headers, payload)
+    if fault != "truncate":
         return web.Response(body=payload, content_type="application/json", headers=rate_headers)
     stats.dropped += 1
     response = web.StreamResponse(headers=rate_headers)
@@ -175,7 +204,7 @@ async def _send_stream(
     chat: ChatRequest,
     body_sha: str,
     headers: dict[str, str],
-    truncate: bool,
+    fault: str | None,
 ) -> web.StreamResponse:
     stats = state.stats
     response = web.StreamResponse(
@@ -186,11 +215,24 @@ async def _send_stream(
     stats.by_status[200] += 1
     state.bill(answer.credits, body_sha, chat)
     events = answer.sse_events()
-    if truncate:
+    if fault == "truncate":
         # Role delta, keep-alive and about half the content; never usage nor [DONE].
         stats.dropped += 1
-        await response.write(b"".join(events[: max(3, (len(events) - 2) // 2)]))
+        await response.write(b"".join(events[: half_of(events)]))
         _abort(request)
+        return response
+    if fault == "early_eof":
+        # The same half, then a clean end of the body: no reset, just no [DONE].
+        if await write_quietly(request, response, b"".join(events[: half_of(events)])):
+            await response.write_eof()
+        return response
+    if fault == "stall":
+        # Half the answer, silence longer than a client's read timeout, then the rest.
+        cut = half_of(events)
+        if await write_quietly(request, response, b"".join(events[:cut])):
+            await asyncio.sleep(state.config.stall_s)
+            if await write_quietly(request, response, b"".join(events[cut:])):
+                await response.write_eof()
         return response
     chunk_delay = state.config.chunk_delay_ms / 1000.0
     if chunk_delay > 0:

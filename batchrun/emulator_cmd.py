@@ -8,7 +8,14 @@ import sys
 
 import click
 
-from batchrun.emulator import EmulatorConfig, base_url_for, create_app, start_site
+from batchrun.emulator import (
+    DROP_MODES,
+    RETRY_AFTER_STYLES,
+    EmulatorConfig,
+    base_url_for,
+    create_app,
+    start_site,
+)
 
 _PROBABILITY = click.FloatRange(0.0, 1.0)
 _NON_NEGATIVE = click.FloatRange(min=0.0)
@@ -66,6 +73,31 @@ async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
               help="Seed of the fault and jitter draws.")
 @click.option("--revoke-after", type=click.IntRange(min=0), default=None,
               help="Answer 401 invalid_api_key after N chat requests.")
+@click.option("--drop-mode", type=click.Choice(DROP_MODES), default="mixed", show_default=True,
+              help="What --drop-rate does: reset before any byte, truncate (reset mid-answer), "
+              "or either.")
+@click.option("--chunk-delay-ms", type=_NON_NEGATIVE, default=0.0, show_default=True,
+              help="Pause between stream events.")
+@click.option("--fail-429", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability of 429 rate_limit_exceeded whatever the rpm (not billed).")
+@click.option("--retry-after", "retry_after", type=click.Choice(RETRY_AFTER_STYLES),
+              default="seconds", show_default=True,
+              help="Retry-After of --fail-429 answers: 1 s, none, absurd (10^9 s), garbage.")
+@click.option("--fail-502", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability of a proxy's HTML 502 Bad Gateway page (not billed).")
+@click.option("--not-json-rate", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability of a 200 whose body is an HTML page, not JSON (not billed).")
+@click.option("--no-usage-rate", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability of a complete answer without usage or credits (billed).")
+@click.option("--stall-rate", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability that an answer stalls halfway for --stall-s (billed).")
+@click.option("--stall-s", type=_NON_NEGATIVE, default=30.0, show_default=True,
+              help="How long a stalled answer stays silent.")
+@click.option("--early-eof-rate", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability that an answer ends cleanly halfway, without usage or [DONE] "
+              "(billed).")
+@click.option("--echo-key", is_flag=True,
+              help="Quote the caller's key in 401 messages, as careless gateways do.")
 def emulator_command(
     host: str,
     port: int,
@@ -80,25 +112,50 @@ def emulator_command(
     chars_per_token: float,
     seed: int,
     revoke_after: int | None,
+    drop_mode: str,
+    chunk_delay_ms: float,
+    fail_429: float,
+    retry_after: str,
+    fail_502: float,
+    not_json_rate: float,
+    no_usage_rate: float,
+    stall_rate: float,
+    stall_s: float,
+    early_eof_rate: float,
+    echo_key: bool,
 ) -> None:
     """Serve a local emulator of the Gemini 3.1 Pro chat-completions API.
 
     It answers deterministically (the same request gets the same reply), bills with the
     seed's formula and injects the faults you ask for. Any key starting with sk- is accepted.
     """
-    config = EmulatorConfig(
-        latency_ms=latency_ms,
-        jitter_ms=jitter_ms,
-        rpm=rpm,
-        fail_503=fail_503,
-        fail_500=fail_500,
-        balance=balance,
-        spend_limit=spend_limit,
-        drop_rate=drop_rate,
-        chars_per_token=chars_per_token,
-        seed=seed,
-        revoke_after=revoke_after,
-    )
+    try:
+        config = EmulatorConfig(
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            rpm=rpm,
+            fail_503=fail_503,
+            fail_500=fail_500,
+            balance=balance,
+            spend_limit=spend_limit,
+            drop_rate=drop_rate,
+            chars_per_token=chars_per_token,
+            seed=seed,
+            revoke_after=revoke_after,
+            drop_mode=drop_mode,
+            chunk_delay_ms=chunk_delay_ms,
+            fail_429=fail_429,
+            retry_after=retry_after,
+            fail_502=fail_502,
+            not_json_rate=not_json_rate,
+            no_usage_rate=no_usage_rate,
+            stall_rate=stall_rate,
+            stall_s=stall_s,
+            early_eof_rate=early_eof_rate,
+            echo_key=echo_key,
+        )
+    except ValueError as exc:  # e.g. fault rates adding up to more than 1
+        raise click.UsageError(str(exc)) from None
     try:
         asyncio.run(_serve(config, host, port))
     except OSError as exc:

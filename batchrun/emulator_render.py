@@ -65,6 +65,7 @@ class Answer:
         body_sha: str,
         thoughts_style: str = "field",
         credits_rounding: int | None = None,
+        with_usage: bool = True,
     ) -> None:
         self.reply = reply
         self.id = "chatcmpl-" + body_sha[:32]
@@ -72,6 +73,8 @@ class Answer:
         # Seed: "actual upstream model version (may carry suffixes like -preview)".
         self.model = chat.model + "-preview"
         self.style = thoughts_style
+        # False: a complete answer that carries neither usage nor credits_consumed (a fault).
+        self.with_usage = with_usage
         self.credits = credits_for(chat.prompt_tokens, reply.completion_tokens, credits_rounding)
         self.usage = {
             "prompt_tokens": chat.prompt_tokens,
@@ -97,19 +100,19 @@ class Answer:
             message["reasoning_content"] = self.reply.thoughts
         if self.reply.annotations:
             message["annotations"] = self.reply.annotations
-        return orjson.dumps(
-            {
-                "id": self.id,
-                "object": "chat.completion",
-                "created": self.created,
-                "model": self.model,
-                "choices": [
-                    {"index": 0, "finish_reason": self.reply.finish_reason, "message": message}
-                ],
-                "usage": self.usage,
-                "credits_consumed": self.credits,
-            }
-        )
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [
+                {"index": 0, "finish_reason": self.reply.finish_reason, "message": message}
+            ],
+        }
+        if self.with_usage:
+            body["usage"] = self.usage
+            body["credits_consumed"] = self.credits
+        return orjson.dumps(body)
 
     def sse_events(self) -> list[bytes]:
         """role delta, keep-alive, thought and content deltas, usage chunk, [DONE]."""
@@ -134,8 +137,8 @@ class Answer:
         if self.reply.annotations:
             last["annotations"] = self.reply.annotations
         events.append(chunk(last, self.reply.finish_reason))
-        events.append(
-            _sse(
+        if self.with_usage:
+            events.append(_sse(
                 {
                     "id": self.id,
                     "object": "chat.completion.chunk",
@@ -145,8 +148,7 @@ class Answer:
                     "usage": self.usage,
                     "credits_consumed": self.credits,
                 }
-            )
-        )
+            ))
         events.append(b"data: [DONE]\n\n")
         return events
 

@@ -16,6 +16,12 @@ from batchrun.emulator_render import error_response
 
 THOUGHTS_STYLES = ("field", "tag")
 DROP_MODES = ("mixed", "reset", "truncate")
+# How injected 429s (``fail_429``) state their wait: a sane Retry-After, none at all, an absurd
+# one (10^9 s), an unparseable one, or any of these at random.
+RETRY_AFTER_STYLES = ("seconds", "none", "absurd", "garbage", "mixed")
+# Probabilities of the drawn faults, in the order they are drawn (cumulative).
+FAULT_RATES = ("fail_503", "fail_500", "drop_rate", "fail_429", "fail_502", "not_json_rate",
+               "no_usage_rate", "stall_rate", "early_eof_rate")
 
 
 @dataclass
@@ -42,6 +48,16 @@ class EmulatorConfig:
     drop_mode: str = "mixed"  # "reset": no byte sent; "truncate": cut mid-answer; "mixed": either
     chunk_delay_ms: float = 0.0  # pause between stream events (0: one write)
     max_body_mb: float = 100.0  # larger bodies -> 400 invalid_request
+    # Faults beyond dropped connections (issue 7); each is one more slice of the same draw:
+    fail_429: float = 0.0  # 429 rate_limit_exceeded whatever the rpm (not billed)
+    retry_after: str = "seconds"  # what those 429s say: see RETRY_AFTER_STYLES
+    fail_502: float = 0.0  # a proxy's HTML "502 Bad Gateway" page (not billed)
+    not_json_rate: float = 0.0  # 200 whose body is an HTML page, not JSON (not billed)
+    no_usage_rate: float = 0.0  # a complete answer without usage or credits (billed)
+    stall_rate: float = 0.0  # the answer starts, then stalls for stall_s (billed)
+    stall_s: float = 30.0
+    early_eof_rate: float = 0.0  # the answer ends cleanly halfway: no usage, no [DONE] (billed)
+    echo_key: bool = False  # error messages quote the caller's key, as careless gateways do
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
@@ -52,9 +68,15 @@ class EmulatorConfig:
             raise ValueError(f"thoughts_style must be one of {THOUGHTS_STYLES}")
         if self.drop_mode not in DROP_MODES:
             raise ValueError(f"drop_mode must be one of {DROP_MODES}")
-        for name in ("fail_503", "fail_500", "drop_rate"):
+        if self.retry_after not in RETRY_AFTER_STYLES:
+            raise ValueError(f"retry_after must be one of {RETRY_AFTER_STYLES}")
+        for name in FAULT_RATES:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1]")
+        if sum(getattr(self, name) for name in FAULT_RATES) > 1.0 + 1e-9:
+            raise ValueError(f"the fault rates ({', '.join(FAULT_RATES)}) add up to more than 1")
+        if self.stall_s < 0:
+            raise ValueError("stall_s must not be negative")
         if self.chars_per_token <= 0:
             raise ValueError("chars_per_token must be positive")
 
@@ -75,6 +97,9 @@ class EmulatorStats:
     billed_by_body: Counter[str] = field(default_factory=Counter)  # sha256(raw body) -> times
     media_seen: list[tuple[str, int]] = field(default_factory=list)  # (mime, decoded bytes)
     dropped: int = 0  # resets and truncated answers
+    # Every fault served, by kind: the drawn ones ("503", "reset", "stall" …) and the
+    # refusals of the key's state ("revoked", "no_credits", "spend_limit", "rpm").
+    faults: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
 
@@ -94,6 +119,7 @@ class EmulatorStats:
             "billed_by_body": dict(self.billed_by_body),
             "media_seen": [list(item) for item in list(self.media_seen)],
             "dropped": self.dropped,
+            "faults": dict(self.faults),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
         }
@@ -138,22 +164,41 @@ class EmulatorState:
         return (1.0 - self.bucket_tokens) / rate
 
     def draw_fault(self) -> str | None:
-        """One seeded draw per valid request: "503", "500", "reset", "truncate" or None."""
+        """One seeded draw per valid request: "503", "500", "reset", "truncate", "429", "502",
+        "not_json", "no_usage", "stall", "early_eof" or None."""
         config = self.config
         if config.seed != self.rng_seed:  # a test changed the seed at runtime
             self.reseed()
-        if not (config.fail_503 or config.fail_500 or config.drop_rate):
+        rates = [getattr(config, name) for name in FAULT_RATES]
+        if not any(rates):
             return None
         draw = self.fault_rng.random()
-        if draw < config.fail_503:
-            return "503"
-        if draw < config.fail_503 + config.fail_500:
-            return "500"
-        if draw < config.fail_503 + config.fail_500 + config.drop_rate:
-            if config.drop_mode == "mixed":
-                return "reset" if self.fault_rng.random() < 0.5 else "truncate"
-            return config.drop_mode
+        bound = 0.0
+        for name, rate in zip(FAULT_RATES, rates, strict=True):
+            bound += rate
+            if draw < bound:
+                kind = _FAULT_KIND[name]
+                if kind == "drop":
+                    if config.drop_mode == "mixed":
+                        kind = "reset" if self.fault_rng.random() < 0.5 else "truncate"
+                    else:
+                        kind = config.drop_mode
+                self.stats.faults[kind] += 1
+                return kind
         return None
+
+    def retry_after_headers(self) -> dict[str, str]:
+        """The headers of an injected 429, in the configured ``retry_after`` style."""
+        style = self.config.retry_after
+        if style == "mixed":
+            style = self.fault_rng.choice(RETRY_AFTER_STYLES[:-1])
+        if style == "seconds":
+            return {"Retry-After": "1"}
+        if style == "absurd":
+            return {"Retry-After": "1000000000"}
+        if style == "garbage":
+            return {"Retry-After": "soon, maybe"}
+        return {}
 
     def delay_s(self) -> float:
         config = self.config
@@ -174,9 +219,13 @@ class EmulatorState:
                 "invalid_api_key", "Malformed Authorization header: expected 'Bearer sk-...'."
             )
         if not key.startswith("sk-") or len(key) < 4:
-            return error_response("invalid_api_key", "Invalid API key: keys start with 'sk-'.")
+            shown = f" {key!r}" if self.config.echo_key else ""
+            return error_response("invalid_api_key",
+                                  f"Invalid API key{shown}: keys start with 'sk-'.")
         if revoked:
-            return error_response("invalid_api_key", "API key has been disabled or deleted.")
+            shown = f" ({key})" if self.config.echo_key else ""
+            return error_response("invalid_api_key",
+                                  f"API key{shown} has been disabled or deleted.")
         if self.config.deny_ip:
             return error_response(
                 "ip_not_allowed", f"Request IP {request.remote} is not in the key's allowlist."
@@ -193,8 +242,11 @@ class EmulatorState:
         stats.media_seen.extend(chat.media)
 
 
-_FLOAT = {"latency_ms", "jitter_ms", "fail_503", "fail_500", "drop_rate", "chars_per_token",
-          "chunk_delay_ms", "max_body_mb"}
+_FAULT_KIND = {"fail_503": "503", "fail_500": "500", "drop_rate": "drop", "fail_429": "429",
+               "fail_502": "502", "not_json_rate": "not_json", "no_usage_rate": "no_usage",
+               "stall_rate": "stall", "early_eof_rate": "early_eof"}
+_FLOAT = {"latency_ms", "jitter_ms", "chars_per_token", "chunk_delay_ms", "max_body_mb",
+          "stall_s", *FAULT_RATES}
 _OPTIONAL_FLOAT = {"rpm", "rpm_burst", "balance", "spend_limit"}
 _OPTIONAL_INT = {"revoke_after", "credits_rounding"}
 
@@ -211,9 +263,9 @@ def _coerce(name: str, value: Any) -> Any:
         return None if value is None else int(value)
     if name == "seed" and number(value) and int(value) == value:
         return int(value)
-    if name == "deny_ip" and isinstance(value, bool):
+    if name in ("deny_ip", "echo_key") and isinstance(value, bool):
         return value
-    if name in ("thoughts_style", "drop_mode") and isinstance(value, str):
+    if name in ("thoughts_style", "drop_mode", "retry_after") and isinstance(value, str):
         return value
     if name == "models" and isinstance(value, list) and all(isinstance(m, str) for m in value):
         return tuple(value)

@@ -16,11 +16,15 @@
      ├─ ``PermissionDeniedError`` 403 ip_not_allowed
      ├─ ``ModelNotFoundError``   404 model_not_found
      ├─ ``EndpointNotFoundError`` 404 without the API's error body, or a redirect
-     └─ ``SpendLimitError``      429 spend_limit_exceeded
+     ├─ ``SpendLimitError``      429 spend_limit_exceeded
+     ├─ ``StorageError``         the run directory cannot be written (disk full …)
+     └─ ``CircuitOpenError``     the circuit breaker: the rows fail alike, stop early
 """
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -185,6 +189,22 @@ class SpendLimitError(FatalError):
     advice = "wait for the key's spend window to reset or raise the limit, then resume"
 
 
+class StorageError(FatalError):
+    """The run directory cannot be written (disk full, read-only): no answer could be kept."""
+
+    code = "storage_error"
+    error_type = "storage_error"
+    advice = "free space in (or fix) the run directory's filesystem, then run the same command"
+
+
+class CircuitOpenError(FatalError):
+    """The circuit breaker tripped: the first rows, or most recent ones, fail the same way."""
+
+    code = "circuit_open"
+    error_type = "circuit_breaker"
+    advice = "fix the cause named above, then run the same command to resume"
+
+
 # (status, code) pairs of the seed's table; the status alone decides when the code is unknown.
 _BY_CODE: dict[str, type[BatchrunError]] = {
     "invalid_request": InvalidRequestError,
@@ -266,10 +286,34 @@ def error_from_response(
         payload = None
     if isinstance(payload, Mapping) and "error" in payload:
         return error_from_payload(http_status, payload, retry_after=retry_after)
-    snippet = body[:200].decode("utf-8", "replace").strip().replace("\n", " ")
     cls = error_class_for(http_status, None)
-    what = f"a non-JSON body: {snippet!r}" if snippet else "an empty body"
+    what = describe_body(body)
     # Keep the seed's code for statuses it names (401, 402 …); otherwise say what came back.
     code = None if http_status in _BY_STATUS and http_status < 500 else f"http_{http_status}"
     return cls(f"HTTP {http_status} with {what}", http_status=http_status, code=code,
                retry_after=retry_after)
+
+
+_HTML_START = re.compile(rb"\s*(<!doctype html|<html|<head|<body|<center|<h1)", re.IGNORECASE)
+_HTML_TITLE = re.compile(rb"<(title|h1)[^>]*>(.*?)</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def describe_body(body: bytes) -> str:
+    """What a body that is not the API's JSON holds, in a few words for an error message.
+
+    An HTML page (a proxy's or a load balancer's error page) is named by its title rather
+    than quoted as markup, so the row's error reads "an HTML page: '502 Bad Gateway'".
+    """
+    if not body.strip():
+        return "an empty body"
+    if _HTML_START.match(body[:512]):
+        title = _HTML_TITLE.search(body[:8192])
+        if title:
+            text = html.unescape(_TAG.sub("", title.group(2).decode("utf-8", "replace")))
+        else:
+            text = html.unescape(_TAG.sub(" ", body[:400].decode("utf-8", "replace")))
+        text = " ".join(text.split())[:120]
+        return f"an HTML page, not JSON (a proxy answered?): {text!r}"
+    snippet = body[:200].decode("utf-8", "replace").strip().replace("\n", " ")
+    return f"a non-JSON body: {snippet!r}"

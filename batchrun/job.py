@@ -43,6 +43,15 @@ class JobSpec:
     max_retry_wait_s: float = 60.0
     connect_timeout_s: float = 30.0
     read_timeout_s: float = 300.0
+    # First byte sent to last byte read; long enough for high-effort reasoning on a 1M-token
+    # prompt, short enough that a stream trickling keep-alives forever is given up.
+    request_timeout_s: float = 900.0
+    # Circuit breaker (batchrun/breaker.py): stop (exit 3) when the first N rows all fail the
+    # same non-retryable way, or when the error rate of the last N rows reaches the rate.
+    # 0 turns a rule off.
+    breaker_first: int = 20
+    breaker_window: int = 200
+    breaker_rate: float = 0.5
     max_credits: float | None = None
     # Output tokens the budget reserves per request; unset: the model's output limit (a true
     # bound). Smaller reserves less, but an answer that overruns it can pass the cap.
@@ -78,10 +87,15 @@ class JobSpec:
         for name in ("media_budget_bytes", "max_file_bytes", "max_request_bytes"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be at least 1 byte")
-        for name in ("rpm", "tpm", "max_credits", "max_output_tokens_bound"):
+        for name in ("rpm", "tpm", "max_credits", "max_output_tokens_bound",
+                     "connect_timeout_s", "read_timeout_s", "request_timeout_s"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise InputError(f"{name} must be positive, not {value}")
+        if self.breaker_first < 0 or self.breaker_window < 0:
+            raise InputError("breaker_first and breaker_window must be 0 (off) or more")
+        if not 0.0 < self.breaker_rate <= 1.0:
+            raise InputError(f"breaker_rate must be in (0, 1], not {self.breaker_rate}")
 
     def describe(self) -> dict[str, Any]:
         """The spec as plain data for run metadata (never holds a key)."""
@@ -116,6 +130,7 @@ def job_from_mapping(raw: dict[str, Any], *, source: str = "job") -> JobSpec:
             f"{source}: unknown job field(s) {', '.join(unknown)}; "
             f"known fields: {', '.join(sorted(_FIELDS))}"
         )
+    check_field_types(data, source)
     if "media_columns" in data:
         data["media_columns"] = tuple(data["media_columns"])
     if pricing is not None:
@@ -135,3 +150,50 @@ def job_from_mapping(raw: dict[str, Any], *, source: str = "job") -> JobSpec:
         raise InputError(f"{source}: {exc}") from None
     spec.validate()
     return spec
+
+
+# What a TOML value must be for each field: a wrong type is an input error naming the field,
+# never a TypeError deep inside the run.
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "an integer", float: "a number",
+               list: "a list of strings", dict: "a table"}
+
+
+def _expected_types(annotation: str) -> tuple[type, ...] | None:
+    kinds: list[type] = []
+    for part in (piece.strip() for piece in annotation.split("|")):
+        if part == "None":
+            continue
+        base = part.split("[", 1)[0]
+        kind = {"str": str, "bool": bool, "int": int, "float": float, "tuple": list,
+                "dict": dict}.get(base)
+        if kind is None:
+            return None  # a type TOML cannot hold (Price): checked where it is built
+        kinds.append(kind)
+    return tuple(kinds)
+
+
+def check_field_types(data: dict[str, Any], source: str) -> None:
+    """Raise ``InputError`` for the first field whose TOML value has the wrong type."""
+    for name, value in data.items():
+        spec_field = _FIELDS.get(name)
+        if spec_field is None:
+            continue
+        kinds = _expected_types(str(spec_field.type))
+        if kinds is None:
+            continue
+        if value is None and "None" in str(spec_field.type):
+            continue
+        ok = any(_is(value, kind) for kind in kinds)
+        if ok and list in kinds and isinstance(value, list):
+            ok = all(isinstance(item, str) for item in value)
+        if not ok:
+            wanted = " or ".join(_TYPE_NAMES[kind] for kind in kinds)
+            raise InputError(f"{source}: job field {name} must be {wanted}, not {value!r}")
+
+
+def _is(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, int | float)
+    return isinstance(value, kind)

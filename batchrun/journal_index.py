@@ -35,8 +35,9 @@ STATE_OK = 1
 STATE_FAILED = 2  # a final error: resent only with --retry-failed
 STATE_RETRYABLE = 3  # retries ran out on a retryable error: a plain resume sends it again
 STATE_REUSED = 4  # ok, answer copied from an earlier run (--reuse): nothing paid here
+STATE_OK_NO_USAGE = 5  # ok, but the answer carried no usage: its cost is unknown
 
-OK_STATES = (STATE_OK, STATE_REUSED)
+OK_STATES = (STATE_OK, STATE_REUSED, STATE_OK_NO_USAGE)
 ERROR_STATES = (STATE_FAILED, STATE_RETRYABLE)
 _U32_MAX = 2**32 - 1
 
@@ -47,7 +48,9 @@ KeyOf = Callable[[dict[str, Any]], str | None]  # a journal record's cache key
 
 def state_of(record: dict[str, Any]) -> int:
     if record.get("status") == STATUS_OK:
-        return STATE_REUSED if record.get("reused_from") else STATE_OK
+        if record.get("reused_from"):
+            return STATE_REUSED
+        return STATE_OK_NO_USAGE if record.get("error_code") == "missing_usage" else STATE_OK
     return STATE_RETRYABLE if record.get("retryable") else STATE_FAILED
 
 
@@ -265,7 +268,7 @@ class JournalIndex:
         return lined + sum(1 for s, _, _ in self.unlined.values() if s == state)
 
     def count_done(self, *, retry_failed: bool) -> int:
-        done = self.count(STATE_OK) + self.count(STATE_REUSED)
+        done = sum(self.count(state) for state in OK_STATES)
         return done if retry_failed else done + self.count(STATE_FAILED)
 
     def errors_by_code(self) -> dict[str, int]:

@@ -27,6 +27,7 @@ from batchrun.budget import prompt_token_bound
 from batchrun.errors import MediaError
 from batchrun.estimate import GEMINI_3_RULES, MediaRules, RowEstimate, messages_estimate
 from batchrun.job import JobSpec
+from batchrun.limits import prompt_too_large
 from batchrun.manifest import Row
 from batchrun.media import MediaInfo, MediaResolver, is_passthrough_url
 from batchrun.media_meta import MediaMeta, probe_fd
@@ -196,8 +197,9 @@ def prepare_request(
 ) -> PreparedRequest:
     """Build the body of ``row`` with its local media checked and open but unread.
 
-    RowError (MediaError included) when the row cannot be sent: a bad or oversize file, or a
-    body over ``job.max_request_bytes`` once encoded. ``probe`` reads each file's metadata
+    RowError (MediaError included) when the row cannot be sent: a bad or oversize file, a
+    prompt far beyond the model's context window, or a body over ``job.max_request_bytes``
+    once encoded. ``probe`` reads each file's metadata
     (pages, seconds, pixels) for the token estimate.
     """
     deferring = _DeferringResolver(resolver) if resolver is not None else None
@@ -208,13 +210,6 @@ def prepare_request(
         size = len(skeleton) + sum(
             len(item.prefix) + base64_size(item.info.size) - len(item.marker) for item in pending
         )
-        if size > job.max_request_bytes:
-            files = ", ".join(f"{item.ref!r} ({item.info.size:,} bytes)" for item in pending)
-            raise MediaError(
-                f"row {row.id!r}: the request would be {size:,} bytes with its media "
-                f"base64-encoded, over the {job.max_request_bytes:,}-byte per-request limit "
-                f"(max_request_bytes){'; files: ' + files if files else ''}"
-            )
         metas: dict[str, MediaMeta] = {}
         for item in pending:
             info = item.info
@@ -223,6 +218,17 @@ def prepare_request(
                 else MediaMeta(kind=info.kind, mime=info.mime, size=info.size)
             )
         estimate = messages_estimate(body.get("messages") or (), metas, rules)
+        # The model's window first: no request size could make such a prompt succeed.
+        too_large = prompt_too_large(job.model, estimate.prompt_tokens)
+        if too_large is not None:
+            raise too_large
+        if size > job.max_request_bytes:
+            files = ", ".join(f"{item.ref!r} ({item.info.size:,} bytes)" for item in pending)
+            raise MediaError(
+                f"row {row.id!r}: the request would be {size:,} bytes with its media "
+                f"base64-encoded, over the {job.max_request_bytes:,}-byte per-request limit "
+                f"(max_request_bytes){'; files: ' + files if files else ''}"
+            )
         bound = prompt_token_bound(body.get("messages") or (), metas, rules)
     except BaseException:
         if deferring is not None:

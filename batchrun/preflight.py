@@ -95,7 +95,7 @@ def scan_manifest(
         try:
             estimate = estimate_of(row, job, media)
         except RowError as error:
-            tally.add_unsendable(row.id, row.line, error.message)
+            tally.add_unsendable(row.id, row.line, f"{row.id}: {error.message}")
             continue
         tally.add(estimate)
     if check_ids:

@@ -28,6 +28,7 @@ class RunCounters:
     reasoning_tokens: int = 0
     credits: float = 0.0
     missing_usage: int = 0
+    answers_unrecorded: int = 0  # answers received that the run directory could not keep
     errors_by_code: Counter[str] = field(default_factory=Counter)
     started_at: float = field(default_factory=time.monotonic)
 

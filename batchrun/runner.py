@@ -8,6 +8,7 @@ requests finish and are recorded, so nothing already paid for is lost.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -20,6 +21,7 @@ import orjson
 from anyio.abc import ObjectReceiveStream
 
 from batchrun import __version__
+from batchrun.breaker import CircuitBreaker
 from batchrun.budget import (
     BudgetExhausted,
     BudgetGate,
@@ -34,6 +36,7 @@ from batchrun.errors import (
     RateLimitedError,
     RetryableError,
     RowError,
+    StorageError,
     TransportError,
 )
 from batchrun.estimate import rules_for
@@ -57,6 +60,11 @@ EXIT_USAGE = 2
 EXIT_FATAL = 3
 EXIT_BUDGET = 4
 EXIT_INTERRUPTED = 130
+
+# An ok row whose answer carried no usage: flagged with this code (error_type "warning").
+MISSING_USAGE = "missing_usage"
+MISSING_USAGE_MESSAGE = ("the answer carried no usage: its tokens and cost are unknown "
+                         "(the gateway billed it)")
 
 STOP_FATAL = "fatal"
 STOP_BUDGET = "budget"
@@ -139,6 +147,8 @@ class Runner:
         self.budget = BudgetGate(plan.budget, self.price) if plan.budget is not None else None
         self._encoders = anyio.CapacityLimiter(2)
         self.counters = RunCounters(rows_total=plan.rows_total)
+        self.breaker = CircuitBreaker(plan.job.breaker_first, plan.job.breaker_window,
+                                      plan.job.breaker_rate)
         self.stop_reason: str | None = None
         self.stop_error: BatchrunError | None = None
         self._stopping = anyio.Event()
@@ -370,6 +380,8 @@ class Runner:
             )
         credits = completion.credits_consumed
         billed = credits if credits is not None else credits_computed
+        # Paid for but of unknown cost: an ok row, flagged, never silently zero.
+        warning = None if completion.has_usage else MISSING_USAGE_MESSAGE
         return RowResult(
             id=row_id,
             status=STATUS_OK,
@@ -392,6 +404,9 @@ class Runner:
             request_sha256=request_sha,
             response_id=completion.response_id,
             extra=orjson.dumps(completion.extra).decode() if completion.extra else None,
+            error_code=MISSING_USAGE if warning else None,
+            error_type="warning" if warning else None,
+            error_message=warning,
         )
 
     def _error_result(
@@ -434,7 +449,24 @@ class Runner:
         result.line = row.line
         if result.cache_key is None and result.request_sha256 is not None:
             result.cache_key = cache_key(self.plan.endpoint, result.request_sha256)
-        self.plan.run_dir.append(result)
+        result = self.breaker.after_trip(result)
+        try:
+            self.plan.run_dir.append(result)
+        except StorageError as error:
+            # The answer (maybe paid) cannot be kept: the row stays pending for the resume.
+            self.counters.answers_unrecorded += int(result.ok)
+            self.stop(STOP_FATAL, error)
+            return
+        self._record_counts(result)
+        trip = self.breaker.observe(result)
+        if trip is not None:
+            # Rows that failed only because the run is broken are sent again on resume.
+            for reopened in trip.reopen:
+                with contextlib.suppress(StorageError):
+                    self.plan.run_dir.append(reopened)
+            self.stop(STOP_FATAL, trip.error)
+
+    def _record_counts(self, result: RowResult) -> None:
         counters = self.counters
         if result.reused_from is not None:
             counters.rows_ok += 1  # answered by an earlier run: no tokens, no credits here
@@ -465,6 +497,7 @@ async def execute(
         connect_timeout_s=plan.job.connect_timeout_s,
         read_timeout_s=plan.job.read_timeout_s,
         max_retry_after_s=plan.job.max_retry_wait_s,
+        request_timeout_s=plan.job.request_timeout_s,
     )
     async with client_factory(settings) as client:
         if before_dispatch is not None:
@@ -487,5 +520,10 @@ def finish(
         "stop_reason": outcome.stop_reason,
         "totals": summary.as_dict(),
     }
-    plan.run_dir.compact(metadata)
+    try:
+        plan.run_dir.compact(metadata)
+    except StorageError as error:
+        # The journal is complete; results.parquet is rebuilt by the next run or export.
+        sys.stderr.write(f"warning: {error.message}; every finished row is in the journal: "
+                         "free space, then run the same command to write it\n")
     return summary

@@ -136,6 +136,9 @@ def status_lines(status: dict[str, Any], path: Path) -> list[str]:
         f"{status['completion_tokens']:,} · reasoning {status['reasoning_tokens']:,}"
     )
     lines.append(f"spent: {status['credits']:,.6f} credits (${status['usd']:,.6f})")
+    if status.get("rows_missing_usage"):
+        lines.append(f"warning: {status['rows_missing_usage']:,} answers came without usage; "
+                     "their cost is not in the total")
     left = status["estimate_left"]
     if left["rows"]:
         parts = []

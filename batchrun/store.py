@@ -15,6 +15,7 @@ survives the process being killed); both files are fsync'ed at least every secon
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
@@ -23,9 +24,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+import pyarrow as pa
 
 from batchrun import __version__
-from batchrun.errors import InputError
+from batchrun.errors import InputError, StorageError
 from batchrun.journal_index import OK_STATES, JournalIndex, entry_for, key_prefix, load, pack
 from batchrun.result import RowResult
 
@@ -57,6 +59,9 @@ class RunDir:
         self._last_fsync = 0.0
         # Lines appended, and how many of them an fsync has covered (the timer thread reads).
         self._appended = 0
+        # Set by the first failed journal write (disk full …): nothing more is written, so the
+        # journal never holds a row that was reported as lost.
+        self.write_failure: StorageError | None = None
         self._synced = 0
         self._endpoint: str | None = None
 
@@ -220,23 +225,35 @@ class RunDir:
                 self._journal.flush()
 
     def append(self, result: RowResult) -> None:
-        """Write one finished row; it is in the kernel (flushed) before it counts as done."""
+        """Write one finished row; it is in the kernel (flushed) before it counts as done.
+
+        A failed write raises ``StorageError``, and so does every later call: a half-written
+        line is left for the next run to skip (see ``_repair_torn_tail``).
+        """
         assert self._journal is not None and self._index is not None, "open_journal() first"
+        if self.write_failure is not None:
+            raise self.write_failure
         line = result.to_json() + b"\n"
         offset = self._journal_size
-        self._journal.write(line)
-        self._journal.flush()
-        self._journal_size += len(line)
         record = {"status": result.status, "retryable": result.retryable, "line": result.line,
                   "reused_from": result.reused_from, "prompt_tokens": result.prompt_tokens,
                   "completion_tokens": result.completion_tokens,
                   "reasoning_tokens": result.reasoning_tokens, "credits": result.credits,
-                  "credits_computed": result.credits_computed}
-        self._index.write(pack(entry_for(record, offset, len(line), key_prefix(result.cache_key))))
-        self._index.flush()
-        self._appended += 1
-        if time.monotonic() - self._last_fsync >= FSYNC_INTERVAL_S:
-            self.sync()
+                  "credits_computed": result.credits_computed, "error_code": result.error_code}
+        try:
+            self._journal.write(line)
+            self._journal.flush()
+            self._journal_size += len(line)
+            self._index.write(
+                pack(entry_for(record, offset, len(line), key_prefix(result.cache_key))))
+            self._index.flush()
+            self._appended += 1
+            if time.monotonic() - self._last_fsync >= FSYNC_INTERVAL_S:
+                self.sync()
+        except OSError as exc:
+            self.write_failure = StorageError(
+                f"cannot write {self.journal_path}: {exc.strerror or exc}")
+            raise self.write_failure from None
 
     def sync(self) -> None:
         """fsync the journal, then its index (an index ahead of its journal is rebuilt)."""
@@ -254,13 +271,23 @@ class RunDir:
             self.sync()
 
     def close_journal(self) -> None:
-        if self._journal is not None:
-            self.sync()
-            self._journal.close()
-            self._journal = None
-        if self._index is not None:
-            self._index.close()
-            self._index = None
+        journal, index = self._journal, self._index
+        self._journal = self._index = None
+        try:
+            if self.write_failure is None:
+                for handle in (journal, index):  # the journal first: an index never leads
+                    if handle is not None:
+                        handle.flush()
+                        os.fsync(handle.fileno())
+        except OSError as exc:
+            raise StorageError(f"cannot write {self.journal_path}: {exc.strerror or exc}") \
+                from None
+        finally:
+            # After a failed write the buffers still hold the line that failed: drop it.
+            for handle in (journal, index):
+                if handle is not None:
+                    with contextlib.suppress(OSError):
+                        handle.close()
 
     def read_record(self, offset: int, length: int) -> dict[str, Any]:
         with open(self.journal_path, "rb") as journal:
@@ -274,8 +301,10 @@ class RunDir:
         latest: dict[str, dict[str, Any]] = {}
         try:
             journal = open(self.journal_path, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return latest
+        except OSError as exc:
+            raise InputError(f"cannot read {self.journal_path}: {exc.strerror or exc}") from None
         with journal:
             for raw in journal:
                 try:
@@ -291,7 +320,12 @@ class RunDir:
         """Write results.parquet (the latest line of every row); returns rows written."""
         from batchrun.compact import compact
 
-        return compact(self, metadata)
+        try:
+            return compact(self, metadata)
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(
+                f"cannot write {self.results_path}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
 
 
 def _dump_info(info: dict[str, Any]) -> bytes:

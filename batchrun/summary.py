@@ -8,6 +8,7 @@ from typing import Any
 from batchrun.journal_index import (
     STATE_FAILED,
     STATE_OK,
+    STATE_OK_NO_USAGE,
     STATE_RETRYABLE,
     STATE_REUSED,
     JournalIndex,
@@ -23,6 +24,7 @@ class RunSummary:
     rows_pending: int = 0
     rows_retryable: int = 0  # failed rows a plain resume sends again
     rows_reused: int = 0  # ok rows answered from an earlier run (--reuse): not paid here
+    rows_missing_usage: int = 0  # ok rows whose answer carried no usage (cost unknown)
     errors_by_code: dict[str, int] = field(default_factory=dict)
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -39,6 +41,7 @@ class RunSummary:
             "rows_pending": self.rows_pending,
             "rows_retryable": self.rows_retryable,
             "rows_reused": self.rows_reused,
+            "rows_missing_usage": self.rows_missing_usage,
             "errors_by_code": self.errors_by_code,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -60,7 +63,9 @@ def summarize(
     session (reused answers excluded); pending = manifest rows with no final line yet."""
     summary = RunSummary(rows_total=rows_total)
     summary.rows_reused = index.count(STATE_REUSED)
-    summary.rows_ok = index.count(STATE_OK) + summary.rows_reused
+    summary.rows_missing_usage = index.count(STATE_OK_NO_USAGE)
+    summary.rows_ok = (index.count(STATE_OK) + summary.rows_reused
+                       + summary.rows_missing_usage)
     summary.rows_retryable = index.count(STATE_RETRYABLE)
     summary.rows_failed = index.count(STATE_FAILED) + summary.rows_retryable
     summary.rows_pending = max(0, rows_total - summary.rows_ok - summary.rows_failed)

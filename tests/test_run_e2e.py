@@ -146,8 +146,9 @@ def test_every_seed_error_ends_as_designed(
     manifest = write_manifest(tmp_path / "m.jsonl", 30)
     out = tmp_path / "run"
     job = fast_job(tmp_path, concurrency=2, **job_fields)
+    # --breaker-first 0: 30 rows failing alike would trip the circuit breaker (tests/test_breaker).
     result = run_cli(["run", str(manifest), "--job", str(job), "--out", str(out),
-                      "--endpoint", server.base_url, "--ignore-balance"])
+                      "--endpoint", server.base_url, "--ignore-balance", "--breaker-first", "0"])
     assert result.exit_code == exit_code, result.output
     rows = results(out)
     errors = [row for row in rows if row["status"] == "error"]

@@ -1,0 +1,152 @@
+"""Property tests of the whole stream path (SSE decoder + chunk accumulator), beyond the
+decoder's own: any split of a valid chat-completion stream gives the same answer as the JSON
+form, and a stream cut anywhere never passes for a complete answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batchrun.client import _finish_stream
+from batchrun.errors import TransportError
+from batchrun.response import StreamAccumulator, parse_completion
+from batchrun.result import Completion
+from batchrun.sse import SSEDecoder
+
+# No "<": a tag-shaped prefix is the thought splitter's business (tested in test_response).
+_text = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="<"),
+                max_size=40)
+
+
+@st.composite
+def answers(draw: st.DrawFn) -> dict[str, Any]:
+    pieces = draw(st.lists(_text, min_size=1, max_size=6))
+    thought_pieces = draw(st.lists(_text.filter(str.strip), max_size=3))
+    style = draw(st.sampled_from(["field", "tag"]))
+    prompt, completion, reasoning = (draw(st.integers(0, 10**6)) for _ in range(3))
+    return {
+        "pieces": pieces,
+        "thoughts": thought_pieces,
+        "style": style,
+        "finish": draw(st.sampled_from(["stop", "length", "tool_calls"])),
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                  "total_tokens": prompt + completion + reasoning,
+                  "completion_tokens_details": {"reasoning_tokens": reasoning}},
+        "credits": draw(st.floats(0, 1000, allow_nan=False)),
+        "usage_on_last_chunk": draw(st.booleans()),
+    }
+
+
+def _content_text(answer: dict[str, Any]) -> str:
+    text = "".join(answer["pieces"])
+    if answer["style"] == "tag" and answer["thoughts"]:
+        return "<thought>" + "".join(answer["thoughts"]) + "</thought>" + text
+    return text
+
+
+def json_body(answer: dict[str, Any]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": _content_text(answer)}
+    if answer["style"] == "field" and answer["thoughts"]:
+        message["reasoning_content"] = "".join(answer["thoughts"])
+    return {"id": "chatcmpl-p", "object": "chat.completion", "model": "m-preview",
+            "choices": [{"index": 0, "finish_reason": answer["finish"], "message": message}],
+            "usage": answer["usage"], "credits_consumed": answer["credits"]}
+
+
+def sse_stream(answer: dict[str, Any], eol: str, comments: bool) -> bytes:
+    def chunk(delta: dict[str, Any], finish: str | None = None, **top: Any) -> str:
+        body = {"id": "chatcmpl-p", "object": "chat.completion.chunk", "model": "m-preview",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **top}
+        return "data: " + orjson.dumps(body).decode() + eol + eol
+
+    events = [chunk({"role": "assistant", "content": ""})]
+    if comments:
+        events.append(": keep-alive" + eol + eol)
+    if answer["style"] == "field":
+        events += [chunk({"reasoning_content": piece}) for piece in answer["thoughts"]]
+    text = _content_text(answer)
+    # Cut the content text anywhere (inside a tag too), not only where the pieces were.
+    size = max(1, len(text) // max(1, len(answer["pieces"])))
+    parts = [text[i:i + size] for i in range(0, len(text), size)] or [""]
+    events += [chunk({"content": part}) for part in parts[:-1]]
+    if answer["usage_on_last_chunk"]:
+        events.append(chunk({"content": parts[-1]}, answer["finish"], usage=answer["usage"],
+                            credits_consumed=answer["credits"]))
+    else:
+        events.append(chunk({"content": parts[-1]}, answer["finish"]))
+        usage_chunk = {"id": "chatcmpl-p", "object": "chat.completion.chunk", "choices": [],
+                       "usage": answer["usage"], "credits_consumed": answer["credits"]}
+        events.append("data: " + orjson.dumps(usage_chunk).decode() + eol + eol)
+    events.append("data: [DONE]" + eol + eol)
+    return "".join(events).encode()
+
+
+def parse_chunks(chunks: list[bytes]) -> Completion:
+    """What ``ApiClient._read_stream`` does with the bytes as they arrive."""
+    decoder = SSEDecoder()
+    accumulator = StreamAccumulator(200)
+    for data in chunks:
+        for event in decoder.feed(data):
+            if accumulator.feed_event(event):
+                return accumulator.finish(saw_done=True)
+    return _finish_stream(decoder, accumulator)
+
+
+def summary(completion: Completion) -> tuple[Any, ...]:
+    return (completion.content, completion.thoughts, completion.finish_reason,
+            completion.prompt_tokens, completion.completion_tokens, completion.total_tokens,
+            completion.reasoning_tokens, completion.credits_consumed, completion.response_id,
+            completion.model)
+
+
+def split(raw: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({cut % (len(raw) + 1) for cut in cuts})
+    return [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
+
+
+@settings(max_examples=250, deadline=None)
+@given(answers(), st.sampled_from(["\n", "\r\n", "\r"]), st.booleans(),
+       st.lists(st.integers(0, 100_000), max_size=25))
+def test_any_split_of_a_valid_stream_parses_like_the_json_answer(
+    answer: dict[str, Any], eol: str, comments: bool, cuts: list[int]
+) -> None:
+    raw = sse_stream(answer, eol, comments)
+    expected = summary(parse_completion(json_body(answer)))
+    assert summary(parse_chunks([raw])) == expected
+    assert summary(parse_chunks(split(raw, cuts))) == expected
+    content, thoughts = expected[0], expected[1]
+    text = "".join(answer["pieces"])
+    tagged = answer["style"] == "tag" and answer["thoughts"]
+    assert content == (text.lstrip() if tagged else text)  # a thought block eats the gap
+    assert thoughts.strip() == "".join(answer["thoughts"]).strip()
+
+
+@settings(max_examples=250, deadline=None)
+@given(answers(), st.sampled_from(["\n", "\r\n"]), st.integers(0, 100_000),
+       st.lists(st.integers(0, 100_000), max_size=8))
+def test_a_stream_cut_anywhere_is_an_error_or_the_whole_answer(
+    answer: dict[str, Any], eol: str, cut_at: int, cuts: list[int]
+) -> None:
+    raw = sse_stream(answer, eol, comments=True)
+    end = cut_at % len(raw)  # strictly shorter than the stream
+    try:
+        completion = parse_chunks(split(raw[:end], cuts))
+    except TransportError:
+        return  # retried by the runner: never recorded as an answer
+    # Only the very end ([DONE] and blank lines) may be missing for it to count.
+    assert summary(completion) == summary(parse_completion(json_body(answer)))
+    assert completion.has_usage
+
+
+def test_the_generator_covers_tag_and_field_thoughts() -> None:
+    answer = {"pieces": ["Hel", "lo"], "thoughts": ["think"], "style": "tag", "finish": "stop",
+              "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+              "credits": 0.5, "usage_on_last_chunk": False}
+    completion = parse_chunks([sse_stream(answer, "\n", True)])
+    assert (completion.content, completion.thoughts) == ("Hello", "think")
+    with pytest.raises(TransportError):
+        parse_chunks([sse_stream(answer, "\n", True)[:-40]])
