@@ -460,6 +460,26 @@ def export(run_dir: Path, output: Path) -> None:
     _err(f"wrote {rows:,} rows to {output}")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
+              help="HTML file to write [RUN_DIR/report.html].")
+def report(run_dir: Path, output: Path | None) -> None:
+    """Write a self-contained HTML report of RUN_DIR: totals, cost by kind of row, latency
+    histogram, throughput and spend over time, errors by code, the costliest rows.
+
+    \b
+    Example:
+      batchrun report runs/night1 --output night1.html
+    """
+    from batchrun.report import build_report
+
+    html = build_report(run_dir)
+    target = output or run_dir / "report.html"
+    target.write_text(html, encoding="utf-8")
+    _err(f"wrote {target}")
+
+
 def _register_emulator() -> None:
     from batchrun.emulator_cmd import emulator_command
 
