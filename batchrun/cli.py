@@ -234,6 +234,8 @@ Examples:
               help="Earlier run directory whose answers may be reused (not yet available).")
 @click.option("--quiet", "-q", is_flag=True, help="No estimate or progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
+@click.option("--progress-every", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds between plain progress lines when stderr is not a terminal.")
 def run(
     manifest: Path,
     out: Path,
@@ -255,6 +257,7 @@ def run(
     reuse: Path | None,
     quiet: bool,
     as_json: bool,
+    progress_every: float,
 ) -> None:
     """Send every row of MANIFEST (JSONL or Parquet) and write OUT/results.parquet.
 
@@ -329,6 +332,8 @@ def run(
                 retry_failed=retry_failed,
                 media_root=media_root,
                 show_progress=not quiet,
+                progress_interval_s=progress_every,
+                estimate_credits=expected,
             )
 
             async def check_balance(client: ApiClient) -> None:

@@ -146,7 +146,8 @@ def over_time(
 
 
 _STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222;max-width:1400px}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#222;
+max-width:1400px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px}
 .cards{display:flex;flex-wrap:wrap;gap:12px}
 .card{border:1px solid #ddd;border-radius:8px;padding:10px 14px;min-width:140px}

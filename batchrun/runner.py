@@ -70,8 +70,9 @@ class RunPlan:
     index: JournalIndex
     retry_failed: bool = False
     media_root: Path | None = None
-    progress_interval_s: float = 2.0
+    progress_interval_s: float = 5.0
     show_progress: bool = True
+    estimate_credits: float | None = None
 
 
 @dataclass
@@ -113,7 +114,9 @@ class Runner:
                                       if plan.job.price else None)
         self.limiter = Limiter(rpm=plan.job.rpm, tpm=plan.job.tpm)
         self.media = MediaResolver(plan.media_root or plan.manifest.resolve().parent)
-        self.counters = RunCounters(rows_total=plan.rows_total)
+        self.counters = RunCounters(
+            rows_total=plan.rows_total, estimate_credits=plan.estimate_credits
+        )
         self.stop_reason: str | None = None
         self.stop_error: BatchrunError | None = None
         self._stopping = anyio.Event()
@@ -352,7 +355,7 @@ class Runner:
             counters.reasoning_tokens += result.reasoning_tokens or 0
         else:
             counters.rows_failed += 1
-            counters.errors_by_code[result.error_code or "error"] += 1
+            counters.note_error(result.error_code or "error")
         counters.credits += result.credits or result.credits_computed or 0.0
 
 
