@@ -259,6 +259,8 @@ Examples:
 @click.option("--quiet", "-q", is_flag=True, help="No estimate or progress on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final status as JSON on stdout.")
 @run_options
+@click.option("--progress-every", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds between plain progress lines when stderr is not a terminal.")
 def run(
     manifest: Path,
     out: Path,
@@ -280,6 +282,7 @@ def run(
     reuse: Path | None,
     quiet: bool,
     as_json: bool,
+    progress_every: float,
 ) -> None:
     """Send every row of MANIFEST (JSONL or Parquet) and write OUT/results.parquet.
 
@@ -373,6 +376,8 @@ def run(
                 show_progress=not quiet,
                 budget=ledger,
                 reuse=cache,
+                progress_interval_s=progress_every,
+                estimate_credits=expected,
             )
             outcome: RunOutcome | None = None
             if calibrate is not None:
@@ -663,6 +668,26 @@ def export(run_dir: Path, output: Path, fmt: str, with_input: bool) -> None:
 
     rows = export_results(RunDir(run_dir), output, fmt=fmt, with_input=with_input)
     _err(f"wrote {rows:,} rows to {output}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False),
+              help="HTML file to write [RUN_DIR/report.html].")
+def report(run_dir: Path, output: Path | None) -> None:
+    """Write a self-contained HTML report of RUN_DIR: totals, cost by kind of row, latency
+    histogram, throughput and spend over time, errors by code, the costliest rows.
+
+    \b
+    Example:
+      batchrun report runs/night1 --output night1.html
+    """
+    from batchrun.report import build_report
+
+    html = build_report(run_dir)
+    target = output or run_dir / "report.html"
+    target.write_text(html, encoding="utf-8")
+    _err(f"wrote {target}")
 
 
 def _register_emulator() -> None:

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 import anyio
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 from batchrun.pricing import USD_PER_CREDIT
 
@@ -30,7 +33,14 @@ class RunCounters:
     missing_usage: int = 0
     answers_unrecorded: int = 0  # answers received that the run directory could not keep
     errors_by_code: Counter[str] = field(default_factory=Counter)
+    recent_errors: list[str] = field(default_factory=list)  # newest last, a few at most
+    estimate_credits: float | None = None  # the preflight's expected spend of this session
     started_at: float = field(default_factory=time.monotonic)
+
+    def note_error(self, code: str, keep: int = 5) -> None:
+        self.errors_by_code[code] += 1
+        self.recent_errors.append(code)
+        del self.recent_errors[:-keep]
 
     @property
     def rows_done_now(self) -> int:
@@ -62,16 +72,53 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
+def progress_table(counters: RunCounters, now: float | None = None) -> Table:
+    """The live TTY display: one labelled line per figure (pure given ``now``)."""
+    moment = now if now is not None else time.monotonic()
+    elapsed = max(1e-9, moment - counters.started_at)
+    done = counters.rows_skipped + counters.rows_done_now
+    rate = counters.rows_done_now / elapsed
+    remaining = max(0, counters.rows_total - done)
+    tokens = counters.prompt_tokens + counters.completion_tokens
+    spend = f"{counters.credits:,.4f} credits (${counters.credits * USD_PER_CREDIT:,.4f})"
+    if counters.estimate_credits:
+        share = counters.credits / counters.estimate_credits
+        spend += f" of ≈{counters.estimate_credits:,.4f} estimated ({share:.0%})"
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("rows", f"{done:,} / {counters.rows_total:,} done · {counters.rows_ok:,} ok · "
+                  f"{counters.rows_failed:,} failed · {counters.rows_skipped:,} from before")
+    table.add_row("in flight", f"{counters.in_flight:,} requests · {counters.requests_sent:,} sent")
+    table.add_row("speed", f"{rate:,.1f} rows/s · {counters.requests_sent / elapsed:,.1f} req/s · "
+                  f"{tokens / elapsed:,.0f} tokens/s")
+    table.add_row("spent", spend)
+    table.add_row("ETA", _duration(remaining / rate) if rate > 0 else "?")
+    if counters.errors_by_code:
+        table.add_row("errors", ", ".join(
+            f"{code} ×{count:,}" for code, count in counters.errors_by_code.most_common(4)))
+        table.add_row("recent", ", ".join(reversed(counters.recent_errors)))
+    return table
+
+
 async def report_progress(
     counters: RunCounters, *, interval_s: float, stream: TextIO | None = None
 ) -> None:
-    """Print the progress line until cancelled: in place on a TTY, a plain line otherwise."""
+    """Show progress until cancelled: a live panel on a TTY, a plain line every
+    ``interval_s`` otherwise (CI, log files)."""
     out = stream or sys.stderr
-    tty = out.isatty()
+    if out.isatty():
+        console = Console(file=out, stderr=out is sys.stderr)
+        with Live(progress_table(counters), console=console, refresh_per_second=4,
+                  transient=False) as live:
+            try:
+                while True:
+                    await anyio.sleep(0.25)
+                    live.update(progress_table(counters))
+            finally:
+                live.update(progress_table(counters))
+        return
     while True:
         await anyio.sleep(interval_s)
-        if tty:
-            out.write("\r\x1b[2K" + counters.line())
-        else:
-            out.write(counters.line() + "\n")
+        out.write(counters.line() + "\n")
         out.flush()

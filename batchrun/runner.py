@@ -88,13 +88,14 @@ class RunPlan:
     index: JournalIndex
     retry_failed: bool = False
     media_root: Path | None = None
-    progress_interval_s: float = 2.0
+    progress_interval_s: float = 5.0
     show_progress: bool = True
     # Send just these rows instead of streaming the manifest (a calibration sample).
     only_rows: tuple[Row, ...] | None = None
     # The spending cap's ledger (--max-credits); shared by a calibration sample and the run.
     budget: CreditLedger | None = None
     reuse: AnswerCache | None = None  # --reuse: answers of an earlier run, by request
+    estimate_credits: float | None = None
 
 
 @dataclass
@@ -146,7 +147,9 @@ class Runner:
         # The spending cap (--max-credits): a bound is reserved before each send.
         self.budget = BudgetGate(plan.budget, self.price) if plan.budget is not None else None
         self._encoders = anyio.CapacityLimiter(2)
-        self.counters = RunCounters(rows_total=plan.rows_total)
+        self.counters = RunCounters(
+            rows_total=plan.rows_total, estimate_credits=plan.estimate_credits
+        )
         self.breaker = CircuitBreaker(plan.job.breaker_first, plan.job.breaker_window,
                                       plan.job.breaker_rate)
         self.stop_reason: str | None = None
@@ -479,7 +482,7 @@ class Runner:
             counters.reasoning_tokens += result.reasoning_tokens or 0
         else:
             counters.rows_failed += 1
-            counters.errors_by_code[result.error_code or "error"] += 1
+            counters.note_error(result.error_code or "error")
         counters.credits += result.credits or result.credits_computed or 0.0
 
 

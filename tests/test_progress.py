@@ -1,0 +1,102 @@
+"""What a watching user sees: a live panel under a pseudo-terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from batchrun.emulator import EmulatorServer
+from batchrun.progress import RunCounters, progress_table
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _manifest(tmp_path: Path, rows: int) -> Path:
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps({"id": f"r{n}", "prompt": f"q{n}"}) + "\n"
+                            for n in range(rows)))
+    return path
+
+
+def _command(manifest: Path, out: Path, server: EmulatorServer, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "batchrun.cli", "run", str(manifest), "--out", str(out),
+            "--endpoint", server.base_url, "--concurrency", "4", *extra]
+
+
+def test_progress_table_lists_every_figure() -> None:
+    counters = RunCounters(rows_total=10, rows_ok=3, rows_failed=1, in_flight=2,
+                           requests_sent=5, credits=0.5, estimate_credits=2.0, started_at=0.0)
+    counters.note_error("upstream_error")
+    from rich.console import Console
+
+    console = Console(width=120, record=True)
+    console.print(progress_table(counters, now=2.0))
+    text = console.export_text()
+    for label in ("rows", "in flight", "speed", "spent", "ETA", "errors", "recent"):
+        assert label in text
+    assert "4 / 10 done" in text and "25%" in text and "upstream_error" in text
+
+
+def test_live_display_under_a_pseudo_terminal_ends_with_the_summary(
+    tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
+) -> None:
+    server = make_emulator(latency_ms=60)
+    manifest = _manifest(tmp_path, 80)
+    leader, follower = pty.openpty()
+    env = {**os.environ, "BATCHRUN_API_KEY": "sk-progress-test", "COLUMNS": "120",
+           "TERM": "xterm-256color"}
+    process = subprocess.Popen(_command(manifest, tmp_path / "run", server), env=env,
+                               stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks: list[bytes] = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], 60)
+        if not ready:
+            break
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=60)
+    os.close(leader)
+    screen = ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
+    assert process.returncode == 0, screen
+    assert "in flight" in screen and "ETA" in screen and "tokens/s" in screen
+    assert screen.count("in flight") >= 2  # refreshed while running, not drawn once
+    tail = screen[screen.rindex("in flight"):]
+    assert "done: 80 ok" in tail  # the summary comes after the last frame
+
+
+def test_non_tty_prints_periodic_plain_lines(
+    tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
+) -> None:
+    server = make_emulator(latency_ms=100)
+    manifest = _manifest(tmp_path, 60)
+    env = {**os.environ, "BATCHRUN_API_KEY": "sk-progress-test"}
+    result = subprocess.run(_command(manifest, tmp_path / "run", server, "--progress-every",
+                                     "0.3"), env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("rows ")]
+    assert len(lines) >= 3
+    assert "\x1b[" not in result.stderr  # no terminal codes in a log file
+    assert result.stdout == ""  # humans' text stays on stderr
+
+
+def test_quiet_and_json(tmp_path: Path, emulator: EmulatorServer) -> None:
+    manifest = _manifest(tmp_path, 5)
+    env = {**os.environ, "BATCHRUN_API_KEY": "sk-progress-test"}
+    result = subprocess.run(_command(manifest, tmp_path / "run", emulator, "--quiet", "--json"),
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert result.stderr == ""
+    assert json.loads(result.stdout)["rows_ok"] == 5
