@@ -38,10 +38,11 @@ from batchrun.errors import BatchrunError, TransportError
 from batchrun.estimate import (
     GEMINI_3_RULES,
     MESSAGE_OVERHEAD_TOKENS,
+    PART_MESSAGE,
+    PART_TEXT,
     MediaRules,
-    media_kind,
-    media_tokens,
-    meta_tokens,
+    media_part_tokens,
+    message_parts,
 )
 from batchrun.media_meta import MediaMeta
 from batchrun.pricing import DEFAULT_MODEL, Price
@@ -75,28 +76,13 @@ def prompt_token_bound(
     file; its pages, seconds or pixels make the media part's count exact before the margin.
     """
     tokens = 0
-    for message in messages:
-        tokens += MESSAGE_OVERHEAD_TOKENS
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            tokens += len(content.encode("utf-8"))
-            continue
-        if not isinstance(content, list):
-            continue
-        for part in content:
-            if not isinstance(part, dict):
-                continue
-            if part.get("type") == "text":
-                tokens += len(str(part.get("text", "")).encode("utf-8"))
-            elif part.get("type") == "image_url":
-                url_obj = part.get("image_url")
-                url = url_obj.get("url", "") if isinstance(url_obj, dict) else str(url_obj)
-                meta = metas.get(url) if metas else None
-                part_tokens = (
-                    meta_tokens(meta, rules) if meta is not None
-                    else media_tokens(media_kind(url), rules=rules)
-                )
-                tokens += round(part_tokens * MEDIA_MARGIN)
+    for part_type, value in message_parts(messages):
+        if part_type == PART_MESSAGE:
+            tokens += MESSAGE_OVERHEAD_TOKENS
+        elif part_type == PART_TEXT:
+            tokens += len(value.encode("utf-8"))
+        else:
+            tokens += round(media_part_tokens(value, metas, rules)[1] * MEDIA_MARGIN)
     return tokens
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from batchrun.journal_index import key_prefix
-from batchrun.result import STATUS_OK, RowResult
+from batchrun.result import STATUS_OK, RowResult, extra_of
 
 _KEY_VERSION = b"batchrun-cache-v1"
 REUSED_EXTRA_KEY = "batchrun_reused"
@@ -106,7 +106,7 @@ class AnswerCache:
                       request_sha: str, now: float) -> RowResult:
         """The new run's result for a reused answer: nothing sent (attempts 0), nothing paid
         (credits, credits_computed, cost_usd 0); what the earlier run paid is in ``extra``."""
-        extra = _extra_of(record)
+        extra = extra_of(record)
         origin = extra.get(REUSED_EXTRA_KEY) or {
             "run_dir": str(self.run_path.resolve()),
             "id": record.get("id"),
@@ -140,15 +140,4 @@ class AnswerCache:
             cache_key=key,
             reused_from=str(origin.get("run_dir")),
         )
-
-
-def _extra_of(record: dict[str, Any]) -> dict[str, Any]:
-    raw = record.get("extra")
-    if not raw:
-        return {}
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {"unparsed_extra": raw}
-    return value if isinstance(value, dict) else {"extra": value}
 

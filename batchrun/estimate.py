@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -166,11 +166,32 @@ def messages_estimate(
     tokens = 0
     kind = "text"
     kind_tokens = 0
+    for part_type, value in message_parts(messages):
+        if part_type == PART_MESSAGE:
+            tokens += MESSAGE_OVERHEAD_TOKENS
+        elif part_type == PART_TEXT:
+            tokens += text_tokens(value)
+        else:
+            part_kind, part_tokens = media_part_tokens(value, media, rules)
+            tokens += part_tokens
+            if part_tokens > kind_tokens:
+                kind, kind_tokens = part_kind, part_tokens
+    return RowEstimate(prompt_tokens=tokens, kind=kind)
+
+
+PART_MESSAGE = "message"  # one per message: its overhead
+PART_TEXT = "text"
+PART_MEDIA = "image_url"  # every media type travels as an image_url part (the seed)
+
+
+def message_parts(messages: Iterable[Any]) -> Iterator[tuple[str, str]]:
+    """Walk chat messages as (PART_MESSAGE, "") per message, then (PART_TEXT, text) and
+    (PART_MEDIA, url) per part; anything else in them is skipped."""
     for message in messages:
-        tokens += MESSAGE_OVERHEAD_TOKENS
+        yield PART_MESSAGE, ""
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, str):
-            tokens += text_tokens(content)
+            yield PART_TEXT, content
             continue
         if not isinstance(content, list):
             continue
@@ -178,20 +199,22 @@ def messages_estimate(
             if not isinstance(part, dict):
                 continue
             if part.get("type") == "text":
-                tokens += text_tokens(str(part.get("text", "")))
+                yield PART_TEXT, str(part.get("text", ""))
             elif part.get("type") == "image_url":
                 url_obj = part.get("image_url")
-                url = url_obj.get("url", "") if isinstance(url_obj, dict) else str(url_obj)
-                meta = media.get(url) if media else None
-                if meta is not None:
-                    part_kind, part_tokens = meta.kind, meta_tokens(meta, rules)
-                else:
-                    part_kind = media_kind(url)
-                    part_tokens = media_tokens(part_kind, rules=rules)
-                tokens += part_tokens
-                if part_tokens > kind_tokens:
-                    kind, kind_tokens = part_kind, part_tokens
-    return RowEstimate(prompt_tokens=tokens, kind=kind)
+                yield PART_MEDIA, url_obj.get("url", "") if isinstance(url_obj, dict) else str(
+                    url_obj)
+
+
+def media_part_tokens(
+    url: str, media: Mapping[str, MediaMeta] | None, rules: MediaRules
+) -> tuple[str, int]:
+    """(kind, tokens) of one media part: from its metadata when read, else by its name."""
+    meta = media.get(url) if media else None
+    if meta is not None:
+        return meta.kind, meta_tokens(meta, rules)
+    kind = media_kind(url)
+    return kind, media_tokens(kind, rules=rules)
 
 
 @dataclass

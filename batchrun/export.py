@@ -31,7 +31,7 @@ from batchrun.cache import REUSED_EXTRA_KEY
 from batchrun.compact import BATCH_ROWS, iter_latest, json_record, parquet_record
 from batchrun.errors import InputError
 from batchrun.manifest import id_key_of, iter_records, manifest_fingerprint, manifest_format
-from batchrun.result import RESULTS_SCHEMA, STATUS_OK
+from batchrun.result import RESULTS_SCHEMA, STATUS_OK, extra_of
 from batchrun.status import run_summary
 from batchrun.store import RunDir
 from batchrun.summary import RunSummary
@@ -241,7 +241,7 @@ def openai_batch_line(record: dict[str, Any], seed: str) -> dict[str, Any]:
 def chat_completion(record: dict[str, Any]) -> dict[str, Any]:
     """The ``chat.completion`` body an ok row was answered with, rebuilt from its columns and
     the fields kept in ``extra`` (response.py's layout)."""
-    extra = _extra(record)
+    extra = extra_of(record)
     reused = extra.pop(REUSED_EXTRA_KEY, None)
     message: dict[str, Any] = {"role": "assistant", "content": record.get("content")}
     if record.get("thoughts"):
@@ -280,17 +280,6 @@ def chat_completion(record: dict[str, Any]) -> dict[str, Any]:
         if not name.startswith("batchrun_"):
             body.setdefault(name, value)
     return body
-
-
-def _extra(record: dict[str, Any]) -> dict[str, Any]:
-    raw = record.get("extra")
-    if not raw:
-        return {}
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _merge(target: dict[str, Any], more: Any) -> None:

@@ -111,3 +111,15 @@ class RowResult:
     @property
     def ok(self) -> bool:
         return self.status == STATUS_OK
+
+
+def extra_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A journal record's ``extra`` JSON as a dict; whatever will not parse is kept, not lost."""
+    raw = record.get("extra")
+    if not raw:
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"unparsed_extra": raw}
+    return value if isinstance(value, dict) else {"extra": value}
