@@ -177,7 +177,9 @@ class RunDir:
     def append(self, result: RowResult) -> None:
         """Write one finished row; it is on disk (flushed) before it counts as done."""
         assert self._journal is not None, "open_journal() first"
-        self._journal.write(orjson.dumps(result.to_record()) + b"\n")
+        # orjson encodes the dataclass itself: the same object as to_record(), at a tenth
+        # of asdict()'s cost.
+        self._journal.write(orjson.dumps(result, option=orjson.OPT_APPEND_NEWLINE))
         self._journal.flush()
         now = time.monotonic()
         if now - self._last_fsync >= _FSYNC_INTERVAL_S:
