@@ -381,7 +381,8 @@ def finish(
     plan: RunPlan, outcome: RunOutcome, *, fingerprint: str, resume_command: str
 ) -> RunSummary:
     """Compact results.parquet from the journal and total the whole run (all sessions)."""
-    summary = summarize(plan.run_dir.load_index(), plan.rows_total, resume_command=resume_command)
+    summary = summarize(plan.run_dir.latest_states(), plan.rows_total,
+                        resume_command=resume_command)
     metadata = {
         "batchrun_version": __version__,
         "job": plan.job.describe(),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from batchrun.pricing import USD_PER_CREDIT
-from batchrun.store import JournalIndex
+from batchrun.store import JournalIndex, RowState
 
 
 @dataclass
@@ -43,16 +44,21 @@ class RunSummary:
 
 
 def summarize(
-    index: JournalIndex,
+    index: JournalIndex | Iterable[RowState],
     rows_total: int,
     *,
     resume_command: str | None = None,
     usd_per_credit: float = USD_PER_CREDIT,
 ) -> RunSummary:
-    """Count the latest state of every id; pending = manifest rows with no final line yet."""
+    """Count the latest state of every id; pending = manifest rows with no final line yet.
+
+    ``index`` may also be the latest states alone (``RunDir.latest_states()``), which streams
+    them instead of holding every id in memory.
+    """
     summary = RunSummary(rows_total=rows_total)
     errors: Counter[str] = Counter()
-    for state in index.rows.values():
+    states = index.rows.values() if isinstance(index, JournalIndex) else index
+    for state in states:
         if state.ok:
             summary.rows_ok += 1
         else:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from array import array
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from batchrun import store
 from batchrun.errors import InputError
 from batchrun.result import RESULTS_SCHEMA, RowResult
-from batchrun.store import RunDir, RunLockedError, run_info
+from batchrun.store import RunDir, RunLockedError, run_info, superseded_lines
+from batchrun.summary import summarize
 
 
 def _info(tmp_path: Path, fingerprint: str = "f1") -> dict[str, object]:
@@ -113,3 +116,40 @@ def test_unwritable_run_directory_is_an_input_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(InputError, match="cannot create run directory"):
         RunDir(blocker / "run").prepare(_info(tmp_path))
+
+
+def test_superseded_lines_pairs_each_repeat_with_the_next_one() -> None:
+    assert superseded_lines(array("Q", [5, 3, 5, 1, 3, 5])) == {0: 2, 2: 5, 1: 4}
+    assert superseded_lines(array("Q", [1, 2, 3])) == {}
+    assert superseded_lines(array("Q", [])) == {}
+    assert superseded_lines(array("Q", [2**64 - 1, 2**64 - 1])) == {0: 1}
+
+
+def _journal_of(run: RunDir, ids: list[str]) -> None:
+    run.open_journal()
+    for number, row_id in enumerate(ids):
+        run.append(RowResult(id=row_id, status="error" if number % 2 else "ok",
+                             error_code="upstream_error", retryable=True, attempts=number))
+    run.release()
+
+
+def test_latest_records_keep_journal_order_and_the_last_line_of_each_id(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    run.prepare(_info(tmp_path))
+    _journal_of(run, ["a", "b", "c", "b", "d", "a", "b"])
+    latest = [(r["id"], r["attempts"]) for r in run.latest_records()]
+    assert latest == [("c", 2), ("d", 4), ("a", 5), ("b", 6)]
+    summary = summarize(run.latest_states(), rows_total=5)
+    assert (summary.rows_ok, summary.rows_failed, summary.rows_pending) == (3, 1, 1)
+    assert summary.as_dict() == summarize(run.load_index(), rows_total=5).as_dict()
+
+
+def test_a_hash_collision_never_drops_a_row(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    run = RunDir(tmp_path / "run")
+    run.prepare(_info(tmp_path))
+    _journal_of(run, ["a", "b", "a", "c"])
+    monkeypatch.setattr(store, "_id_key", lambda row_id: 7)  # every id collides
+    assert [r["id"] for r in run.latest_records()] == ["b", "a", "c"]
+    run.compact({})
+    assert pq.read_table(run.results_path).column("id").to_pylist() == ["b", "a", "c"]
