@@ -66,6 +66,8 @@ async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
               help="Seed of the fault and jitter draws.")
 @click.option("--revoke-after", type=click.IntRange(min=0), default=None,
               help="Answer 401 invalid_api_key after N chat requests.")
+@click.option("--no-rate-headers", is_flag=True,
+              help="Send no x-ratelimit-* headers with --rpm (only 429 and Retry-After).")
 def emulator_command(
     host: str,
     port: int,
@@ -80,6 +82,7 @@ def emulator_command(
     chars_per_token: float,
     seed: int,
     revoke_after: int | None,
+    no_rate_headers: bool,
 ) -> None:
     """Serve a local emulator of the Gemini 3.1 Pro chat-completions API.
 
@@ -98,6 +101,7 @@ def emulator_command(
         chars_per_token=chars_per_token,
         seed=seed,
         revoke_after=revoke_after,
+        rate_headers=not no_rate_headers,
     )
     try:
         asyncio.run(_serve(config, host, port))

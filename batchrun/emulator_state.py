@@ -42,6 +42,7 @@ class EmulatorConfig:
     drop_mode: str = "mixed"  # "reset": no byte sent; "truncate": cut mid-answer; "mixed": either
     chunk_delay_ms: float = 0.0  # pause between stream events (0: one write)
     max_body_mb: float = 100.0  # larger bodies -> 400 invalid_request
+    rate_headers: bool = True  # send x-ratelimit-* with --rpm (False: a gateway that does not)
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
@@ -211,7 +212,7 @@ def _coerce(name: str, value: Any) -> Any:
         return None if value is None else int(value)
     if name == "seed" and number(value) and int(value) == value:
         return int(value)
-    if name == "deny_ip" and isinstance(value, bool):
+    if name in ("deny_ip", "rate_headers") and isinstance(value, bool):
         return value
     if name in ("thoughts_style", "drop_mode") and isinstance(value, str):
         return value

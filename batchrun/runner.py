@@ -242,10 +242,9 @@ class Runner:
                     try:
                         completion = await self.client.complete(body_bytes, stream=self.job.stream)
                     except RateLimitedError as error:
-                        self.limiter.cooldown(
-                            error.retry_after if error.retry_after is not None else 1.0
-                        )
+                        self.limiter.rate_limited(error.retry_after, error.rate_limit)
                         raise
+                    self.limiter.answered(completion.rate_limit)
         except DispatchStopped:
             return
         except FatalError as error:
