@@ -8,6 +8,7 @@ at once, so ``RetryLoop`` creates tenacity's state only after a failure.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -135,13 +136,21 @@ def retry_policy(
 ) -> RetryLoop:
     """Retry ``RetryableError`` up to ``max_attempts`` times with jittered exponential backoff,
     honouring Retry-After; anything else (row errors, fatal errors) goes straight out."""
-    return RetryLoop(
-        stop=stop_after_attempt(max_attempts),
-        wait=wait_server_hint(
+    stop, wait, retry = _policy_values(max_attempts, max_wait_s, initial_wait_s)
+    return RetryLoop(stop=stop, wait=wait, retry=retry,
+                     sleep=sleep if sleep is not None else anyio.sleep)
+
+
+@functools.lru_cache(maxsize=32)
+def _policy_values(max_attempts: int, max_wait_s: float,
+                   initial_wait_s: float) -> tuple[stop_base, wait_base, retry_base]:
+    """The policy's values, built once: they hold no state, every row's loop can share them."""
+    return (
+        stop_after_attempt(max_attempts),
+        wait_server_hint(
             wait_exponential(multiplier=initial_wait_s, max=max_wait_s)
             + wait_random(0, initial_wait_s),
             cap_s=max_wait_s,
         ),
-        retry=retry_if_exception_type(RetryableError),
-        sleep=sleep if sleep is not None else anyio.sleep,
+        retry_if_exception_type(RetryableError),
     )

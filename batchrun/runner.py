@@ -19,7 +19,7 @@ import anyio
 import orjson
 from anyio.abc import ObjectReceiveStream
 
-from batchrun import __version__
+from batchrun import __version__, channel
 from batchrun.client import ApiClient, ClientSettings, mask_key
 from batchrun.errors import (
     BatchrunError,
@@ -197,11 +197,11 @@ class Runner:
                     return
                 if index.is_done(row.id, retry_failed=retry_failed):
                     continue
-                await send_rows.send(row)
+                await channel.send(send_rows, row)
 
     async def _work(self, receive_rows: ObjectReceiveStream[Row]) -> None:
         async with receive_rows:
-            async for row in receive_rows:
+            async for row in channel.receive_all(receive_rows):
                 if self.stopping:
                     continue  # drain: the row stays pending for the resume
                 await self._process(row)
