@@ -1,8 +1,9 @@
 """The one module that speaks HTTP: POST a chat completion, read JSON or SSE, map failures.
 
-httpx's API over ``httpx_aiohttp.AiohttpTransport``: httpx's own pool degrades badly under
-high concurrency (encode/httpx#3215), aiohttp's does not. One client and one aiohttp
-``TCPConnector`` (``limit=max_connections``) serve every request of a run.
+aiohttp directly: one ``ClientSession`` and one ``TCPConnector`` (``limit=max_connections``)
+serve every request of a run. httpx's model layer on top of the same aiohttp transport cost
+2.7-3x the CPU per request of bare aiohttp (``bench/http_stack.py``, ``bench/RESULTS.md``), more
+than all of batchrun's own per-row work, so the project speaks aiohttp only.
 
 Every failure leaves as a ``BatchrunError``: API errors by the seed's table, everything on the
 wire (timeouts, resets, cut bodies, garbage) as ``TransportError``. The API key never appears in
@@ -11,37 +12,43 @@ a message: error bodies are scrubbed and transport errors are re-raised without 
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+import ssl
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import aiohttp
 import anyio
-import httpx
+import certifi
 import orjson
 from aiohttp.http_exceptions import HttpProcessingError
-from httpx_aiohttp import AiohttpTransport
 
 from batchrun import __version__
-from batchrun.errors import BatchrunError, TransportError, describe_body, error_from_response
+from batchrun.errors import (
+    BatchrunError,
+    RateLimitedError,
+    TransportError,
+    describe_body,
+    error_from_response,
+)
 from batchrun.response import StreamAccumulator, decode_event, parse_completion
 from batchrun.result import Completion
-from batchrun.retry_after import parse_retry_after
+from batchrun.retry_after import RateLimitInfo, parse_ratelimit_headers, parse_retry_after
 from batchrun.sse import SSEDecoder
 
 USER_AGENT = f"batchrun/{__version__}"
 _AIOHTTP_MESSAGE = re.compile(r"message='([^']*)'")
 # How long to wait for the end of the body once [DONE] is in (see ``_drain``).
 DRAIN_AFTER_DONE_S = 0.5
+# Any of these in an answer means the server publishes its limits (see ``rate_limit_of``).
+_RATE_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                 "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens")
 
-# Everything that means "no usable answer came over the wire". httpx_aiohttp maps most aiohttp
-# errors to httpx ones, but not all of them (and not those raised while a stream is closed).
+# Everything that means "no usable answer came over the wire".
 _WIRE_FAILURES: tuple[type[BaseException], ...] = (
-    httpx.RequestError,  # TransportError, TimeoutException, DecodingError …
-    aiohttp.ClientError,
+    aiohttp.ClientError,  # connection, payload, timeouts (ServerTimeoutError) …
     HttpProcessingError,
     TimeoutError,  # asyncio.TimeoutError is this on 3.11
     OSError,  # ConnectionResetError, ssl.SSLError …
@@ -84,6 +91,15 @@ class ClientSettings:
     request_timeout_s: float | None = None
 
 
+def rate_limit_of(headers: Mapping[str, str]) -> RateLimitInfo | None:
+    """The ``x-ratelimit-*`` headers of an answer, or None when it has none (the usual case,
+    checked cheaply: this runs for every answer)."""
+    for name in _RATE_HEADERS:
+        if name in headers:
+            return parse_ratelimit_headers(headers)
+    return None
+
+
 class ApiClient:
     """Sends chat completions; use ``async with ApiClient(settings) as client``."""
 
@@ -97,37 +113,45 @@ class ApiClient:
         self._key = settings.api_key
         self._key_bytes = settings.api_key.encode() if settings.api_key else b""
         self._session: aiohttp.ClientSession | None = None
-        self._transport = AiohttpTransport(client=self._make_session)
-        self._http = httpx.AsyncClient(
-            transport=self._transport,
-            headers={"Authorization": f"Bearer {settings.api_key}", "User-Agent": USER_AGENT},
-            # pool=None: waiting for a free connection is the runner's concurrency at work,
-            # not a fault; a stalled connect or read is.
-            timeout=httpx.Timeout(connect=settings.connect_timeout_s,
-                                  read=settings.read_timeout_s,
-                                  write=settings.read_timeout_s, pool=None),
-            # Proxies from the environment would make httpx route around our transport.
-            trust_env=False,
-        )
-        self._json_headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        self._stream_headers = {"Content-Type": "application/json",
-                                "Accept": "text/event-stream"}
+        self._closed = False
+        # The session sends these with every request; a stream only changes Accept (headers
+        # merged per request cost more than the whole of some rows' own work).
+        self._session_headers = {"Authorization": f"Bearer {settings.api_key}",
+                                 "User-Agent": USER_AGENT, "Content-Type": "application/json",
+                                 "Accept": "application/json"}
+        self._stream_headers = {"Accept": "text/event-stream"}
+        # Waiting for a free pooled connection is the runner's concurrency at work, not a
+        # fault (no overall or pool timeout); a stalled connect or read is.
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=None,
+                                              sock_connect=settings.connect_timeout_s,
+                                              sock_read=settings.read_timeout_s)
 
     def __repr__(self) -> str:
         return (f"ApiClient(endpoint={self.settings.endpoint!r}, "
                 f"max_connections={self.settings.max_connections})")
 
-    def _make_session(self) -> aiohttp.ClientSession:
+    def _open(self) -> aiohttp.ClientSession:
         """Built on first use, inside the running event loop, as aiohttp wants."""
+        if self._closed:
+            raise RuntimeError("the client is closed")
         connector = aiohttp.TCPConnector(
             limit=self.settings.max_connections,
             limit_per_host=0,  # the total limit is the one that matters: one host
-            ssl=self._transport.ssl_context,  # httpx's (certifi) verification, not aiohttp's
+            # certifi's roots, the same on every platform (not whatever the OS has).
+            ssl=ssl.create_default_context(cafile=certifi.where())
+            if self._chat_url.startswith("https:") else True,
             # Idle connections are dropped before common server keep-alives (15 s+) expire,
             # so a POST rarely lands on a socket the server has just closed.
             keepalive_timeout=15.0,
         )
-        self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=self._timeout,
+            headers=self._session_headers,
+            cookie_jar=aiohttp.DummyCookieJar(),  # an API has no use for cookies
+            trust_env=False,  # no proxies from the environment
+            raise_for_status=False,
+        )
         return self._session
 
     @property
@@ -150,7 +174,10 @@ class ApiClient:
 
     async def aclose(self) -> None:
         """Close the pool; safe to call twice."""
-        await self._http.aclose()  # closes the transport and with it the aiohttp session
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     async def complete(self, body: bytes | SizedBody, *, stream: bool) -> Completion:
         """POST one already-encoded request body; return its completion or raise its error.
@@ -169,31 +196,37 @@ class ApiClient:
         raise TransportError(f"request timed out: no complete answer within {limit:g}s")
 
     async def _complete(self, body: bytes | SizedBody, *, stream: bool) -> Completion:
-        headers = self._stream_headers if stream else self._json_headers
+        session = self._session or self._open()
+        headers = self._stream_headers if stream else None
         if not isinstance(body, bytes):
-            headers = {**headers, "Content-Length": str(body.size)}
-        request = self._http.build_request("POST", self._chat_url, content=body, headers=headers)
+            headers = {**(headers or {}), "Content-Length": str(body.size)}
         try:
-            response = await self._http.send(request, stream=True)
+            # Redirects are not followed: a POST bounced elsewhere means a wrong endpoint.
+            response = await session.post(
+                self._chat_url, data=body, allow_redirects=False, headers=headers,
+            )
         except _WIRE_FAILURES as exc:
             raise self._wire_error(exc, "request failed") from None
         try:
-            if not 200 <= response.status_code < 300:
+            if not 200 <= response.status < 300:
                 raise await self._api_error(response)
-            content_type = response.headers.get("content-type", "")
+            content_type = response.headers.get("Content-Type", "")
             if "html" in content_type:  # a captive portal, a proxy's page: not the API
-                raw = await response.aread()
-                raise TransportError(
-                    f"HTTP {response.status_code} answer is {describe_body(raw)}")
+                raw = await response.read()
+                raise TransportError(f"HTTP {response.status} answer is {describe_body(raw)}")
             if "event-stream" in content_type or (stream and "json" not in content_type):
-                return await self._read_stream(response)
-            return await self._read_json(response)
+                completion = await self._read_stream(response)
+            else:
+                completion = await self._read_json(response)
+            completion.rate_limit = rate_limit_of(response.headers)
+            return completion
         except _WIRE_FAILURES as exc:
             raise self._wire_error(exc, "reading the answer failed") from None
         except BatchrunError as exc:
             raise self._scrubbed(exc) from None
         finally:
-            await self._close(response)
+            # Back to the pool when the body was read to its end; closed otherwise.
+            response.release()
 
     async def get_credits(self) -> float | None:
         """The balance from ``GET {endpoint}/credits``; None when unknown or unlimited.
@@ -201,55 +234,57 @@ class ApiClient:
         401/402/403 raise their error (the key cannot be used); a missing endpoint, a 5xx, a body
         we cannot read or a shape we do not know give None: the balance is only advisory.
         """
+        session = self._session or self._open()
         try:
-            response = await self._http.get(self._credits_url,
-                                             headers={"Accept": "application/json"})
+            async with session.get(self._credits_url, allow_redirects=False) as response:
+                if response.status in (401, 402, 403):
+                    raise await self._api_error(response)
+                if response.status != 200:
+                    return None
+                raw = await response.read()
         except _WIRE_FAILURES as exc:
             raise self._wire_error(exc, "GET /credits failed") from None
-        if response.status_code in (401, 402, 403):
-            raise await self._api_error(response)
-        if response.status_code != 200:
-            return None
         try:
-            payload = orjson.loads(response.content)
+            payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return None
         return balance_from_payload(payload)
 
-    async def _read_json(self, response: httpx.Response) -> Completion:
-        raw = await response.aread()
+    async def _read_json(self, response: aiohttp.ClientResponse) -> Completion:
+        raw = await response.read()
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
             if raw.lstrip()[:5] == b"data:":  # an event stream with a JSON content type
-                return _parse_sse_bytes(raw, response.status_code)
-            snippet = raw[:120].decode("utf-8", "replace")
+                return _parse_sse_bytes(raw, response.status)
             raise TransportError(
-                f"HTTP {response.status_code} answer is not JSON ({len(raw)} bytes): "
-                f"{snippet!r}") from None
-        return parse_completion(payload, response.status_code)
+                f"HTTP {response.status} answer is {describe_body(raw)}") from None
+        return parse_completion(payload, response.status)
 
-    async def _read_stream(self, response: httpx.Response) -> Completion:
+    async def _read_stream(self, response: aiohttp.ClientResponse) -> Completion:
         decoder = SSEDecoder()
-        accumulator = StreamAccumulator(response.status_code)
-        chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
-        async with contextlib.aclosing(chunks):
-            async for data in chunks:
-                for event in decoder.feed(data):
-                    if accumulator.feed_event(event):
-                        completion = accumulator.finish(saw_done=True)
-                        await _drain(chunks)
-                        return completion
+        accumulator = StreamAccumulator(response.status)
+        content = response.content
+        async for data in content.iter_any():
+            for event in decoder.feed(data):
+                if accumulator.feed_event(event):
+                    completion = accumulator.finish(saw_done=True)
+                    if not content.at_eof():
+                        await _drain(content)
+                    return completion
         return _finish_stream(decoder, accumulator)
 
-    async def _api_error(self, response: httpx.Response) -> BatchrunError:
-        body = await response.aread()
+    async def _api_error(self, response: aiohttp.ClientResponse) -> BatchrunError:
+        body = await response.read()
         if self._key_bytes and self._key_bytes in body:
             body = body.replace(self._key_bytes, _masked(self._key).encode())
         if b"data:" in body:  # an error sent as an event stream
             body = _error_event(body) or body
         retry_after = parse_retry_after(response.headers, cap_s=self.settings.max_retry_after_s)
-        return error_from_response(response.status_code, body, retry_after=retry_after)
+        error = error_from_response(response.status, body, retry_after=retry_after)
+        if isinstance(error, RateLimitedError):
+            error.rate_limit = rate_limit_of(response.headers)
+        return error
 
     def _wire_error(self, exc: BaseException, what: str) -> TransportError:
         message = f"{what}: {describe_failure(exc, self.settings)}"
@@ -261,18 +296,16 @@ class ApiClient:
             exc.args = (exc.message,)
         return exc
 
-    @staticmethod
-    async def _close(response: httpx.Response) -> None:
-        with contextlib.suppress(*_WIRE_FAILURES):
-            await response.aclose()
 
-
-async def _drain(chunks: AsyncGenerator[bytes, None]) -> None:
+async def _drain(content: aiohttp.StreamReader) -> None:
     """Read the few bytes after [DONE] (the chunked-body terminator) so that aiohttp sees a
     complete body and puts the connection back in the pool instead of closing it. Bounded:
     a server that keeps the stream open after [DONE] only costs us that connection."""
-    with anyio.move_on_after(DRAIN_AFTER_DONE_S), contextlib.suppress(*_WIRE_FAILURES):
-        async for _ in chunks:
+    with anyio.move_on_after(DRAIN_AFTER_DONE_S):
+        try:
+            while await content.readany():
+                pass
+        except _WIRE_FAILURES:
             pass
 
 
@@ -315,35 +348,26 @@ def _parse_sse_bytes(raw: bytes, http_status: int) -> Completion:
 
 
 def describe_failure(exc: BaseException, settings: ClientSettings) -> str:
-    """A short reason for a wire failure, from the aiohttp error behind httpx's when there is one.
-
-    httpx_aiohttp files every aiohttp connection error (a server disconnect too) under
-    ``ConnectTimeout``, so the original error says more than the mapped one.
-    """
-    cause: BaseException = exc
-    if isinstance(exc, httpx.HTTPError) and exc.__cause__ is not None:
-        cause = exc.__cause__
-    if isinstance(cause, aiohttp.ConnectionTimeoutError) or (
-            cause is exc and isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)):
+    """A short reason for a wire failure, in the words a user can act on."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return f"connect timed out after {settings.connect_timeout_s:g}s"
-    if isinstance(cause, aiohttp.SocketTimeoutError) or (
-            cause is exc and isinstance(exc, httpx.ReadTimeout)):
+    if isinstance(exc, aiohttp.SocketTimeoutError):
         return f"read timed out: no data for {settings.read_timeout_s:g}s"
-    if isinstance(cause, TimeoutError | httpx.TimeoutException):
+    if isinstance(exc, TimeoutError):
         return "timed out"
-    if isinstance(cause, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server disconnected"
-    if isinstance(cause, aiohttp.ClientPayloadError):
-        detail = _AIOHTTP_MESSAGE.search(str(cause))
-        return f"body cut off: {detail.group(1) if detail else _short(cause)}"
-    if isinstance(cause, aiohttp.ClientConnectorError):
-        reason = cause.os_error.strerror or str(cause.os_error)
-        return f"cannot connect to {cause.host}:{cause.port}: {reason}"
-    if isinstance(cause, ConnectionResetError):
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        detail = _AIOHTTP_MESSAGE.search(str(exc))
+        return f"body cut off: {detail.group(1) if detail else _short(exc)}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        reason = exc.os_error.strerror or str(exc.os_error)
+        return f"cannot connect to {exc.host}:{exc.port}: {reason}"
+    if isinstance(exc, ConnectionResetError) or (
+            isinstance(exc, aiohttp.ClientOSError) and isinstance(exc.__cause__,
+                                                                  ConnectionResetError)):
         return "connection reset by peer"
-    if isinstance(cause, httpx.DecodingError):
-        return f"cannot decode the body ({_short(cause)})"
-    return f"{type(cause).__name__}: {_short(cause)}" if str(cause) else type(cause).__name__
+    return f"{type(exc).__name__}: {_short(exc)}" if str(exc) else type(exc).__name__
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:

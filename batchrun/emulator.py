@@ -117,9 +117,10 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
         headers = {
             "Retry-After": str(max(1, math.ceil(wait))),
             "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
-            "x-ratelimit-limit-requests": str(int(config.rpm or 0)),
-            "x-ratelimit-remaining-requests": "0",
         }
+        if config.rate_headers:
+            headers["x-ratelimit-limit-requests"] = str(int(config.rpm or 0))
+            headers["x-ratelimit-remaining-requests"] = "0"
         return _count(stats, error_response(
             "rate_limit_exceeded", "Too many requests, please slow down.", headers))
     if config.balance is not None and config.balance <= 0:
@@ -173,7 +174,7 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
         with_usage=fault != "no_usage",
     )
     rate_headers = {}
-    if config.rpm:
+    if config.rpm and config.rate_headers:
         rate_headers["x-ratelimit-limit-requests"] = str(int(config.rpm))
         rate_headers["x-ratelimit-remaining-requests"] = str(int(state.bucket_tokens or 0))
     if chat.stream:

@@ -98,6 +98,8 @@ async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
               "(billed).")
 @click.option("--echo-key", is_flag=True,
               help="Quote the caller's key in 401 messages, as careless gateways do.")
+@click.option("--no-rate-headers", is_flag=True,
+              help="Send no x-ratelimit-* headers with --rpm (only 429 and Retry-After).")
 def emulator_command(
     host: str,
     port: int,
@@ -123,6 +125,7 @@ def emulator_command(
     stall_s: float,
     early_eof_rate: float,
     echo_key: bool,
+    no_rate_headers: bool,
 ) -> None:
     """Serve a local emulator of the Gemini 3.1 Pro chat-completions API.
 
@@ -153,6 +156,7 @@ def emulator_command(
             stall_s=stall_s,
             early_eof_rate=early_eof_rate,
             echo_key=echo_key,
+            rate_headers=not no_rate_headers,
         )
     except ValueError as exc:  # e.g. fault rates adding up to more than 1
         raise click.UsageError(str(exc)) from None

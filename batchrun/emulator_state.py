@@ -58,6 +58,7 @@ class EmulatorConfig:
     stall_s: float = 30.0
     early_eof_rate: float = 0.0  # the answer ends cleanly halfway: no usage, no [DONE] (billed)
     echo_key: bool = False  # error messages quote the caller's key, as careless gateways do
+    rate_headers: bool = True  # send x-ratelimit-* with --rpm (False: a gateway that does not)
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
@@ -263,7 +264,7 @@ def _coerce(name: str, value: Any) -> Any:
         return None if value is None else int(value)
     if name == "seed" and number(value) and int(value) == value:
         return int(value)
-    if name in ("deny_ip", "echo_key") and isinstance(value, bool):
+    if name in ("deny_ip", "echo_key", "rate_headers") and isinstance(value, bool):
         return value
     if name in ("thoughts_style", "drop_mode", "retry_after") and isinstance(value, str):
         return value

@@ -30,6 +30,8 @@ from typing import Any
 
 import orjson
 
+from batchrun.retry_after import RateLimitInfo
+
 
 class BatchrunError(Exception):
     """Base of every error batchrun raises on purpose."""
@@ -103,6 +105,8 @@ class RateLimitedError(RetryableError):
     http_status = 429
     code = "rate_limit_exceeded"
     error_type = "rate_limit_error"
+    # The answer's x-ratelimit-* headers when it had any (set by the client).
+    rate_limit: RateLimitInfo | None = None
 
 
 class ServerError(RetryableError):

@@ -126,6 +126,7 @@ class PreparedRequest:
     estimate: RowEstimate
     metas: dict[str, MediaMeta] = field(default_factory=dict)
     prompt_bound: int = 0  # an upper bound on the prompt's tokens (for the credit budget)
+    _skeleton_sha: str | None = field(default=None, repr=False)
 
     def pieces(self) -> Generator[bytes, None, None]:
         """The body in pieces: JSON between the files, and each file as base64 blocks."""
@@ -147,6 +148,12 @@ class PreparedRequest:
         if produced != self.size:  # cannot happen: every file's size was checked as read
             raise MediaError(f"row {self.row_id!r}: media changed while being read; try again")
         yield rest
+
+    def skeleton_sha256(self) -> str:
+        """sha256 of a body without local media (its skeleton is the whole body)."""
+        if self._skeleton_sha is None:
+            self._skeleton_sha = hashlib.sha256(self.skeleton).hexdigest()
+        return self._skeleton_sha
 
     def sha256(self) -> str:
         """The sha256 of the whole body, read and encoded block by block (never held whole)."""

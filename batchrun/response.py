@@ -237,6 +237,11 @@ class _ChoiceState:
                 self.choice_rest[key] = _merge(self.choice_rest.get(key), value, key)
 
     def _add_delta(self, delta: dict[str, Any]) -> None:
+        if len(delta) == 1:  # nearly every chunk: {"content": "next words"}
+            content = delta.get("content")
+            if type(content) is str:
+                self.splitter.feed(content)
+                return
         reasoning_content = delta.get("reasoning_content")
         if isinstance(reasoning_content, str):
             self.thought_parts.append(reasoning_content)

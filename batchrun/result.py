@@ -8,6 +8,8 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from batchrun.retry_after import RateLimitInfo
+
 RESULTS_SCHEMA = pa.schema(
     [
         ("id", pa.string()),
@@ -58,6 +60,8 @@ class Completion:
     http_status: int = 200
     # Everything else the answer carried (annotations, tool calls, unknown fields).
     extra: dict[str, Any] = field(default_factory=dict)
+    # The answer's x-ratelimit-* headers, for the limiter (not recorded); None when absent.
+    rate_limit: RateLimitInfo | None = None
 
     @property
     def has_usage(self) -> bool:

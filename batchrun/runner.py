@@ -20,7 +20,7 @@ import anyio
 import orjson
 from anyio.abc import ObjectReceiveStream
 
-from batchrun import __version__
+from batchrun import __version__, channel
 from batchrun.breaker import CircuitBreaker
 from batchrun.budget import (
     BudgetExhausted,
@@ -45,7 +45,7 @@ from batchrun.journal_index import JournalIndex
 from batchrun.manifest import Row, iter_rows
 from batchrun.media import MediaResolver, media_root_for
 from batchrun.membudget import ByteBudget
-from batchrun.payload import prepare_request
+from batchrun.payload import StreamedBody, prepare_request
 from batchrun.pricing import Price, price_for
 from batchrun.progress import RunCounters, report_progress
 from batchrun.ratelimit import Limiter
@@ -249,11 +249,11 @@ class Runner:
                     return
                 if index.is_done_row(row, retry_failed=retry_failed):
                     continue
-                await send_rows.send(row)
+                await channel.send(send_rows, row)
 
     async def _work(self, receive_rows: ObjectReceiveStream[Row]) -> None:
         async with receive_rows:
-            async for row in receive_rows:
+            async for row in channel.receive_all(receive_rows):
                 if self.stopping:
                     continue  # drain: the row stays pending for the resume
                 await self._process(row)
@@ -307,24 +307,28 @@ class Runner:
                     # Media are read and encoded block by block as the socket takes them,
                     # while the body's full size is held from the byte budget.
                     async with self.bytes_in_flight.hold(prepared.size):
-                        body = prepared.stream(self._encoders)
+                        # A body without local media goes as it is (no per-chunk iteration).
+                        body: bytes | StreamedBody = (
+                            prepared.stream(self._encoders) if prepared.media
+                            else prepared.skeleton)
                         send_started = time.perf_counter()  # latency: the wire, not the wait
                         try:
                             completion = await self.client.complete(body, stream=self.job.stream)
                         except BaseException as error:
                             if isinstance(error, RateLimitedError):
-                                self.limiter.cooldown(
-                                    error.retry_after if error.retry_after is not None else 1.0
-                                )
+                                self.limiter.rate_limited(error.retry_after, error.rate_limit)
                             if reservation is not None and self.budget is not None:
                                 self.budget.settle_failure(reservation, error)
-                            if isinstance(error, TransportError) and body.error is not None:
+                            if (isinstance(error, TransportError) and isinstance(body, StreamedBody)
+                                    and body.error is not None):
                                 raise body.error from None  # a file changed under us: row error
                             raise
                         finally:
-                            request_sha = body.sha256 or request_sha
+                            request_sha = (body.sha256 if isinstance(body, StreamedBody)
+                                           else prepared.skeleton_sha256()) or request_sha
                         if reservation is not None and self.budget is not None:
                             self.budget.settle(reservation, completion)
+                        self.limiter.answered(completion.rate_limit)
         except DispatchStopped:
             return
         except FatalError as error:

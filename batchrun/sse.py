@@ -42,7 +42,8 @@ class SSEDecoder:
         if self._tail:
             self._tail.append(data)
             data = b"".join(self._tail)
-        lines = _LINE_END.split(data)
+        # Servers end lines with "\n" nearly always; bytes.split is several times the regex.
+        lines = _LINE_END.split(data) if b"\r" in data else data.split(b"\n")
         last = lines.pop()  # the unterminated rest ("" when data ends with a line end)
         self._tail = [last] if last else []
         if not last and data[-1] == 0x0D:
@@ -82,20 +83,13 @@ class SSEDecoder:
         for line in lines:
             if not line:
                 if data_lines:
-                    events.append(b"\n".join(data_lines).decode("utf-8", "replace"))
+                    joined = data_lines[0] if len(data_lines) == 1 else b"\n".join(data_lines)
+                    events.append(joined.decode("utf-8", "replace"))
                     data_lines = self._data = []
-                continue
-            if line[0] == 0x3A:  # ":" comment, e.g. a keep-alive
-                continue
-            colon = line.find(b":")
-            if colon < 0:
-                if line == b"data":
-                    data_lines.append(b"")
-                continue
-            if line[:colon] != b"data":
-                continue
-            value = line[colon + 1:]
-            if value[:1] == b" ":
-                value = value[1:]
-            data_lines.append(value)
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data_lines.append(value[1:] if value[:1] == b" " else value)
+            elif line == b"data":
+                data_lines.append(b"")
+            # anything else is a ":" comment (keep-alive) or a field we do not use
         return events
