@@ -94,6 +94,9 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
     try:
         return await _chat_inner(request, state)
+    except ConnectionResetError:
+        # The client went away mid-answer (killed, timed out): nothing to answer, no traceback.
+        raise web.HTTPBadRequest() from None
     finally:
         stats.in_flight -= 1
 

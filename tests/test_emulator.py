@@ -649,3 +649,30 @@ def test_cli_serves_as_a_subprocess(http: httpx.Client) -> None:
         for pipe in (process.stdout, process.stderr):
             if pipe is not None:
                 pipe.close()
+
+
+def test_a_client_leaving_mid_stream_is_not_a_server_error(
+    make_emulator: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A killed client (the crash tests do it on purpose) must not make the emulator log
+    a traceback for every answer it could not finish."""
+    import json as json_module
+    import logging
+    import socket
+    import time
+
+    server = make_emulator(chunk_delay_ms=50)
+    port = int(server.base_url.split(":")[2].split("/")[0])
+    caplog.set_level(logging.ERROR)
+    for number in range(3):
+        body = json_module.dumps({"model": "gemini-3.1-pro",
+                                  "messages": [{"role": "user", "content": f"hi {number}"}]})
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test"
+                b"\r\nContent-Type: application/json\r\nContent-Length: "
+                + str(len(body)).encode() + b"\r\n\r\n" + body.encode())
+            assert sock.recv(200).startswith(b"HTTP/1.1 200")
+    time.sleep(1.0)
+    assert "Error handling request" not in caplog.text
+    assert server.stats.requests_total == 3
