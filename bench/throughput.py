@@ -3,6 +3,7 @@
     python bench/throughput.py                 # the cells of the issue's "done when"
     python bench/throughput.py --full          # latency 0/200/2000 ms x concurrency 64-1024
     python bench/throughput.py --latency 200 --concurrency 512 --stream both --seconds 20
+    python bench/throughput.py --repeat 3      # medians of 3 alternating runs per cell
 
 For every cell the emulator (core 0) gets a fresh start, then the baseline (bare aiohttp, same
 request bytes, bodies built before its clock starts) and ``batchrun run`` (core 1) send the
@@ -43,17 +44,33 @@ def rows_for(latency_ms: float, concurrency: int, seconds: float) -> int:
 
 
 def measure(latency_ms: float, concurrency: int, stream: bool, seconds: float,
-            work: Path) -> list[str]:
+            work: Path, repeat: int = 1) -> list[str]:
+    """Baseline then batchrun, ``repeat`` times alternately; the median run of each counts."""
     rows = rows_for(latency_ms, concurrency, seconds)
     tag = f"{latency_ms:g}-{concurrency}-{'s' if stream else 'j'}"
     manifest = write_manifest(work / f"m-{rows}.jsonl", rows)
     job = write_job(work / f"{tag}.toml", stream=stream, concurrency=concurrency)
+    bases: list[ClientFigures] = []
+    ours: list[ClientFigures] = []
     with emulator("--latency-ms", f"{latency_ms:g}") as emu:
-        base = baseline_client(manifest, job, emu.base_url)
-        emu.reset()
-        ours = batchrun_client(manifest, job, work / f"out-{tag}", emu.base_url)
+        for attempt in range(repeat):
+            bases.append(baseline_client(manifest, job, emu.base_url))
+            emu.reset()
+            ours.append(batchrun_client(manifest, job, work / f"out-{tag}-{attempt}",
+                                        emu.base_url))
+            emu.reset()
     ideal = ideal_rate(concurrency, latency_ms / 1000.0)
-    return _row(latency_ms, concurrency, stream, rows, ideal, base, ours)
+    return _row(latency_ms, concurrency, stream, rows, ideal, _median(bases), _median(ours))
+
+
+def _median(runs: list[ClientFigures]) -> ClientFigures:
+    """The run of median rate, with the median CPU of all runs (they vary independently)."""
+    by_rate = sorted(runs, key=lambda run: run.rate)
+    middle = by_rate[len(by_rate) // 2]
+    cpu = sorted(run.cpu_per_1000 for run in runs)[len(runs) // 2]
+    return ClientFigures(requests=middle.requests, ok=middle.ok, elapsed_s=middle.elapsed_s,
+                         cpu_s=cpu * middle.requests / 1000.0, max_rss_mb=middle.max_rss_mb,
+                         extra=middle.extra)
 
 
 def _row(latency_ms: float, concurrency: int, stream: bool, rows: int, ideal: float,
@@ -86,6 +103,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0,
                         help="length of a run at the ideal rate (latency > 0)")
     parser.add_argument("--quick", action="store_true", help="5 s runs, 10,000 rows at latency 0")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of each client per cell; the medians are shown")
     args = parser.parse_args()
     global LATENCY0_ROWS
     if args.quick:
@@ -107,7 +126,8 @@ def main() -> None:
     with workdir() as work:
         for latency_ms, concurrency in cells:
             for stream in streams:
-                rows.append(measure(latency_ms, concurrency, stream, args.seconds, work))
+                rows.append(measure(latency_ms, concurrency, stream, args.seconds, work,
+                                    args.repeat))
                 print(table(rows), flush=True)
     print(machine_note())
 
