@@ -13,6 +13,7 @@ import anyio
 import orjson
 import pytest
 from aiohttp import web
+from seed_errors import SEED_ERRORS
 
 from batchrun import errors
 from batchrun.client import (
@@ -380,18 +381,6 @@ async def test_error_status_with_an_event_stream_body(
 
 # ---------------------------------------------------------------- the seed's error table
 
-SEED_ERRORS = [
-    (400, "invalid_request", "invalid_request_error", errors.InvalidRequestError),
-    (401, "invalid_api_key", "authentication_error", errors.AuthenticationError),
-    (402, "insufficient_credits", "billing_error", errors.InsufficientCreditsError),
-    (403, "ip_not_allowed", "permission_error", errors.PermissionDeniedError),
-    (404, "model_not_found", "invalid_request_error", errors.ModelNotFoundError),
-    (404, "task_not_found", "invalid_request_error", errors.InvalidRequestError),
-    (429, "rate_limit_exceeded", "rate_limit_error", errors.RateLimitedError),
-    (429, "spend_limit_exceeded", "billing_error", errors.SpendLimitError),
-    (500, "internal_error", "api_error", errors.ServerError),
-    (503, "upstream_error", "upstream_error", errors.UpstreamError),
-]
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from seed_errors import SEED_ERRORS
 
 from batchrun import errors
 from batchrun.pricing import PRICES, USD_PER_CREDIT, price_for
@@ -23,18 +24,7 @@ def test_price_of_a_suffixed_model_version_is_its_base() -> None:
 
 @pytest.mark.parametrize(
     ("status", "code", "error_type", "cls"),
-    [
-        (400, "invalid_request", "invalid_request_error", errors.InvalidRequestError),
-        (401, "invalid_api_key", "authentication_error", errors.AuthenticationError),
-        (402, "insufficient_credits", "billing_error", errors.InsufficientCreditsError),
-        (403, "ip_not_allowed", "permission_error", errors.PermissionDeniedError),
-        (404, "model_not_found", "invalid_request_error", errors.ModelNotFoundError),
-        (404, "task_not_found", "invalid_request_error", errors.InvalidRequestError),
-        (429, "rate_limit_exceeded", "rate_limit_error", errors.RateLimitedError),
-        (429, "spend_limit_exceeded", "billing_error", errors.SpendLimitError),
-        (500, "internal_error", "api_error", errors.ServerError),
-        (503, "upstream_error", "upstream_error", errors.UpstreamError),
-    ],
+    SEED_ERRORS,
 )
 def test_seed_error_table_maps_to_classes(
     status: int, code: str, error_type: str, cls: type[errors.BatchrunError]
