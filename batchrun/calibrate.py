@@ -197,7 +197,7 @@ def project(
         prompt_tokens=round(point.prompt_tokens),
         output_tokens=output,
         credits=credits,
-        usd=Band(price.usd(credits.low), price.usd(credits.expected), price.usd(credits.high)),
+        usd=credits.map(price.usd),
         by_kind=by_kind,
         basis=(
             f"calibrated on {len(rows)} sample rows: prompt tokens x{calibration.prompt_ratio:.3f}"

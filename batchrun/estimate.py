@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -234,6 +234,10 @@ class Band:
     def plus(self, other: Band) -> Band:
         return Band(self.low + other.low, self.expected + other.expected, self.high + other.high)
 
+    def map(self, convert: Callable[[float], float]) -> Band:
+        """The same band in other units (credits → USD)."""
+        return Band(convert(self.low), convert(self.expected), convert(self.high))
+
     @classmethod
     def exact(cls, value: float) -> Band:
         return cls(value, value, value)
@@ -404,7 +408,7 @@ def assumed_estimate(tally: Tally, expected_output: int, price: Price) -> RunEst
         prompt_tokens=prompt,
         output_tokens=output,
         credits=credits,
-        usd=Band(price.usd(credits.low), price.usd(credits.expected), price.usd(credits.high)),
+        usd=credits.map(price.usd),
         by_kind=by_kind,
         basis=(
             f"assumed output: {expected_output:,} tokens per row (expected_output_tokens), "

@@ -46,13 +46,17 @@ class RunCounters:
     def rows_done_now(self) -> int:
         return self.rows_ok + self.rows_failed
 
-    def line(self, now: float | None = None) -> str:
-        """One human line: rows done of total, rate, credits so far, ETA (pure)."""
+    def pace(self, now: float | None = None) -> tuple[float, int, float, str]:
+        """(seconds elapsed, rows done in all sessions, rows/s this session, ETA) at ``now``."""
         elapsed = max(1e-9, (now if now is not None else time.monotonic()) - self.started_at)
         done = self.rows_skipped + self.rows_done_now
         rate = self.rows_done_now / elapsed
         remaining = max(0, self.rows_total - done)
-        eta = _duration(remaining / rate) if rate > 0 else "?"
+        return elapsed, done, rate, _duration(remaining / rate) if rate > 0 else "?"
+
+    def line(self, now: float | None = None) -> str:
+        """One human line: rows done of total, rate, credits so far, ETA (pure)."""
+        _, done, rate, eta = self.pace(now)
         failed = f" ({self.rows_failed:,} failed)" if self.rows_failed else ""
         errors = ""
         if self.errors_by_code:
@@ -74,11 +78,7 @@ def _duration(seconds: float) -> str:
 
 def progress_table(counters: RunCounters, now: float | None = None) -> Table:
     """The live TTY display: one labelled line per figure (pure given ``now``)."""
-    moment = now if now is not None else time.monotonic()
-    elapsed = max(1e-9, moment - counters.started_at)
-    done = counters.rows_skipped + counters.rows_done_now
-    rate = counters.rows_done_now / elapsed
-    remaining = max(0, counters.rows_total - done)
+    elapsed, done, rate, eta = counters.pace(now)
     tokens = counters.prompt_tokens + counters.completion_tokens
     spend = f"{counters.credits:,.4f} credits (${counters.credits * USD_PER_CREDIT:,.4f})"
     if counters.estimate_credits:
@@ -93,7 +93,7 @@ def progress_table(counters: RunCounters, now: float | None = None) -> Table:
     table.add_row("speed", f"{rate:,.1f} rows/s · {counters.requests_sent / elapsed:,.1f} req/s · "
                   f"{tokens / elapsed:,.0f} tokens/s")
     table.add_row("spent", spend)
-    table.add_row("ETA", _duration(remaining / rate) if rate > 0 else "?")
+    table.add_row("ETA", eta)
     if counters.errors_by_code:
         table.add_row("errors", ", ".join(
             f"{code} ×{count:,}" for code, count in counters.errors_by_code.most_common(4)))
