@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import anyio
 import orjson
 
 from batchrun.calibrate import (
@@ -26,6 +25,7 @@ from batchrun.calibrate import (
 )
 from batchrun.client import ApiClient
 from batchrun.estimate import KindEstimate, RunEstimate, Tally, assumed_estimate
+from batchrun.eventloop import run_dispatch
 from batchrun.job import JobSpec
 from batchrun.journal_index import JournalIndex
 from batchrun.manifest import Row, iter_rows
@@ -162,7 +162,7 @@ def send_sample(
     async def send() -> RunOutcome:
         return await execute(sample_plan, before_dispatch=before_dispatch)
 
-    return anyio.run(send)
+    return run_dispatch(send)
 
 
 def conclude(

@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import click
 import orjson
 
@@ -36,6 +35,7 @@ from batchrun.diskspace import check_free_space
 from batchrun.endpoint_check import plain_http_warning
 from batchrun.errors import BatchrunError, InputError
 from batchrun.estimate import estimate_lines
+from batchrun.eventloop import run_dispatch
 from batchrun.job import JobSpec, load_job
 from batchrun.journal_index import STATE_OK, JournalIndex
 from batchrun.manifest import manifest_fingerprint
@@ -394,7 +394,7 @@ def run(
                                    sample_kept_in=out)
             if outcome is None:
                 check = _balance_check(expected, ignore_balance)
-                outcome = anyio.run(lambda: execute(plan, before_dispatch=check))
+                outcome = run_dispatch(lambda: execute(plan, before_dispatch=check))
             if not quiet and sys.stderr.isatty():
                 sys.stderr.write("\n")
             if outcome.stop_reason == STOP_BUDGET and ledger is not None:

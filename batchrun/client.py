@@ -120,9 +120,11 @@ class ApiClient:
                                  "User-Agent": USER_AGENT, "Content-Type": "application/json",
                                  "Accept": "application/json"}
         self._stream_headers = {"Accept": "text/event-stream"}
-        # Waiting for a free pooled connection is the runner's concurrency at work, not a
-        # fault (no overall or pool timeout); a stalled connect or read is.
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=None,
+        # Waiting for a free pooled connection is the runner's concurrency at work (the pool
+        # is as large as it): only a stalled connect or read, or an answer that takes longer
+        # than request_timeout_s overall, is a fault. aiohttp's own total timer covers the
+        # body's last byte too; it costs a fraction of a cancel scope per request.
+        self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout_s, connect=None,
                                               sock_connect=settings.connect_timeout_s,
                                               sock_read=settings.read_timeout_s)
 
@@ -186,14 +188,7 @@ class ApiClient:
         transfer encoding), so a large body is never copied whole into the socket's buffer.
         The whole exchange is bounded by ``request_timeout_s`` (a trickling stream retries).
         """
-        limit = self.settings.request_timeout_s
-        if limit is None:
-            return await self._complete(body, stream=stream)
-        with anyio.move_on_after(limit) as scope:
-            return await self._complete(body, stream=stream)
-        # Only reached when the scope cancelled the request: the answer took too long overall.
-        assert scope.cancelled_caught
-        raise TransportError(f"request timed out: no complete answer within {limit:g}s")
+        return await self._complete(body, stream=stream)
 
     async def _complete(self, body: bytes | SizedBody, *, stream: bool) -> Completion:
         session = self._session or self._open()
@@ -353,7 +348,9 @@ def describe_failure(exc: BaseException, settings: ClientSettings) -> str:
         return f"connect timed out after {settings.connect_timeout_s:g}s"
     if isinstance(exc, aiohttp.SocketTimeoutError):
         return f"read timed out: no data for {settings.read_timeout_s:g}s"
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError):  # neither connect nor read: the overall limit
+        if settings.request_timeout_s is not None:
+            return f"request timed out: no complete answer within {settings.request_timeout_s:g}s"
         return "timed out"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server disconnected"

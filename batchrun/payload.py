@@ -59,14 +59,18 @@ class _DeferringResolver(MediaResolver):
     """Checks and opens each local file now; hands back a marker instead of its bytes."""
 
     def __init__(self, base: MediaResolver) -> None:
-        super().__init__(base.root, max_file_bytes=base.max_file_bytes)
-        self.token = secrets.token_hex(8)
+        # One per row: the base's root is already real, so no realpath() per row here.
+        self.root = base.root
+        self.max_file_bytes = base.max_file_bytes
+        self.token = ""  # drawn on the first local file: most rows have none
         self.pending: list[_Pending] = []
 
     def to_url(self, ref: str) -> str:
         if is_passthrough_url(ref):
             return ref
         fd, info = self.open_checked(ref)
+        if not self.token:
+            self.token = secrets.token_hex(8)
         marker = f"{_MARKER}{self.token}:{len(self.pending)}"
         self.pending.append(_Pending(ref, marker, fd, info))
         return marker

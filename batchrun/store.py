@@ -244,9 +244,10 @@ class RunDir:
             self._journal.write(line)
             self._journal.flush()
             self._journal_size += len(line)
+            # The index is a cache of the journal (lines it lacks are re-read on load, a torn
+            # record is cut off), so it reaches the kernel with the timer's fsync, not per row.
             self._index.write(
                 pack(entry_for(record, offset, len(line), key_prefix(result.cache_key))))
-            self._index.flush()
             self._appended += 1
             if time.monotonic() - self._last_fsync >= FSYNC_INTERVAL_S:
                 self.sync()
