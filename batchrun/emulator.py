@@ -324,13 +324,18 @@ def create_app(config: EmulatorConfig, stats: EmulatorStats | None = None) -> we
     return app
 
 
+LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+
+
 async def start_site(
     app: web.Application, host: str = "127.0.0.1", port: int = 0, shutdown_timeout: float = 0.5
 ) -> tuple[web.AppRunner, int]:
     """Bind ``app`` (no access log: it would cost more than a request) and return the port."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    # A client opening hundreds of connections at once must not overflow the accept queue
+    # (aiohttp's default is 128): dropped SYNs come back only after a 1 s retransmission.
+    site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
     try:
         await site.start()
     except BaseException:

@@ -16,6 +16,7 @@ from batchrun.emulator import (
     create_app,
     start_site,
 )
+from batchrun.eventloop import run_server
 
 _PROBABILITY = click.FloatRange(0.0, 1.0)
 _NON_NEGATIVE = click.FloatRange(min=0.0)
@@ -161,7 +162,7 @@ def emulator_command(
     except ValueError as exc:  # e.g. fault rates adding up to more than 1
         raise click.UsageError(str(exc)) from None
     try:
-        asyncio.run(_serve(config, host, port))
+        run_server(_serve(config, host, port))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
 

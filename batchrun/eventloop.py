@@ -15,9 +15,10 @@ Both measured at 200 ms latency x 512 in flight (`bench/throughput.py`, RESULTS.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -27,6 +28,7 @@ YOUNG_THRESHOLD = 50_000
 LOOP_ENV = "BATCHRUN_EVENT_LOOP"
 
 T = TypeVar("T")
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
 def use_uvloop() -> bool:
@@ -52,3 +54,20 @@ def run_dispatch(work: Callable[[], Awaitable[T]]) -> T:
     """``anyio.run(work)`` for code that keeps many requests in flight."""
     with lean_collector():
         return anyio.run(work, backend_options={"use_uvloop": use_uvloop()})
+
+
+def loop_factory() -> LoopFactory | None:
+    """uvloop's loop factory, or None for asyncio's default loop."""
+    if not use_uvloop():
+        return None
+    try:
+        import uvloop
+    except ImportError:  # not installed (Windows, PyPy): asyncio's loop does the job
+        return None
+    return uvloop.new_event_loop
+
+
+def run_server(main: Coroutine[object, object, T]) -> T:
+    """``asyncio.run(main)`` for a server (the emulator) on the same loop and collector."""
+    with lean_collector(), asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(main)
