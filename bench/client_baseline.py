@@ -20,6 +20,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from steady import steady_rate  # noqa: E402  (bench/ is the script's own folder)
+
 from batchrun.job import load_job  # noqa: E402
 from batchrun.manifest import iter_rows  # noqa: E402
 from batchrun.request import build_body, encode_body  # noqa: E402
@@ -31,11 +33,12 @@ def _cpu() -> float:
 
 
 async def hammer(url: str, bodies: list[bytes], concurrency: int,
-                 stream: bool) -> tuple[int, int]:
+                 stream: bool) -> tuple[int, int, float | None]:
     headers = {"Authorization": "Bearer sk-bench-key-0000", "Content-Type": "application/json",
                "Accept": "text/event-stream" if stream else "application/json"}
     queue = iter(bodies)
     counts = [0, 0]
+    finished: list[float] = []
 
     async def worker(session: aiohttp.ClientSession) -> None:
         for body in queue:
@@ -43,11 +46,13 @@ async def hammer(url: str, bodies: list[bytes], concurrency: int,
                 await response.read()
                 counts[0] += 1
                 counts[1] += response.status == 200
+                finished.append(time.time())
 
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=0)
     async with aiohttp.ClientSession(connector=connector) as session:
+        first_sent = time.time()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-    return counts[0], counts[1]
+    return counts[0], counts[1], steady_rate(finished, first_sent)
 
 
 def main() -> None:
@@ -57,12 +62,13 @@ def main() -> None:
               for row in iter_rows(Path(manifest), job, check_duplicates=False)]
     cpu_before = _cpu()
     started = time.perf_counter()
-    requests, ok = asyncio.run(hammer(endpoint.rstrip("/") + "/chat/completions", bodies,
+    requests, ok, steady = asyncio.run(hammer(endpoint.rstrip("/") + "/chat/completions", bodies,
                                       job.concurrency, job.stream))
     elapsed = time.perf_counter() - started
     cpu_s = _cpu() - cpu_before
     sys.stdout.write(orjson.dumps({"requests": requests, "ok": ok, "elapsed_s": elapsed,
-                                   "cpu_s": cpu_s, "wall_s": elapsed}).decode() + "\n")
+                                   "cpu_s": cpu_s, "wall_s": elapsed,
+                                   "steady_rate": steady}).decode() + "\n")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from steady import steady_rate  # noqa: E402  (bench/ is the script's own folder)
+
 from batchrun.cli import cli  # noqa: E402  (after the path fix, as a script)
 
 
@@ -43,6 +45,7 @@ def main() -> None:
     first_sent = float("inf")
     last_done = 0.0
     requests = ok = 0
+    finished: list[float] = []
     with open(Path(out) / "journal.jsonl", "rb") as journal:
         for line in journal:
             record = orjson.loads(line)
@@ -50,9 +53,11 @@ def main() -> None:
             ok += record.get("status") == "ok"
             first_sent = min(first_sent, record["started_at"])
             last_done = max(last_done, record["finished_at"])
+            finished.append(record["finished_at"])
     sys.stdout.write("\n" + orjson.dumps({
         "requests": requests, "ok": ok, "elapsed_s": last_done - first_sent,
         "cpu_s": cpu_s, "wall_s": wall_s, "exit_code": exit_code,
+        "steady_rate": steady_rate(finished, first_sent),
     }).decode() + "\n")
 
 

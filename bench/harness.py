@@ -138,6 +138,12 @@ class ClientFigures:
         return self.ok / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
+    def steady_rate(self) -> float | None:
+        """Answers/s once the pool is full and before it drains (``bench/steady.py``)."""
+        value = self.extra.get("steady_rate")
+        return float(value) if value is not None else None
+
+    @property
     def cpu_per_1000(self) -> float:
         return 1000.0 * self.cpu_s / self.requests if self.requests else float("nan")
 

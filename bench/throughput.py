@@ -8,8 +8,10 @@
 For every cell the emulator (core 0) gets a fresh start, then the baseline (bare aiohttp, same
 request bytes, bodies built before its clock starts) and ``batchrun run`` (core 1) send the
 same manifest one after the other. Rates are answers per second from the first send to the
-last answer; CPU is the client process's own (start-up excluded) per 1,000 requests. At
-latency 0 there is no ideal but the emulator's speed: the baseline is the yardstick there.
+last answer; "steady" rates leave out the first 2 s and the last 1 s (the pool filling up and
+draining, ``bench/steady.py``), as the ideal is a steady-state figure. CPU is the client
+process's own (start-up excluded) per 1,000 requests. At latency 0 there is no ideal but the
+emulator's speed: the baseline is the yardstick there.
 """
 
 from __future__ import annotations
@@ -68,9 +70,15 @@ def _median(runs: list[ClientFigures]) -> ClientFigures:
     by_rate = sorted(runs, key=lambda run: run.rate)
     middle = by_rate[len(by_rate) // 2]
     cpu = sorted(run.cpu_per_1000 for run in runs)[len(runs) // 2]
+    steadies = sorted(run.steady_rate for run in runs if run.steady_rate is not None)
+    steady = steadies[len(steadies) // 2] if steadies else None
     return ClientFigures(requests=middle.requests, ok=middle.ok, elapsed_s=middle.elapsed_s,
                          cpu_s=cpu * middle.requests / 1000.0, max_rss_mb=middle.max_rss_mb,
-                         extra=middle.extra)
+                         extra={**middle.extra, "steady_rate": steady})
+
+
+def _of_ideal(rate: float | None, ideal: float) -> str:
+    return f"{rate / ideal:.3f}" if rate is not None and ideal != float("inf") else "-"
 
 
 def _row(latency_ms: float, concurrency: int, stream: bool, rows: int, ideal: float,
@@ -85,6 +93,8 @@ def _row(latency_ms: float, concurrency: int, stream: bool, rows: int, ideal: fl
         f"{base.rate:,.0f}",
         f"{ours.rate:,.0f}",
         f"{ours.rate / ideal:.3f}" if finite else "-",
+        _of_ideal(ours.steady_rate, ideal),
+        _of_ideal(base.steady_rate, ideal),
         f"{ours.rate / base.rate:.3f}",
         f"{base.cpu_per_1000:.3f}",
         f"{ours.cpu_per_1000:.3f}",
@@ -120,7 +130,8 @@ def main() -> None:
     streams = {"no": [False], "yes": [True], "both": [False, True]}[args.stream]
     print(machine_note())
     header = ["latency ms", "concurrency", "stream", "rows", "ideal req/s", "aiohttp req/s",
-              "batchrun req/s", "batchrun / ideal", "batchrun / aiohttp",
+              "batchrun req/s", "batchrun / ideal", "batchrun steady / ideal",
+              "aiohttp steady / ideal", "batchrun / aiohttp",
               "aiohttp CPU-s/1k", "batchrun CPU-s/1k", "batchrun RSS MB", "rows ok"]
     rows = [header]
     with workdir() as work:
