@@ -13,6 +13,7 @@ import subprocess
 import sys
 import wave
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -676,3 +677,20 @@ def test_a_client_leaving_mid_stream_is_not_a_server_error(
     time.sleep(1.0)
     assert "Error handling request" not in caplog.text
     assert server.stats.requests_total == 3
+
+
+def test_the_emulator_listens_with_a_deep_accept_queue() -> None:
+    """aiohttp's default backlog (128) dropped SYNs when a client opened 512 connections at
+    once, and each dropped one came back only after a 1 s retransmission."""
+    import shutil
+
+    from batchrun.emulator import LISTEN_BACKLOG
+
+    if shutil.which("ss") is None:
+        pytest.skip("needs iproute2's ss to read a listening socket's backlog")
+    somaxconn = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    with EmulatorServer() as server:
+        shown = subprocess.run(["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True,
+                               text=True, check=True).stdout.split()
+    # LISTEN  Recv-Q  Send-Q(= the backlog)  local  peer
+    assert int(shown[2]) == min(LISTEN_BACKLOG, somaxconn) >= 512
