@@ -25,6 +25,13 @@ class PromptTooLargeError(RowError):
     error_type = "invalid_request_error"
 
 
+def cannot_overflow(model: str, text_body_bytes: int) -> bool:
+    """True when a text-only body of this many bytes cannot be refused by ``prompt_too_large``:
+    no estimate gives a text more tokens than its UTF-8 bytes, and the JSON body holds them all."""
+    window = CONTEXT_WINDOWS.get(model)
+    return window is None or text_body_bytes <= window * MARGIN
+
+
 def prompt_too_large(model: str, estimated_prompt_tokens: int) -> PromptTooLargeError | None:
     """The error for a prompt that cannot fit ``model``'s context window, else None."""
     window = CONTEXT_WINDOWS.get(model)

@@ -27,7 +27,7 @@ from batchrun.budget import prompt_token_bound
 from batchrun.errors import MediaError
 from batchrun.estimate import GEMINI_3_RULES, MediaRules, RowEstimate, messages_estimate
 from batchrun.job import JobSpec
-from batchrun.limits import prompt_too_large
+from batchrun.limits import cannot_overflow, prompt_too_large
 from batchrun.manifest import Row
 from batchrun.media import MediaInfo, MediaResolver, is_passthrough_url
 from batchrun.media_meta import MediaMeta, probe_fd
@@ -127,7 +127,7 @@ class PreparedRequest:
     skeleton: bytes  # the JSON body with a marker string where each file's data URL goes
     media: list[_Pending]
     size: int  # exact length of the encoded body
-    estimate: RowEstimate
+    estimate: RowEstimate | None  # None when not asked for (see prepare_request's counts)
     metas: dict[str, MediaMeta] = field(default_factory=dict)
     prompt_bound: int = 0  # an upper bound on the prompt's tokens (for the credit budget)
     _skeleton_sha: str | None = field(default=None, repr=False)
@@ -204,6 +204,7 @@ def prepare_request(
     resolver: MediaResolver | None,
     *,
     probe: bool = False,
+    counts: bool = True,
     rules: MediaRules = GEMINI_3_RULES,
 ) -> PreparedRequest:
     """Build the body of ``row`` with its local media checked and open but unread.
@@ -211,7 +212,10 @@ def prepare_request(
     RowError (MediaError included) when the row cannot be sent: a bad or oversize file, a
     prompt far beyond the model's context window, or a body over ``job.max_request_bytes``
     once encoded. ``probe`` reads each file's metadata
-    (pages, seconds, pixels) for the token estimate.
+    (pages, seconds, pixels) for the token estimate. ``counts=False``: the caller needs no
+    token estimate nor bound (no --tpm, no budget), so a plain-text row too small to overflow
+    the context window is not counted at all (estimate None, bound 0): at thousands of rows
+    a second the count showed in the profile.
     """
     deferring = _DeferringResolver(resolver) if resolver is not None else None
     try:
@@ -228,11 +232,15 @@ def prepare_request(
                 probe_fd(item.fd, info.mime, info.kind, info.size) if probe
                 else MediaMeta(kind=info.kind, mime=info.mime, size=info.size)
             )
-        estimate = messages_estimate(body.get("messages") or (), metas, rules)
-        # The model's window first: no request size could make such a prompt succeed.
-        too_large = prompt_too_large(job.model, estimate.prompt_tokens)
-        if too_large is not None:
-            raise too_large
+        plain_text = (not pending and not row.media and row.messages is None
+                      and row.body is None)
+        estimate: RowEstimate | None = None
+        if counts or not plain_text or not cannot_overflow(job.model, len(skeleton)):
+            estimate = messages_estimate(body.get("messages") or (), metas, rules)
+            # The model's window first: no request size could make such a prompt succeed.
+            too_large = prompt_too_large(job.model, estimate.prompt_tokens)
+            if too_large is not None:
+                raise too_large
         if size > job.max_request_bytes:
             files = ", ".join(f"{item.ref!r} ({item.info.size:,} bytes)" for item in pending)
             raise MediaError(
@@ -240,7 +248,7 @@ def prepare_request(
                 f"base64-encoded, over the {job.max_request_bytes:,}-byte per-request limit "
                 f"(max_request_bytes){'; files: ' + files if files else ''}"
             )
-        bound = prompt_token_bound(body.get("messages") or (), metas, rules)
+        bound = prompt_token_bound(body.get("messages") or (), metas, rules) if counts else 0
     except BaseException:
         if deferring is not None:
             deferring.close()

@@ -42,6 +42,7 @@ def estimate_of(row: Row, job: JobSpec, media: MediaResolver | None = None) -> R
                             rules=rules_for(job.model))
     prepared = prepare_request(row, job, media, probe=True, rules=rules_for(job.model))
     prepared.close()
+    assert prepared.estimate is not None  # counts=True (the default) always estimates
     return prepared.estimate
 
 

@@ -263,15 +263,14 @@ class Runner:
         try:
             # Pages and seconds are read when a limit needs the token count (--tpm) or the
             # budget needs an honest bound (--max-credits).
-            prepared = prepare_request(
-                row, self.job, self.media,
-                probe=self.job.tpm is not None or self.budget is not None,
-                rules=self.media_rules,
-            )
+            counts = self.job.tpm is not None or self.budget is not None
+            prepared = prepare_request(row, self.job, self.media, probe=counts, counts=counts,
+                                       rules=self.media_rules)
         except RowError as error:
             self._record(row, self._error_result(row.id, error, _Attempts(), started_at, None))
             return
-        estimated_tokens = prepared.estimate.prompt_tokens
+        # Only --tpm uses it (the limiter and its settling); without it no row is counted.
+        estimated_tokens = prepared.estimate.prompt_tokens if prepared.estimate else 0
         prompt_bound = prepared.prompt_bound if self.budget is not None else 0
         request_sha: str | None = None
         if self.plan.reuse is not None:

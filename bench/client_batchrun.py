@@ -9,6 +9,8 @@ The last stdout line is a JSON object (requests, ok, elapsed_s, cpu_s, ...).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from steady import steady_rate  # noqa: E402  (bench/ is the script's own folder)
 
-from batchrun.cli import cli  # noqa: E402  (after the path fix, as a script)
+from batchrun import eventloop  # noqa: E402  (after the path fix, as a script)
+from batchrun.cli import cli  # noqa: E402
 
 
 def _cpu() -> float:
@@ -28,7 +31,18 @@ def _cpu() -> float:
     return float(times.user + times.system)
 
 
+def _ablate() -> None:
+    """What ``bench/throughput.py --client-loop/--client-gc`` asks of this client only (the
+    emulator keeps its own loop): asyncio's loop, or CPython's default collector."""
+    loop = os.environ.get("BENCH_CLIENT_LOOP")
+    if loop:
+        os.environ[eventloop.LOOP_ENV] = loop
+    if os.environ.get("BENCH_CLIENT_GC") == "default":
+        eventloop.lean_collector = contextlib.nullcontext  # type: ignore[assignment]
+
+
 def main() -> None:
+    _ablate()
     manifest, job, out, endpoint, *extra = sys.argv[1:]
     argv = ["run", manifest, "--job", job, "--out", out, "--endpoint", endpoint,
             "--api-key", "sk-bench-key-0000", "--yes", "--quiet", *extra]

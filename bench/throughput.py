@@ -4,6 +4,7 @@
     python bench/throughput.py --full          # latency 0/200/2000 ms x concurrency 64-1024
     python bench/throughput.py --latency 200 --concurrency 512 --stream both --seconds 20
     python bench/throughput.py --repeat 3      # medians of 3 alternating runs per cell
+    python bench/throughput.py --client-loop asyncio --client-gc default   # ablation
 
 For every cell the emulator (core 0) gets a fresh start, then the baseline (bare aiohttp, same
 request bytes, bodies built before its clock starts) and ``batchrun run`` (core 1) send the
@@ -17,6 +18,7 @@ emulator's speed: the baseline is the yardstick there.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from harness import (
@@ -115,7 +117,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5 s runs, 10,000 rows at latency 0")
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs of each client per cell; the medians are shown")
+    parser.add_argument("--client-loop", choices=("uvloop", "asyncio"),
+                        help="batchrun's event loop (default: what batchrun picks, uvloop)")
+    parser.add_argument("--client-gc", choices=("lean", "default"),
+                        help="batchrun's collector during dispatch (default: lean)")
     args = parser.parse_args()
+    # Read by bench/client_batchrun.py only: the emulator and the baseline are not affected.
+    if args.client_loop:
+        os.environ["BENCH_CLIENT_LOOP"] = args.client_loop
+    if args.client_gc:
+        os.environ["BENCH_CLIENT_GC"] = args.client_gc
     global LATENCY0_ROWS
     if args.quick:
         args.seconds = 5.0

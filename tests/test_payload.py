@@ -23,6 +23,7 @@ from batchrun.estimate import (
     rules_for,
 )
 from batchrun.job import JobSpec
+from batchrun.limits import PromptTooLargeError
 from batchrun.manifest import Row
 from batchrun.media import MediaResolver
 from batchrun.media_meta import MediaMeta
@@ -127,8 +128,33 @@ def test_probed_metadata_drives_the_estimate(root: Path) -> None:
     assert [(m.kind, m.pages, m.seconds) for m in metas] == [
         ("audio", None, 1.0), ("pdf", 3, None), ("video", None, 2.0)]
     media = 3 * 560 + 25 + (2 * 70 + 50)
+    assert prepared.estimate is not None
     assert prepared.estimate.prompt_tokens == 4 + media  # one message, no text
     assert prepared.estimate.kind == "pdf"
+
+
+def test_without_counts_a_small_text_row_is_not_counted_but_everything_else_is(
+        root: Path) -> None:
+    """counts=False (no --tpm, no budget): the runner needs no count for a plain short text."""
+    text = Row(id="t", line=1, prompt="a short prompt")
+    prepared = prepare_request(text, JobSpec(), None, counts=False)
+    assert (prepared.estimate, prepared.prompt_bound) == (None, 0)
+    counted = prepare_request(text, JobSpec(), None)
+    assert counted.estimate is not None and counted.prompt_bound > 0
+    # A data: URL is short on the wire but costs a whole image: always counted.
+    image = Row(id="i", line=2, prompt="x", media=("data:image/png;base64,iVBORw0KGgo=",))
+    assert prepare_request(image, JobSpec(), None, counts=False).estimate is not None
+    # So is a local file, and a text long enough to pass the window.
+    local = Row(id="l", line=3, prompt="x", media=("report.pdf",))
+    with_file = prepare_request(local, JobSpec(), MediaResolver(root), counts=False)
+    with_file.close()
+    assert with_file.estimate is not None
+
+
+def test_without_counts_a_text_beyond_the_window_is_still_refused() -> None:
+    huge = Row(id="h", line=1, prompt="word " * 1_300_000)  # 6.5 MB: ~1.6M estimated tokens
+    with pytest.raises(PromptTooLargeError):
+        prepare_request(huge, JobSpec(), None, counts=False)
 
 
 def test_rules_per_model_family() -> None:
