@@ -43,6 +43,25 @@ def machine_note() -> str:
             f"(python {sys.version.split()[0]})")
 
 
+def host_speed_probe(core: str = "1") -> float:
+    """CPU seconds of a fixed pure-Python loop on ``core``: the host of this VM lends its
+    cores at varying speed (the same loop measured 0.35 s and 0.55 s minutes apart), so
+    every client run is printed with the probe taken just before it."""
+    started = time.process_time()
+    previous = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if previous is not None:
+        os.sched_setaffinity(0, {int(core)})
+    try:
+        started = time.process_time()
+        total = 0
+        for number in range(1_500_000):
+            total += number * number
+        return time.process_time() - started
+    finally:
+        if previous is not None:
+            os.sched_setaffinity(0, previous)
+
+
 @dataclass
 class Emulator:
     """A running ``python -m batchrun.emulator_cmd`` subprocess."""

@@ -22,10 +22,12 @@ import os
 from pathlib import Path
 
 from harness import (
+    CLIENT_CORE,
     ClientFigures,
     baseline_client,
     batchrun_client,
     emulator,
+    host_speed_probe,
     ideal_rate,
     machine_note,
     table,
@@ -60,11 +62,26 @@ def measure(latency_ms: float, concurrency: int, stream: bool, seconds: float,
         for attempt in range(repeat):
             bases.append(baseline_client(manifest, job, emu.base_url))
             emu.reset()
+            probe = host_speed_probe(CLIENT_CORE)
             ours.append(batchrun_client(manifest, job, work / f"out-{tag}-{attempt}",
                                         emu.base_url))
             emu.reset()
+            _print_run(attempt, latency_ms, concurrency, stream, probe, bases[-1], ours[-1])
     ideal = ideal_rate(concurrency, latency_ms / 1000.0)
     return _row(latency_ms, concurrency, stream, rows, ideal, _median(bases), _median(ours))
+
+
+def _print_run(attempt: int, latency_ms: float, concurrency: int, stream: bool, probe: float,
+               base: ClientFigures, ours: ClientFigures) -> None:
+    """Each run as it ends, with the host's speed just before it (a lower probe is faster)."""
+    ideal = ideal_rate(concurrency, latency_ms / 1000.0)
+    finite = ideal != float("inf")
+    print(f"  run {attempt + 1} ({latency_ms:g} ms x {concurrency}, stream={stream}): "
+          f"host probe {probe:.3f} s; batchrun {ours.rate:,.0f} req/s"
+          + (f" = {ours.rate / ideal:.3f} of ideal (steady {_of_ideal(ours.steady_rate, ideal)})"
+             if finite else "")
+          + f", {ours.cpu_per_1000:.3f} CPU-s/1k; aiohttp {base.rate:,.0f} req/s"
+          + (f" (steady {_of_ideal(base.steady_rate, ideal)})" if finite else ""), flush=True)
 
 
 def _median(runs: list[ClientFigures]) -> ClientFigures:
