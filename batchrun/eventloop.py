@@ -41,6 +41,7 @@ def use_uvloop() -> bool:
 def lean_collector(young_threshold: int = YOUNG_THRESHOLD) -> Iterator[None]:
     """Freeze what exists now and collect the young generation less often; restore after."""
     previous = gc.get_threshold()
+    frozen_by_caller = gc.get_freeze_count() > 0  # then thawing is the caller's business
     gc.collect()  # what is garbage now should not be frozen for the whole run
     gc.freeze()
     gc.set_threshold(young_threshold, *previous[1:])
@@ -48,7 +49,8 @@ def lean_collector(young_threshold: int = YOUNG_THRESHOLD) -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*previous)
-        gc.unfreeze()
+        if not frozen_by_caller:
+            gc.unfreeze()
 
 
 def run_dispatch(work: Callable[[], Awaitable[T]]) -> T:

@@ -36,6 +36,16 @@ def test_lean_collector_restores_after_an_exception() -> None:
     assert gc.get_freeze_count() == 0
 
 
+def test_lean_collector_leaves_a_callers_freeze_in_place() -> None:
+    gc.freeze()
+    try:
+        with lean_collector():
+            pass
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
 def _loop_module() -> str:
     async def which() -> str:
         return type(asyncio.get_running_loop()).__module__

@@ -11,6 +11,8 @@ from types import ModuleType
 
 import anyio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchrun.client import ApiClient, ClientSettings
 from batchrun.emulator import EmulatorServer
@@ -149,6 +151,17 @@ def test_without_counts_a_small_text_row_is_not_counted_but_everything_else_is(
     with_file = prepare_request(local, JobSpec(), MediaResolver(root), counts=False)
     with_file.close()
     assert with_file.estimate is not None
+
+
+@given(prompt=st.text(max_size=300), system=st.none() | st.text(max_size=100))
+@settings(max_examples=300, deadline=None)
+def test_a_text_body_has_at_least_as_many_bytes_as_estimated_tokens(
+        prompt: str, system: str | None) -> None:
+    """What lets counts=False skip the count: the context check cannot fire below the bytes."""
+    row = Row(id="p", line=1, prompt=prompt, system=system)
+    prepared = prepare_request(row, JobSpec(), None)
+    assert prepared.estimate is not None
+    assert prepared.estimate.prompt_tokens <= len(prepared.skeleton)
 
 
 def test_without_counts_a_text_beyond_the_window_is_still_refused() -> None:
