@@ -33,7 +33,7 @@ LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
 def use_uvloop() -> bool:
-    """uvloop unless the environment asks for asyncio's loop (anyio falls back if missing)."""
+    """uvloop unless the environment asks for asyncio's loop."""
     return os.environ.get(LOOP_ENV, "").strip().lower() != "asyncio"
 
 
@@ -56,7 +56,9 @@ def lean_collector(young_threshold: int = YOUNG_THRESHOLD) -> Iterator[None]:
 def run_dispatch(work: Callable[[], Awaitable[T]]) -> T:
     """``anyio.run(work)`` for code that keeps many requests in flight."""
     with lean_collector():
-        return anyio.run(work, backend_options={"use_uvloop": use_uvloop()})
+        # anyio's use_uvloop imports uvloop (winloop on Windows) without a fallback: ask for it
+        # only when loop_factory() found it, so a machine without it runs on asyncio's loop.
+        return anyio.run(work, backend_options={"use_uvloop": loop_factory() is not None})
 
 
 def loop_factory() -> LoopFactory | None:

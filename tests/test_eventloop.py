@@ -64,6 +64,14 @@ def test_the_environment_can_ask_for_asyncios_loop(monkeypatch: pytest.MonkeyPat
     assert _loop_module().startswith("asyncio")
 
 
+def test_without_uvloop_installed_dispatch_runs_on_asyncio(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on Windows, where uvloop is not installed (and anyio would import winloop)."""
+    monkeypatch.delenv(LOOP_ENV, raising=False)
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` fail
+    assert _loop_module().startswith("asyncio")
+
+
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_a_real_run_on_either_loop_ends_all_ok(loop: str, tmp_path: Path) -> None:
     """The whole run path (emulator subprocess included) on each loop, as a user starts it."""
