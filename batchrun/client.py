@@ -188,9 +188,6 @@ class ApiClient:
         transfer encoding), so a large body is never copied whole into the socket's buffer.
         The whole exchange is bounded by ``request_timeout_s`` (a trickling stream retries).
         """
-        return await self._complete(body, stream=stream)
-
-    async def _complete(self, body: bytes | SizedBody, *, stream: bool) -> Completion:
         session = self._session or self._open()
         headers = self._stream_headers if stream else None
         if not isinstance(body, bytes):
