@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import os
 import shutil
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
+from mediakit import SAMPLES, make_media
 
 from batchrun.cli import cli
 from batchrun.emulator import EmulatorServer
 
 KEY = "sk-test-media-0123456789"
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "sample_inputs"
 
 # What the emulator must see for each sample file, by the MIME type batchrun sniffs.
 EXPECTED_MIME = {
@@ -33,17 +31,6 @@ EXPECTED_MIME = {
     "silence.mp3": "audio/mp3",
     "clip.mp4": "video/mp4",
 }
-
-
-def load_make_media() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_media", SAMPLES / "make_media.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_media = load_make_media()
 
 
 def run_cli(args: list[str]) -> Result:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import wave
 from pathlib import Path
-from types import ModuleType
 
 import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from mediakit import make_media
 
 from batchrun.client import ApiClient, ClientSettings
 from batchrun.emulator import EmulatorServer
@@ -31,19 +30,6 @@ from batchrun.media import MediaResolver
 from batchrun.media_meta import MediaMeta
 from batchrun.payload import READ_BLOCK, StreamedBody, prepare_request
 from batchrun.request import build_body, encode_body
-
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_inputs"
-
-
-def load_make_media() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_media", SAMPLES / "make_media.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-make_media = load_make_media()
 
 
 def open_fds() -> int:
