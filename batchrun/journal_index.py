@@ -18,7 +18,7 @@ import os
 import struct
 import sys
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -278,15 +278,9 @@ class JournalIndex:
         places += [(offset, length) for state, offset, length in self.unlined.values()
                    if state in ERROR_STATES]
         places.sort()
-        with open(self.journal_path, "rb") as journal:
-            for offset, length in places:
-                journal.seek(offset)
-                try:
-                    record = orjson.loads(journal.read(length))
-                except orjson.JSONDecodeError:
-                    record = {}
-                code = record.get("error_code") or "error"
-                counts[code] = counts.get(code, 0) + 1
+        for _, _, record in _records_at(self.journal_path, places):
+            code = (record if record is not None else {}).get("error_code") or "error"
+            counts[code] = counts.get(code, 0) + 1
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
@@ -370,15 +364,23 @@ def _matches(journal_path: Path, journal_size: int, last: tuple[Any, ...]) -> bo
 
 def _add_unlined(index: JournalIndex, places: list[tuple[int, int]]) -> None:
     """Index records without a line by their id (read from the journal)."""
-    with open(index.journal_path, "rb") as journal:
+    for offset, length, record in _records_at(index.journal_path, places):
+        if isinstance(record, dict) and "id" in record:
+            index.add(entry_for(record, offset, length, 0), str(record["id"]))
+
+
+def _records_at(journal_path: Path,
+                places: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int, Any]]:
+    """(offset, length, decoded line) at each place, in the order given; None where the bytes
+    there are not JSON (a damaged line)."""
+    with open(journal_path, "rb") as journal:
         for offset, length in places:
             journal.seek(offset)
             try:
                 record = orjson.loads(journal.read(length))
             except orjson.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and "id" in record:
-                index.add(entry_for(record, offset, length, 0), str(record["id"]))
+                record = None
+            yield offset, length, record
 
 
 def _parse_tail(index: JournalIndex, start: int, key_of: KeyOf) -> Iterator[Entry]:
