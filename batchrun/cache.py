@@ -12,6 +12,7 @@ the old journal); a hit is confirmed by reading that journal line and comparing 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from array import array
 from bisect import bisect_left
@@ -29,10 +30,17 @@ REUSED_EXTRA_KEY = "batchrun_reused"
 
 def cache_key(endpoint: str, body_sha256: str) -> str:
     """sha256 hex over (endpoint without trailing slash, sha256 of the body bytes)."""
-    digest = hashlib.sha256(_KEY_VERSION)
-    digest.update(b"\0" + endpoint.rstrip("/").encode("utf-8"))
+    digest = _endpoint_digest(endpoint).copy()
     digest.update(b"\0" + body_sha256.encode("ascii"))
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _endpoint_digest(endpoint: str) -> hashlib._Hash:
+    """The key's hash fed up to the endpoint: one per run, copied for every row."""
+    digest = hashlib.sha256(_KEY_VERSION)
+    digest.update(b"\0" + endpoint.rstrip("/").encode("utf-8"))
+    return digest
 
 
 def record_key(record: dict[str, Any], endpoint: str | None) -> str | None:

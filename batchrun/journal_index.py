@@ -25,7 +25,7 @@ from typing import IO, Any
 
 import orjson
 
-from batchrun.result import STATUS_OK
+from batchrun.result import STATUS_OK, RowResult
 
 RECORD = struct.Struct("<QIB3xQIII4xdQ")
 _LOAD_RECORDS = 65536  # records read at a time (3.5 MB)
@@ -86,6 +86,35 @@ def entry_for(record: dict[str, Any], offset: int, length: int, key: int) -> Ent
         _count(record.get("prompt_tokens")),
         _count(record.get("completion_tokens")),
         _count(record.get("reasoning_tokens")),
+        float(credits) if isinstance(credits, int | float) else 0.0,
+        key,
+    )
+
+
+def entry_for_result(result: RowResult, offset: int, length: int) -> Entry:
+    """``entry_for`` of a result about to be journaled, read from its attributes (the same
+    entry as from its record: the append path runs for every row, without a dict)."""
+    key = key_prefix(result.cache_key)
+    if result.status == STATUS_OK:
+        if result.reused_from:
+            state = STATE_REUSED
+        else:
+            state = STATE_OK_NO_USAGE if result.error_code == "missing_usage" else STATE_OK
+    else:
+        state = STATE_RETRYABLE if result.retryable else STATE_FAILED
+    line = result.line
+    line = line if isinstance(line, int) and line > 0 else 0
+    if state == STATE_REUSED:
+        return (offset, length, state, line, 0, 0, 0, 0.0, key)
+    credits = result.credits if result.credits is not None else result.credits_computed
+    return (
+        offset,
+        length,
+        state,
+        line,
+        _count(result.prompt_tokens),
+        _count(result.completion_tokens),
+        _count(result.reasoning_tokens),
         float(credits) if isinstance(credits, int | float) else 0.0,
         key,
     )

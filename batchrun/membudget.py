@@ -75,8 +75,9 @@ class ByteBudget:
     def release(self, nbytes: int) -> None:
         self._give_back(max(0, nbytes))
 
-    def hold(self, nbytes: int) -> _Hold:
-        return _Hold(self, nbytes)
+    def hold(self, nbytes: int) -> _Hold | _NoHold:
+        """Hold ``nbytes`` for an ``async with`` block; nothing to hold never waits in line."""
+        return _Hold(self, nbytes) if nbytes > 0 else _NOTHING_HELD
 
 
 class _Hold:
@@ -93,3 +94,18 @@ class _Hold:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.budget.release(self.nbytes)
+
+
+class _NoHold:
+    """``hold(0)``: a body that takes nothing from the budget (shared, stateless)."""
+
+    __slots__ = ()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NOTHING_HELD = _NoHold()

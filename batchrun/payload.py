@@ -119,7 +119,7 @@ class StreamedBody:
             pieces.close()
 
 
-@dataclass
+@dataclass(slots=True)
 class PreparedRequest:
     """A body whose local media are open and checked but not yet read."""
 

@@ -75,11 +75,12 @@ def parse_completion(obj: Any, http_status: int = 200) -> Completion:
     finish_reason = None
     choices = obj.get("choices")
     if isinstance(choices, list) and choices:
-        primary_at = _primary_index(choices)
-        primary = choices[primary_at]
-        others = [c for i, c in enumerate(choices) if i != primary_at]
-        if others:
-            extra["choices"] = others
+        if len(choices) == 1:  # the usual answer: no other choice to keep
+            primary = choices[0]
+        else:
+            primary_at = _primary_index(choices)
+            primary = choices[primary_at]
+            extra["choices"] = [c for i, c in enumerate(choices) if i != primary_at]
         if isinstance(primary, dict):
             finish_reason = _str_or_none(primary.get("finish_reason"))
             _put(extra, "choice", _rest(primary, _CHOICE_KNOWN))
@@ -95,9 +96,7 @@ def parse_completion(obj: Any, http_status: int = 200) -> Completion:
                 extra["message"] = message
     elif choices is not None and choices != []:
         extra["choices"] = choices
-    splitter = _ThoughtSplitter()
-    splitter.feed(content_text)
-    content, tag_thoughts = splitter.finish()
+    content, tag_thoughts = split_thoughts(content_text)
     completion = Completion(
         content=content,
         thoughts=_join_thoughts(field_thoughts, tag_thoughts),
@@ -356,6 +355,15 @@ class _ThoughtSplitter:
             self._pending = ""
         self._state = _CONTENT
         return "".join(self.content_parts), "".join(self.thought_parts).strip()
+
+
+def split_thoughts(text: str) -> tuple[str, str]:
+    """(content, thoughts) of a whole answer text: leading thought blocks moved out."""
+    if not text.lstrip().startswith("<"):
+        return text, ""  # what nearly every answer is: no tag to look for (same result)
+    splitter = _ThoughtSplitter()
+    splitter.feed(text)
+    return splitter.finish()
 
 
 def _partial_suffix(text: str, tag: str) -> int:

@@ -43,7 +43,7 @@ STATUS_OK = "ok"
 STATUS_ERROR = "error"
 
 
-@dataclass
+@dataclass(slots=True)
 class Completion:
     """A successful answer, parsed from JSON or from an SSE stream."""
 
@@ -68,7 +68,7 @@ class Completion:
         return self.prompt_tokens is not None and self.completion_tokens is not None
 
 
-@dataclass
+@dataclass(slots=True)
 class RowResult:
     """One line of the journal and one row of results.parquet."""
 

@@ -136,9 +136,22 @@ def retry_policy(
 ) -> RetryLoop:
     """Retry ``RetryableError`` up to ``max_attempts`` times with jittered exponential backoff,
     honouring Retry-After; anything else (row errors, fatal errors) goes straight out."""
+    return retry_loops(max_attempts=max_attempts, max_wait_s=max_wait_s,
+                       initial_wait_s=initial_wait_s, sleep=sleep)()
+
+
+def retry_loops(
+    *,
+    max_attempts: int,
+    max_wait_s: float,
+    initial_wait_s: float = 0.5,
+    sleep: Sleep | None = None,
+) -> Callable[[], RetryLoop]:
+    """``retry_policy``'s loops made by one call each (a run makes one loop a row: the policy
+    is looked up once, not per row)."""
     stop, wait, retry = _policy_values(max_attempts, max_wait_s, initial_wait_s)
-    return RetryLoop(stop=stop, wait=wait, retry=retry,
-                     sleep=sleep if sleep is not None else anyio.sleep)
+    return functools.partial(RetryLoop, stop=stop, wait=wait, retry=retry,
+                             sleep=sleep if sleep is not None else anyio.sleep)
 
 
 @functools.lru_cache(maxsize=32)

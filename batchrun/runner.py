@@ -8,6 +8,7 @@ requests finish and are recorded, so nothing already paid for is lost.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
 import sys
@@ -50,8 +51,8 @@ from batchrun.pricing import Price, price_for
 from batchrun.progress import RunCounters, report_progress
 from batchrun.ratelimit import Limiter
 from batchrun.result import STATUS_ERROR, STATUS_OK, Completion, RowResult
-from batchrun.retrying import retry_policy
-from batchrun.store import FSYNC_INTERVAL_S, RunDir
+from batchrun.retrying import retry_loops
+from batchrun.store import FSYNC_INTERVAL_S, JournalWriteError, RunDir
 from batchrun.summary import RunSummary, summarize
 
 EXIT_OK = 0
@@ -155,19 +156,25 @@ class Runner:
         self.stop_reason: str | None = None
         self.stop_error: BatchrunError | None = None
         self._stopping = anyio.Event()
+        # The hot path reads this plain flag (an Event's is_set is a call per check).
+        self.stopping = False
+        self._unflushed: list[RowResult] = []  # journaled, waiting for _flush_recorded
+        # Pages and seconds are read when a limit needs the token count (--tpm) or the
+        # budget needs an honest bound (--max-credits).
+        self._counts = plan.job.tpm is not None or self.budget is not None
+        self._retry_loop = retry_loops(max_attempts=plan.job.max_attempts,
+                                       max_wait_s=plan.job.max_retry_wait_s,
+                                       sleep=self._sleep_unless_stopping)
 
     # --- stopping ----------------------------------------------------------------------
     def stop(self, reason: str, error: BatchrunError | None = None) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
             self.stop_error = error
+        self.stopping = True
         self._stopping.set()
         if self.budget is not None:
             self.budget.close()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         """Backoff sleep that a stop cuts short, so shutdown never waits on a retry timer."""
@@ -197,6 +204,7 @@ class Runner:
                     receive_rows.close()
                 outer.cancel_scope.cancel()
         finally:
+            self._flush_recorded()
             run_dir.close_journal()
         pending = max(
             0, self.counters.rows_total - self.counters.rows_skipped - self.counters.rows_done_now
@@ -261,9 +269,7 @@ class Runner:
     async def _process(self, row: Row) -> None:
         started_at = time.time()
         try:
-            # Pages and seconds are read when a limit needs the token count (--tpm) or the
-            # budget needs an honest bound (--max-credits).
-            counts = self.job.tpm is not None or self.budget is not None
+            counts = self._counts
             prepared = prepare_request(row, self.job, self.media, probe=counts, counts=counts,
                                        rules=self.media_rules)
         except RowError as error:
@@ -285,11 +291,7 @@ class Runner:
         self.counters.in_flight += 1
         try:
             completion: Completion | None = None
-            async for attempt in retry_policy(
-                max_attempts=self.job.max_attempts,
-                max_wait_s=self.job.max_retry_wait_s,
-                sleep=self._sleep_unless_stopping,
-            ):
+            async for attempt in self._retry_loop():
                 with attempt:
                     completion = None
                     if self.stopping:
@@ -304,9 +306,10 @@ class Runner:
                         attempts.first_sent_at = time.time()
                     reservation = await self._reserve(prompt_bound)
                     # Media are read and encoded block by block as the socket takes them,
-                    # while the body's full size is held from the byte budget.
-                    async with self.bytes_in_flight.hold(prepared.size):
-                        # A body without local media goes as it is (no per-chunk iteration).
+                    # while the body's full size is held from the byte budget. A body without
+                    # local media is already in memory (built with the row): holding its
+                    # bytes could not keep memory down, so it goes as it is.
+                    async with self.bytes_in_flight.hold(prepared.size if prepared.media else 0):
                         body: bytes | StreamedBody = (
                             prepared.stream(self._encoders) if prepared.media
                             else prepared.skeleton)
@@ -451,19 +454,25 @@ class Runner:
         return True
 
     def _record(self, row: Row, result: RowResult) -> None:
-        """Journal the row (flushed: from here on it is done), then count it."""
+        """Journal the row; it counts as done once its line is in the kernel.
+
+        Lines of every row finished in one turn of the event loop go to the kernel together
+        (``_flush_recorded``, scheduled by the first of them): one write syscall instead of
+        one per row. A kill in between loses them as it loses answers not yet read.
+        """
         result.line = row.line
         if result.cache_key is None and result.request_sha256 is not None:
             result.cache_key = cache_key(self.plan.endpoint, result.request_sha256)
         result = self.breaker.after_trip(result)
         try:
-            self.plan.run_dir.append(result)
+            self.plan.run_dir.append(result, flush=False)
         except StorageError as error:
-            # The answer (maybe paid) cannot be kept: the row stays pending for the resume.
-            self.counters.answers_unrecorded += int(result.ok)
-            self.stop(STOP_FATAL, error)
+            self._unflushed.append(result)
+            self._flush_recorded(error)
             return
-        self._record_counts(result)
+        if not self._unflushed:
+            asyncio.get_running_loop().call_soon(self._flush_recorded)
+        self._unflushed.append(result)
         trip = self.breaker.observe(result)
         if trip is not None:
             # Rows that failed only because the run is broken are sent again on resume.
@@ -471,6 +480,24 @@ class Runner:
                 with contextlib.suppress(StorageError):
                     self.plan.run_dir.append(reopened)
             self.stop(STOP_FATAL, trip.error)
+
+    def _flush_recorded(self, failure: StorageError | None = None) -> None:
+        """Hand the recorded rows' lines to the kernel, then count them (done from here on)."""
+        recorded, self._unflushed = self._unflushed, []
+        if not recorded:
+            return  # nothing recorded since the last flush
+        kept = len(recorded)
+        try:
+            if failure is not None:
+                raise failure
+            self.plan.run_dir.flush()
+        except StorageError as error:
+            # Answers (maybe paid) that cannot be kept: those rows stay pending for the resume.
+            kept = error.kept if isinstance(error, JournalWriteError) else 0
+            self.counters.answers_unrecorded += sum(result.ok for result in recorded[kept:])
+            self.stop(STOP_FATAL, error)
+        for result in recorded[:kept]:
+            self._record_counts(result)
 
     def _record_counts(self, result: RowResult) -> None:
         counters = self.counters

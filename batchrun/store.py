@@ -16,6 +16,7 @@ survives the process being killed); both files are fsync'ed at least every secon
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import time
@@ -28,7 +29,14 @@ import pyarrow as pa
 
 from batchrun import __version__
 from batchrun.errors import InputError, StorageError
-from batchrun.journal_index import OK_STATES, JournalIndex, entry_for, key_prefix, load, pack
+from batchrun.journal_index import (
+    OK_STATES,
+    JournalIndex,
+    entry_for_result,
+    key_prefix,
+    load,
+    pack,
+)
 from batchrun.result import RowResult
 
 RUN_FILE = "run.json"
@@ -37,6 +45,14 @@ INDEX_FILE = "journal.idx"
 LOCK_FILE = "lock"
 RESULTS_FILE = "results.parquet"
 FSYNC_INTERVAL_S = 1.0
+
+
+class JournalWriteError(StorageError):
+    """A journal write failed part way: the first ``kept`` pending lines are whole in it."""
+
+    def __init__(self, message: str, *, kept: int) -> None:
+        super().__init__(message)
+        self.kept = kept
 
 
 class RunLockedError(InputError):
@@ -56,6 +72,10 @@ class RunDir:
         self._journal: IO[bytes] | None = None
         self._index: IO[bytes] | None = None
         self._journal_size = 0
+        # Appended lines not yet handed to the kernel, and their index records (which follow
+        # their lines there, never ahead of them): see ``flush``.
+        self._pending_lines: list[bytes] = []
+        self._pending_records: list[bytes] = []
         self._last_fsync = 0.0
         # Lines appended, and how many of them an fsync has covered (the timer thread reads).
         self._appended = 0
@@ -203,7 +223,8 @@ class RunDir:
         """Open both files for appending, after ending a torn last line and bringing the
         index up to date with the journal (lines written just before a kill)."""
         new = not self.journal_path.exists()
-        self._journal = open(self.journal_path, "ab")  # noqa: SIM115 - held for the run
+        # Unbuffered: ``flush`` writes the pending lines itself and knows how many made it.
+        self._journal = open(self.journal_path, "ab", buffering=0)  # noqa: SIM115 - held
         self._repair_torn_tail()
         self._journal_size = self._journal.tell()
         self._index = open(self.index_path, "ab")  # noqa: SIM115 - held for the run
@@ -222,11 +243,12 @@ class RunDir:
             reader.seek(size - 1)
             if reader.read(1) != b"\n":
                 self._journal.write(b"\n")
-                self._journal.flush()
 
-    def append(self, result: RowResult) -> None:
-        """Write one finished row; it is in the kernel (flushed) before it counts as done.
+    def append(self, result: RowResult, *, flush: bool = True) -> None:
+        """Write one finished row; with ``flush`` it is in the kernel when this returns.
 
+        ``flush=False`` leaves the line pending until ``flush()``: a run appends every row
+        that finished in one turn of its event loop, then makes one write syscall for all.
         A failed write raises ``StorageError``, and so does every later call: a half-written
         line is left for the next run to skip (see ``_repair_torn_tail``).
         """
@@ -234,27 +256,66 @@ class RunDir:
         if self.write_failure is not None:
             raise self.write_failure
         line = result.to_json() + b"\n"
-        offset = self._journal_size
-        record = {"status": result.status, "retryable": result.retryable, "line": result.line,
-                  "reused_from": result.reused_from, "prompt_tokens": result.prompt_tokens,
-                  "completion_tokens": result.completion_tokens,
-                  "reasoning_tokens": result.reasoning_tokens, "credits": result.credits,
-                  "credits_computed": result.credits_computed, "error_code": result.error_code}
+        offset = self._journal_size + sum(map(len, self._pending_lines))
+        self._pending_lines.append(line)
+        self._pending_records.append(pack(entry_for_result(result, offset, len(line))))
+        if flush:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the pending lines to the kernel (one write), then queue their index records.
+
+        On failure ``JournalWriteError`` says how many of the pending lines made it whole:
+        those are in the journal (done), the rest are not (pending for the resume).
+        """
+        if self.write_failure is not None:
+            lines, self._pending_lines, self._pending_records = self._pending_lines, [], []
+            raise JournalWriteError(self.write_failure.message, kept=0)
+        if not self._pending_lines:
+            return
+        assert self._journal is not None, "open_journal() first"
+        lines, records = self._pending_lines, self._pending_records
+        self._pending_lines, self._pending_records = [], []
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
+        written = 0
         try:
-            self._journal.write(line)
-            self._journal.flush()
-            self._journal_size += len(line)
-            # The index is a cache of the journal (lines it lacks are re-read on load, a torn
-            # record is cut off), so it reaches the kernel with the timer's fsync, not per row.
-            self._index.write(
-                pack(entry_for(record, offset, len(line), key_prefix(result.cache_key))))
-            self._appended += 1
-            if time.monotonic() - self._last_fsync >= FSYNC_INTERVAL_S:
-                self.sync()
+            with memoryview(data) as view:
+                while written < len(data):
+                    # A full disk first takes part of the data, then refuses with ENOSPC.
+                    taken = self._journal.write(view[written:])
+                    if not taken:
+                        raise OSError(errno.EIO, "the journal took no bytes")
+                    written += taken
         except OSError as exc:
+            self._journal_size += written
+            kept = _whole_lines(lines, written)
+            with contextlib.suppress(OSError):
+                self._queue_records(kept, records[:kept])
+            raise self._failed(exc, kept) from None
+        self._journal_size += written
+        try:
+            self._queue_records(len(lines), records)
+        except OSError as exc:
+            raise self._failed(exc, len(lines)) from None
+
+    def _queue_records(self, lines: int, records: list[bytes]) -> None:
+        """The index records of ``lines`` lines now in the kernel. The index is a cache of the
+        journal (lines it lacks are re-read on load, a torn record is cut off), so it reaches
+        the kernel with the timer's fsync, not per row."""
+        if not records:
+            return
+        assert self._index is not None
+        self._index.write(records[0] if len(records) == 1 else b"".join(records))
+        self._appended += lines
+        if time.monotonic() - self._last_fsync >= FSYNC_INTERVAL_S:
+            self.sync()
+
+    def _failed(self, exc: OSError, kept: int) -> JournalWriteError:
+        """Remember the first failure: nothing more is written after it."""
+        if self.write_failure is None:
             self.write_failure = StorageError(
                 f"cannot write {self.journal_path}: {exc.strerror or exc}")
-            raise self.write_failure from None
+        return JournalWriteError(self.write_failure.message, kept=kept)
 
     def sync(self) -> None:
         """fsync the journal, then its index (an index ahead of its journal is rebuilt)."""
@@ -272,8 +333,16 @@ class RunDir:
             self.sync()
 
     def close_journal(self) -> None:
+        """Write what is pending, fsync both files and close them."""
+        failure: StorageError | None = None
+        if self.write_failure is None and self._journal is not None:
+            try:
+                self.flush()
+            except StorageError as error:
+                failure = error  # raised once both files are closed
         journal, index = self._journal, self._index
         self._journal = self._index = None
+        self._pending_lines, self._pending_records = [], []
         try:
             if self.write_failure is None:
                 for handle in (journal, index):  # the journal first: an index never leads
@@ -284,11 +353,14 @@ class RunDir:
             raise StorageError(f"cannot write {self.journal_path}: {exc.strerror or exc}") \
                 from None
         finally:
-            # After a failed write the buffers still hold the line that failed: drop it.
+            # After a failed write the index's buffer may hold records: closing writes them
+            # if it can (they describe lines that are in the journal).
             for handle in (journal, index):
                 if handle is not None:
                     with contextlib.suppress(OSError):
                         handle.close()
+        if failure is not None:
+            raise failure
 
     def read_record(self, offset: int, length: int) -> dict[str, Any]:
         with open(self.journal_path, "rb") as journal:
@@ -327,6 +399,17 @@ class RunDir:
             raise StorageError(
                 f"cannot write {self.results_path}: {getattr(exc, 'strerror', None) or exc}"
             ) from None
+
+
+def _whole_lines(lines: list[bytes], written: int) -> int:
+    """How many of ``lines``, written in order, fit whole in the first ``written`` bytes."""
+    whole = 0
+    for line in lines:
+        written -= len(line)
+        if written < 0:
+            break
+        whole += 1
+    return whole
 
 
 def _dump_info(info: dict[str, Any]) -> bytes:

@@ -122,3 +122,27 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_lets_others_in() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError):
         ByteBudget(0)
+
+
+async def test_a_body_holding_nothing_never_waits_behind_queued_media() -> None:
+    # Text bodies hold 0 bytes (they are in memory already): they pass a queue of media ones.
+    budget = ByteBudget(10)
+    release = anyio.Event()
+    passed: list[str] = []
+
+    async def media(nbytes: int, name: str) -> None:
+        async with budget.hold(nbytes):
+            passed.append(name)
+            await release.wait()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(media, 10, "first")
+            await anyio.sleep(0.01)
+            tasks.start_soon(media, 5, "queued")
+            await anyio.sleep(0.01)
+            async with budget.hold(0):
+                passed.append("text")
+            assert passed == ["first", "text"] and budget.in_use == 10
+            release.set()
+    assert passed == ["first", "text", "queued"] and budget.in_use == 0

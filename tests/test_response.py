@@ -11,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrun import errors
-from batchrun.response import StreamAccumulator, decode_event, parse_completion
+from batchrun.response import (
+    StreamAccumulator,
+    _ThoughtSplitter,
+    decode_event,
+    parse_completion,
+    split_thoughts,
+)
 
 SEED_RESPONSE: dict[str, Any] = {
     "id": "chatcmpl-20260417001546375193862M1p62g7j",
@@ -419,3 +425,13 @@ def test_stream_matches_body_for_the_same_answer() -> None:
     for name in ("content", "thoughts", "finish_reason", "prompt_tokens", "completion_tokens",
                  "reasoning_tokens", "total_tokens", "credits_consumed", "extra"):
         assert getattr(streamed, name) == getattr(whole, name), name
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(_fragment, st.text(max_size=4)), max_size=10))
+def test_the_whole_text_shortcut_splits_as_the_splitter_does(fragments: list[str]) -> None:
+    # split_thoughts skips the splitter when the text cannot start with a tag: same result.
+    text = "".join(fragments)
+    splitter = _ThoughtSplitter()
+    splitter.feed(text)
+    assert split_thoughts(text) == splitter.finish()

@@ -15,6 +15,7 @@ from batchrun.cli import cli
 from batchrun.emulator import EmulatorServer
 from batchrun.pricing import PRICES
 from batchrun.result import RESULTS_SCHEMA
+from batchrun.store import RunDir
 
 KEY = "sk-test-0123456789abcdef"
 PRICE = PRICES["gemini-3.1-pro"]
@@ -254,3 +255,27 @@ def test_a_different_manifest_in_the_same_run_dir_is_refused(
                      "--endpoint", emulator.base_url])
     assert again.exit_code == 0
     assert emulator.stats.requests_total == 3  # the resume sent nothing
+
+
+def test_rows_that_finish_together_reach_the_journal_in_one_write(
+    tmp_path: Path, emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every row finished in one turn of the event loop goes to the kernel in one write;
+    # none is written twice or left behind, and each counts once.
+    batches: list[int] = []
+    real_flush = RunDir.flush
+
+    def counting_flush(self: RunDir) -> None:
+        batches.append(len(self._pending_lines))
+        real_flush(self)
+
+    monkeypatch.setattr(RunDir, "flush", counting_flush)
+    manifest = write_manifest(tmp_path / "m.jsonl", 600)
+    out = tmp_path / "run"
+    result = run_cli(["run", str(manifest), "--job", str(fast_job(tmp_path, concurrency=64)),
+                      "--out", str(out), "--endpoint", emulator.base_url])
+    assert result.exit_code == 0, result.output
+    assert sum(batches) == 600 and max(batches) > 1, batches
+    lines = (out / "journal.jsonl").read_bytes().splitlines()
+    assert len(lines) == 600 and len({json.loads(line)["id"] for line in lines}) == 600
+    assert "done: 600 ok · 0 failed · 0 pending of 600 rows" in result.output

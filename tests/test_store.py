@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batchrun.errors import InputError
 from batchrun.journal_index import RECORD, STATE_FAILED, STATE_OK, STATE_RETRYABLE
@@ -204,3 +206,77 @@ def test_unwritable_run_directory_is_an_input_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(InputError, match="cannot create run directory"):
         RunDir(blocker / "run").prepare(_info(tmp_path))
+
+
+_counts = st.one_of(st.none(), st.integers(-5, 2**33))
+_results = st.builds(
+    RowResult,
+    id=st.text(min_size=1, max_size=8),
+    status=st.sampled_from(["ok", "error"]),
+    prompt_tokens=_counts, completion_tokens=_counts, reasoning_tokens=_counts,
+    credits=st.one_of(st.none(), st.floats(0, 1e6)),
+    credits_computed=st.one_of(st.none(), st.floats(0, 1e6)),
+    error_code=st.sampled_from([None, "missing_usage", "bad_request"]),
+    retryable=st.booleans(),
+    line=st.one_of(st.none(), st.integers(-1, 2**31)),
+    cache_key=st.one_of(st.none(), st.text("0123456789abcdefxyz", max_size=64)),
+    reused_from=st.sampled_from([None, "", "/old/run"]),
+)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_results, min_size=1, max_size=6))
+def test_index_records_written_on_append_equal_those_rebuilt_from_the_journal(
+    tmp_path: Path, results: list[RowResult]
+) -> None:
+    # append() builds each record from the result; a rebuild reads the journal's JSON.
+    run = RunDir(tmp_path / f"run{len(list(tmp_path.iterdir()))}")
+    run.prepare(_info(tmp_path))
+    _write(run, *results)
+    written = run.index_path.read_bytes()
+    run.index_path.unlink()
+    run.open_journal()  # rebuilds the index from the journal
+    run.close_journal()
+    assert run.index_path.read_bytes() == written
+
+
+_PARTIAL_WRITE = """
+import resource, signal, sys, time
+from pathlib import Path
+from batchrun.result import RowResult
+from batchrun.errors import StorageError
+from batchrun.store import JournalWriteError, RunDir
+run = RunDir(Path(sys.argv[1]))
+run.open_journal()
+base = run.journal_path.stat().st_size
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (base + int(sys.argv[2]), resource.RLIM_INFINITY))
+for n in range(5):
+    run.append(RowResult(id=f"r{n}", status="ok", content="x" * 100, line=n + 1), flush=False)
+try:
+    run.flush()
+except JournalWriteError as error:
+    print(error.kept)
+    try:
+        run.append(RowResult(id="late", status="ok", line=9))
+    except StorageError as later:  # every write after the first failure is refused
+        print("later", "File too large" in str(later))
+"""
+
+
+def test_a_flush_that_fails_part_way_says_which_lines_are_whole(tmp_path: Path) -> None:
+    # A real short write: the file size limit stops the one write() of five pending lines
+    # inside the third; the first two are whole in the journal and count, the rest do not.
+    run = _opened(tmp_path)
+    line_bytes = len(RowResult(id="r0", status="ok", content="x" * 100, line=1).to_json()) + 1
+    done = subprocess.run([sys.executable, "-c", _PARTIAL_WRITE, str(run.path),
+                           str(2 * line_bytes + 10)], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["2", "later True"]
+    lines = run.journal_path.read_bytes().split(b"\n")
+    assert [orjson.loads(line)["id"] for line in lines[:2]] == ["r0", "r1"]
+    assert lines[2] == b'{"id":"r2"'  # torn (10 of its bytes): skipped on load
+    index = run.load_index()
+    assert index.records == 2 and index.torn_lines == 1
