@@ -217,23 +217,23 @@ def prepare_request(
     the context window is not counted at all (estimate None, bound 0): at thousands of rows
     a second the count showed in the profile.
     """
-    deferring = _DeferringResolver(resolver) if resolver is not None else None
+    # A prompt without media names no file: no resolver to make for it (most rows).
+    plain_text = not row.media and row.messages is None and row.body is None
+    deferring = (_DeferringResolver(resolver) if resolver is not None and not plain_text
+                 else None)
     try:
         body = build_body(row, job, deferring)
         skeleton = encode_body(body)
         pending = deferring.pending if deferring is not None else []
-        size = len(skeleton) + sum(
-            len(item.prefix) + base64_size(item.info.size) - len(item.marker) for item in pending
-        )
+        size = len(skeleton)
         metas: dict[str, MediaMeta] = {}
         for item in pending:
+            size += len(item.prefix) + base64_size(item.info.size) - len(item.marker)
             info = item.info
             metas[item.marker] = (
                 probe_fd(item.fd, info.mime, info.kind, info.size) if probe
                 else MediaMeta(kind=info.kind, mime=info.mime, size=info.size)
             )
-        plain_text = (not pending and not row.media and row.messages is None
-                      and row.body is None)
         estimate: RowEstimate | None = None
         if counts or not plain_text or not cannot_overflow(job.model, len(skeleton)):
             estimate = messages_estimate(body.get("messages") or (), metas, rules)

@@ -28,6 +28,7 @@ _TOP_KNOWN = frozenset({"id", "object", "created", "model", "choices", "usage",
 _CHOICE_KNOWN = frozenset({"index", "finish_reason", "message", "delta"})
 _MESSAGE_KNOWN = frozenset({"role", "content", "reasoning_content", "reasoning"})
 _USAGE_KNOWN = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
+_DETAILS_KNOWN = frozenset({"reasoning_tokens"})
 # String fields that arrive in pieces inside stream deltas.
 _CONCAT_KEYS = frozenset({"arguments", "refusal", "reasoning"})
 
@@ -69,7 +70,7 @@ def parse_completion(obj: Any, http_status: int = 200) -> Completion:
         raise TransportError(f"answer is a JSON {type(obj).__name__}, not an object")
     if obj.get("error"):
         raise payload_error(obj, http_status)
-    extra = {k: v for k, v in obj.items() if k not in _TOP_KNOWN and v is not None}
+    extra = _rest(obj, _TOP_KNOWN)
     content_text = ""
     field_thoughts = ""
     finish_reason = None
@@ -457,7 +458,7 @@ def _apply_usage(completion: Completion, usage: Any) -> None:
     reasoning = None
     if isinstance(details, dict):
         reasoning = _int(details.get("reasoning_tokens"))
-        details_rest = _rest(details, frozenset({"reasoning_tokens"}))
+        details_rest = _rest(details, _DETAILS_KNOWN)
         if details_rest:
             rest["completion_tokens_details"] = details_rest
         else:
@@ -486,6 +487,8 @@ def _primary_index(choices: list[Any]) -> int:
 
 
 def _rest(obj: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    if obj.keys() <= known:
+        return {}  # the usual answer: nothing beyond the known fields (one check in C)
     return {k: v for k, v in obj.items() if k not in known and v is not None}
 
 
@@ -505,6 +508,8 @@ def _status_from_code(code: Any) -> int | None:
 
 
 def _int(value: Any) -> int | None:
+    if type(value) is int:  # nearly always (a bool is not: its type is bool)
+        return value
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -530,8 +535,8 @@ def _float(value: Any) -> float | None:
 
 
 def _str_or_none(value: Any) -> str | None:
-    if value is None:
-        return None
+    if value is None or type(value) is str:
+        return value
     return value if isinstance(value, str) else str(value)
 
 

@@ -301,7 +301,6 @@ class Runner:
                         raise DispatchStopped
                     attempts.count += 1
                     self.counters.requests_sent += 1
-                    send_started = time.perf_counter()
                     if attempts.first_sent_at is None:
                         attempts.first_sent_at = time.time()
                     reservation = await self._reserve(prompt_bound)

@@ -76,6 +76,7 @@ class RunDir:
         # their lines there, never ahead of them): see ``flush``.
         self._pending_lines: list[bytes] = []
         self._pending_records: list[bytes] = []
+        self._pending_bytes = 0
         self._last_fsync = 0.0
         # Lines appended, and how many of them an fsync has covered (the timer thread reads).
         self._appended = 0
@@ -256,7 +257,8 @@ class RunDir:
         if self.write_failure is not None:
             raise self.write_failure
         line = result.to_json() + b"\n"
-        offset = self._journal_size + sum(map(len, self._pending_lines))
+        offset = self._journal_size + self._pending_bytes
+        self._pending_bytes += len(line)
         self._pending_lines.append(line)
         self._pending_records.append(pack(entry_for_result(result, offset, len(line))))
         if flush:
@@ -269,13 +271,13 @@ class RunDir:
         those are in the journal (done), the rest are not (pending for the resume).
         """
         if self.write_failure is not None:
-            lines, self._pending_lines, self._pending_records = self._pending_lines, [], []
+            self._pending_lines, self._pending_records, self._pending_bytes = [], [], 0
             raise JournalWriteError(self.write_failure.message, kept=0)
         if not self._pending_lines:
             return
         assert self._journal is not None, "open_journal() first"
         lines, records = self._pending_lines, self._pending_records
-        self._pending_lines, self._pending_records = [], []
+        self._pending_lines, self._pending_records, self._pending_bytes = [], [], 0
         data = lines[0] if len(lines) == 1 else b"".join(lines)
         written = 0
         try:
@@ -342,7 +344,7 @@ class RunDir:
                 failure = error  # raised once both files are closed
         journal, index = self._journal, self._index
         self._journal = self._index = None
-        self._pending_lines, self._pending_records = [], []
+        self._pending_lines, self._pending_records, self._pending_bytes = [], [], 0
         try:
             if self.write_failure is None:
                 for handle in (journal, index):  # the journal first: an index never leads
