@@ -278,13 +278,20 @@ class Limiter:
             waits.append(self.tokens.wait_time(tokens, now))
         return max(0.0, *waits)
 
-    async def acquire(self, tokens: int = 0) -> None:
-        """Wait until a request of ``tokens`` may go, and count it as sent."""
+    def acquire_now(self, tokens: int = 0) -> bool:
+        """Count a request as sent when nothing holds it back (no rate to keep, no pause);
+        False when it must ``await acquire``. A run asks this first: no coroutine per request."""
         if self.requests is None and self.tokens is None and not self._lock.locked():
             now = self._clock()
             if now >= self.paused_until:
                 self._sent(now)  # nothing to keep to: no lock, no checkpoint
-                return
+                return True
+        return False
+
+    async def acquire(self, tokens: int = 0) -> None:
+        """Wait until a request of ``tokens`` may go, and count it as sent."""
+        if self.acquire_now(tokens):
+            return
         async with self._lock:
             while (delay := self.take_or_wait(tokens, self._clock())) > 0:
                 await anyio.sleep(delay)

@@ -296,14 +296,17 @@ class Runner:
                     completion = None
                     if self.stopping:
                         raise DispatchStopped
-                    await self.limiter.acquire(estimated_tokens + self.job.expected_output_tokens)
-                    if self.stopping:
-                        raise DispatchStopped
+                    tokens = estimated_tokens + self.job.expected_output_tokens
+                    if not self.limiter.acquire_now(tokens):
+                        await self.limiter.acquire(tokens)
+                        if self.stopping:
+                            raise DispatchStopped
                     attempts.count += 1
                     self.counters.requests_sent += 1
                     if attempts.first_sent_at is None:
                         attempts.first_sent_at = time.time()
-                    reservation = await self._reserve(prompt_bound)
+                    reservation = (await self._reserve(prompt_bound) if self.budget is not None
+                                   else None)
                     # Media are read and encoded block by block as the socket takes them,
                     # while the body's full size is held from the byte budget. A body without
                     # local media is already in memory (built with the row): holding its
@@ -330,6 +333,8 @@ class Runner:
                         if reservation is not None and self.budget is not None:
                             self.budget.settle(reservation, completion)
                         self.limiter.answered(completion.rate_limit)
+                if attempt.error is None:
+                    break  # answered: the loop would only raise StopAsyncIteration to end
         except DispatchStopped:
             return
         except FatalError as error:

@@ -238,3 +238,16 @@ def test_running_at_the_servers_exact_limit_never_meets_a_429() -> None:
     sent, limited, answered = simulate(600, 600, 120, headers=False)
     assert limited == 0
     assert _rate_between(answered, 10, 110) == pytest.approx(600, rel=0.01)
+
+
+def test_acquire_now_lets_a_request_go_only_when_nothing_holds_it_back() -> None:
+    clock = {"now": 100.0}
+    free = Limiter(rpm=None, clock=lambda: clock["now"])
+    assert free.acquire_now() and free.acquire_now()
+    assert free.sent.count(clock["now"]) == 2  # counted as sent, like acquire()
+    free.cooldown(5.0)  # a 429's pause holds everybody back
+    assert not free.acquire_now()
+    clock["now"] += 5.0
+    assert free.acquire_now()
+    # A rate to keep always goes through the awaiting path (its bucket and its lock).
+    assert not Limiter(rpm=600, clock=lambda: clock["now"]).acquire_now()
