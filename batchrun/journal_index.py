@@ -47,11 +47,16 @@ KeyOf = Callable[[dict[str, Any]], str | None]  # a journal record's cache key
 
 
 def state_of(record: dict[str, Any]) -> int:
-    if record.get("status") == STATUS_OK:
-        if record.get("reused_from"):
+    return _state(record.get("status"), record.get("reused_from"), record.get("error_code"),
+                  record.get("retryable"))
+
+
+def _state(status: Any, reused_from: Any, error_code: Any, retryable: Any) -> int:
+    if status == STATUS_OK:
+        if reused_from:
             return STATE_REUSED
-        return STATE_OK_NO_USAGE if record.get("error_code") == "missing_usage" else STATE_OK
-    return STATE_RETRYABLE if record.get("retryable") else STATE_FAILED
+        return STATE_OK_NO_USAGE if error_code == "missing_usage" else STATE_OK
+    return STATE_RETRYABLE if retryable else STATE_FAILED
 
 
 def key_prefix(cache_key: str | None) -> int:
@@ -73,51 +78,28 @@ def entry_for(record: dict[str, Any], offset: int, length: int, key: int) -> Ent
     credits = record.get("credits")
     if credits is None:
         credits = record.get("credits_computed")
-    line = record.get("line")
-    state = state_of(record)
-    if state == STATE_REUSED:  # paid by the earlier run: nothing to total here
-        return (offset, length, state, line if isinstance(line, int) and line > 0 else 0,
-                0, 0, 0, 0.0, key)
-    return (
-        offset,
-        length,
-        state,
-        line if isinstance(line, int) and line > 0 else 0,
-        _count(record.get("prompt_tokens")),
-        _count(record.get("completion_tokens")),
-        _count(record.get("reasoning_tokens")),
-        float(credits) if isinstance(credits, int | float) else 0.0,
-        key,
-    )
+    return _entry(offset, length, state_of(record), record.get("line"),
+                  record.get("prompt_tokens"), record.get("completion_tokens"),
+                  record.get("reasoning_tokens"), credits, key)
 
 
 def entry_for_result(result: RowResult, offset: int, length: int) -> Entry:
     """``entry_for`` of a result about to be journaled, read from its attributes (the same
     entry as from its record: the append path runs for every row, without a dict)."""
-    key = key_prefix(result.cache_key)
-    if result.status == STATUS_OK:
-        if result.reused_from:
-            state = STATE_REUSED
-        else:
-            state = STATE_OK_NO_USAGE if result.error_code == "missing_usage" else STATE_OK
-    else:
-        state = STATE_RETRYABLE if result.retryable else STATE_FAILED
-    line = result.line
-    line = line if isinstance(line, int) and line > 0 else 0
-    if state == STATE_REUSED:
-        return (offset, length, state, line, 0, 0, 0, 0.0, key)
     credits = result.credits if result.credits is not None else result.credits_computed
-    return (
-        offset,
-        length,
-        state,
-        line,
-        _count(result.prompt_tokens),
-        _count(result.completion_tokens),
-        _count(result.reasoning_tokens),
-        float(credits) if isinstance(credits, int | float) else 0.0,
-        key,
-    )
+    state = _state(result.status, result.reused_from, result.error_code, result.retryable)
+    return _entry(offset, length, state, result.line, result.prompt_tokens,
+                  result.completion_tokens, result.reasoning_tokens, credits,
+                  key_prefix(result.cache_key))
+
+
+def _entry(offset: int, length: int, state: int, line: Any, prompt: Any, completion: Any,
+           reasoning: Any, credits: Any, key: int) -> Entry:
+    line = line if isinstance(line, int) and line > 0 else 0
+    if state == STATE_REUSED:  # paid by the earlier run: nothing to total here
+        return (offset, length, state, line, 0, 0, 0, 0.0, key)
+    return (offset, length, state, line, _count(prompt), _count(completion), _count(reasoning),
+            float(credits) if isinstance(credits, int | float) else 0.0, key)
 
 
 def pack(entry: Entry) -> bytes:

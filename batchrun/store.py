@@ -292,23 +292,23 @@ class RunDir:
             self._journal_size += written
             kept = _whole_lines(lines, written)
             with contextlib.suppress(OSError):
-                self._queue_records(kept, records[:kept])
+                self._queue_records(records[:kept])
             raise self._failed(exc, kept) from None
         self._journal_size += written
         try:
-            self._queue_records(len(lines), records)
+            self._queue_records(records)
         except OSError as exc:
             raise self._failed(exc, len(lines)) from None
 
-    def _queue_records(self, lines: int, records: list[bytes]) -> None:
-        """The index records of ``lines`` lines now in the kernel. The index is a cache of the
-        journal (lines it lacks are re-read on load, a torn record is cut off), so it reaches
-        the kernel with the timer's fsync, not per row."""
+    def _queue_records(self, records: list[bytes]) -> None:
+        """Queue the index records of lines now in the kernel (one record a line). The index
+        is a cache of the journal (lines it lacks are re-read on load, a torn record is cut
+        off), so it reaches the kernel with the timer's fsync, not per row."""
         if not records:
             return
         assert self._index is not None
         self._index.write(records[0] if len(records) == 1 else b"".join(records))
-        self._appended += lines
+        self._appended += len(records)
         if time.monotonic() - self._last_fsync >= FSYNC_INTERVAL_S:
             self.sync()
 
