@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from steady import steady_rate  # noqa: E402  (bench/ is the script's own folder)
 
-from batchrun.job import load_job  # noqa: E402
-from batchrun.manifest import iter_rows  # noqa: E402
-from batchrun.request import build_body, encode_body  # noqa: E402
+from batchrun.manifest.job import load_job  # noqa: E402
+from batchrun.manifest.reader import iter_rows  # noqa: E402
+from batchrun.request.body import build_body, encode_body  # noqa: E402
 
 
 def _cpu() -> float:

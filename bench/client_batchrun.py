@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from steady import steady_rate  # noqa: E402  (bench/ is the script's own folder)
 
-from batchrun import eventloop  # noqa: E402  (after the path fix, as a script)
 from batchrun.cli import cli  # noqa: E402
+from batchrun.dispatch import eventloop  # noqa: E402  (after the path fix, as a script)
 
 
 def _cpu() -> float:

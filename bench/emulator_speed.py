@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--stream", action="store_true")
     args = parser.parse_args()
     server = subprocess.Popen(
-        [sys.executable, "-m", "batchrun.emulator_cmd", "--port", "0"],
+        [sys.executable, "-m", "batchrun.emulator", "--port", "0"],
         stdout=subprocess.PIPE, text=True,
     )
     try:

@@ -7,7 +7,7 @@ each in its own process so that peak RSS is that process's own:
   1. ``pyarrow.json.read_json``: the file read into an Arrow table (multi-threaded): the time
      to merely read the manifest;
   2. ``pyarrow.json.open_json``: the same, streamed batch by batch;
-  3. ``batchrun.manifest.iter_rows`` alone: batchrun's reader, without the estimator and
+  3. ``batchrun.manifest.reader.iter_rows`` alone: batchrun's reader, without the estimator and
      without the duplicate-id check;
   4. ``batchrun estimate MANIFEST --json``: the whole command;
 and the same estimate on the first ``--small`` rows, so peak RSS can be compared (flat means
@@ -50,8 +50,8 @@ print(rows)
 ITER_ROWS = """
 import sys
 from pathlib import Path
-from batchrun.job import JobSpec
-from batchrun.manifest import iter_rows
+from batchrun.manifest.job import JobSpec
+from batchrun.manifest.reader import iter_rows
 print(sum(1 for _ in iter_rows(Path(sys.argv[1]), JobSpec(), check_duplicates=False)))
 """
 

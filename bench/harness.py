@@ -64,7 +64,7 @@ def host_speed_probe(core: str = "1") -> float:
 
 @dataclass
 class Emulator:
-    """A running ``python -m batchrun.emulator_cmd`` subprocess."""
+    """A running ``python -m batchrun.emulator`` subprocess."""
 
     process: subprocess.Popen[str]
     base_url: str  # http://127.0.0.1:PORT/v1
@@ -94,7 +94,7 @@ class Emulator:
 @contextlib.contextmanager
 def emulator(*args: str) -> Iterator[Emulator]:
     """Start the emulator on core 0 with ``args`` (e.g. ``--latency-ms 200``); stop it after."""
-    argv = pinned(EMULATOR_CORE, [sys.executable, "-m", "batchrun.emulator_cmd", "--port", "0",
+    argv = pinned(EMULATOR_CORE, [sys.executable, "-m", "batchrun.emulator", "--port", "0",
                                   *args])
     process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:

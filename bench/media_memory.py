@@ -96,7 +96,7 @@ def main() -> int:
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 256
 
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "batchrun.emulator_cmd", "--port", "0",
+        [sys.executable, "-m", "batchrun.emulator", "--port", "0",
          "--latency-ms", str(args.latency_ms)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )

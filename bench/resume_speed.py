@@ -38,10 +38,10 @@ import orjson
 REPO = Path(os.environ.get("BATCHRUN_REPO") or Path(__file__).resolve().parent.parent)
 sys.path.insert(0, str(REPO))
 
-from batchrun.job import JobSpec  # noqa: E402
-from batchrun.manifest import manifest_fingerprint  # noqa: E402
-from batchrun.result import RowResult  # noqa: E402
-from batchrun.store import RunDir, run_info  # noqa: E402
+from batchrun.core.result import RowResult  # noqa: E402
+from batchrun.manifest.job import JobSpec  # noqa: E402
+from batchrun.manifest.reader import manifest_fingerprint  # noqa: E402
+from batchrun.store.rundir import RunDir, run_info  # noqa: E402
 
 KEY = "sk-bench-resume-0000"
 
@@ -143,7 +143,7 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="batchrun-resume-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     emulator = subprocess.Popen(
-        [sys.executable, "-m", "batchrun.emulator_cmd", "--port", "0"],
+        [sys.executable, "-m", "batchrun.emulator", "--port", "0"],
         cwd=REPO, stdout=subprocess.PIPE, text=True,
     )
     try:

@@ -53,7 +53,7 @@ CREDITS_PER_ROW = 0.2  # about what an emulated row costs: sizes the balance tha
 
 
 def start_emulator(seed: int, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
-    args = [sys.executable, "-m", "batchrun.emulator_cmd", "--port", "0", "--latency-ms", "2",
+    args = [sys.executable, "-m", "batchrun.emulator", "--port", "0", "--latency-ms", "2",
             "--jitter-ms", "3", "--seed", str(seed), "--retry-after", "mixed",
             "--stall-s", str(STALL_S)]
     for flag, rate in FAULTS.items():

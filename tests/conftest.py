@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from batchrun.emulator import EmulatorConfig, EmulatorServer
+from batchrun.emulator.server import EmulatorConfig, EmulatorServer
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ Shared by the tests that walk the table (error mapping, client over HTTP)."""
 
 from __future__ import annotations
 
-from batchrun import errors
+from batchrun.core import errors
 
 SEED_ERRORS = [
     (400, "invalid_request", "invalid_request_error", errors.InvalidRequestError),

@@ -19,7 +19,7 @@ import pytest
 from click.testing import Result
 from faultkit import by_id, journal, run_cli, run_process, write_job, write_manifest
 
-from batchrun.emulator import EmulatorServer
+from batchrun.emulator.server import EmulatorServer
 
 MakeEmulator = Callable[..., EmulatorServer]
 

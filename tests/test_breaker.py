@@ -8,9 +8,9 @@ from pathlib import Path
 
 from faultkit import by_id, latest, run_cli, write_job, write_manifest
 
-from batchrun.breaker import CircuitBreaker
-from batchrun.emulator import EmulatorServer
-from batchrun.result import RowResult
+from batchrun.core.result import RowResult
+from batchrun.dispatch.breaker import CircuitBreaker
+from batchrun.emulator.server import EmulatorServer
 
 MakeEmulator = Callable[..., EmulatorServer]
 

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.budget import (
+from batchrun.core.errors import TransportError, UpstreamError
+from batchrun.core.result import Completion
+from batchrun.cost.budget import (
     ROUNDING_MARGIN,
     BudgetExhausted,
     BudgetGate,
@@ -19,11 +21,9 @@ from batchrun.budget import (
     output_token_limit,
     prompt_token_bound,
 )
-from batchrun.emulator_model import parse_chat_request
-from batchrun.errors import TransportError, UpstreamError
-from batchrun.estimate import messages_estimate
-from batchrun.pricing import PRICES, Price
-from batchrun.result import Completion
+from batchrun.cost.catalog import PRICES, Price
+from batchrun.cost.estimate import messages_estimate
+from batchrun.emulator.model import parse_chat_request
 
 PRICE = PRICES["gemini-3.1-pro"]
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 from test_run_e2e import fast_job, run_cli, write_manifest
 
-from batchrun.budget import ROUNDING_MARGIN
-from batchrun.emulator import EmulatorServer
-from batchrun.pricing import PRICES
+from batchrun.cost.budget import ROUNDING_MARGIN
+from batchrun.cost.catalog import PRICES
+from batchrun.emulator.server import EmulatorServer
 
 PRICE = PRICES["gemini-3.1-pro"]
 EMULATOR_MEAN_OUTPUT = 210  # the emulator answers 20..400 completion tokens, by hash

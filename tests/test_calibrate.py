@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from batchrun.calibrate import SampleRow, fit, project, sample_positions
-from batchrun.estimate import RowEstimate, Tally
-from batchrun.pricing import PRICES
+from batchrun.cost.calibrate import SampleRow, fit, project, sample_positions
+from batchrun.cost.catalog import PRICES
+from batchrun.cost.estimate import RowEstimate, Tally
 
 PRICE = PRICES["gemini-3.1-pro"]
 

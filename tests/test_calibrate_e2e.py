@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from test_run_e2e import fast_job, run_cli, write_manifest
 
-from batchrun.emulator import EmulatorServer
+from batchrun.emulator.server import EmulatorServer
 
 TEXT = ("the quarterly report shows revenue grew while costs fell in most regions and the "
         "board asked for a plan to cut delays in shipping data to customers")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 
-from batchrun import channel
+from batchrun.dispatch import channel
 
 
 def test_every_item_reaches_exactly_one_worker_in_order() -> None:

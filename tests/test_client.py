@@ -15,15 +15,15 @@ import pytest
 from aiohttp import web
 from seed_errors import SEED_ERRORS
 
-from batchrun import errors
-from batchrun.client import (
+from batchrun.api.client import (
     USER_AGENT,
     ApiClient,
     ClientSettings,
     balance_from_payload,
     mask_key,
 )
-from batchrun.emulator import EmulatorServer
+from batchrun.core import errors
+from batchrun.emulator.server import EmulatorServer
 
 KEY = "sk-test-0123456789abcdefSECRET"
 MODEL = "gemini-3.1-pro"

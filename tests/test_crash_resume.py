@@ -20,7 +20,7 @@ from pathlib import Path
 import orjson
 import pyarrow.parquet as pq
 
-from batchrun.emulator import EmulatorServer
+from batchrun.emulator.server import EmulatorServer
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-crash-test-0123456789"

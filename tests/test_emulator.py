@@ -21,9 +21,9 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from batchrun.emulator import EmulatorServer
-from batchrun.emulator_cmd import emulator_command
-from batchrun.emulator_media import mp4_seconds, pdf_pages, wav_seconds
+from batchrun.emulator.command import emulator_command
+from batchrun.emulator.media import mp4_seconds, pdf_pages, wav_seconds
+from batchrun.emulator.server import EmulatorServer
 
 KEY = {"Authorization": "Bearer sk-test"}
 MODEL = "gemini-3.1-pro"
@@ -626,7 +626,7 @@ def test_cli_help_lists_every_flag() -> None:
 
 def test_cli_serves_as_a_subprocess(http: httpx.Client) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "batchrun.emulator_cmd", "--port", "0", "--balance", "7"],
+        [sys.executable, "-m", "batchrun.emulator", "--port", "0", "--balance", "7"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -684,7 +684,7 @@ def test_the_emulator_listens_with_a_deep_accept_queue() -> None:
     once, and each dropped one came back only after a 1 s retransmission."""
     import shutil
 
-    from batchrun.emulator import LISTEN_BACKLOG
+    from batchrun.emulator.server import LISTEN_BACKLOG
 
     if shutil.which("ss") is None:
         pytest.skip("needs iproute2's ss to read a listening socket's backlog")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from batchrun.eventloop import LOOP_ENV, YOUNG_THRESHOLD, lean_collector, run_dispatch
+from batchrun.dispatch.eventloop import LOOP_ENV, YOUNG_THRESHOLD, lean_collector, run_dispatch
 
 
 def test_lean_collector_freezes_raises_the_threshold_and_restores_both() -> None:

@@ -20,10 +20,10 @@ import pytest
 from click.testing import CliRunner
 from faultkit import KEY, by_id, journal, run_cli, write_job, write_manifest
 
-from batchrun import errors
-from batchrun.client import ApiClient, ClientSettings
-from batchrun.emulator import EmulatorServer
-from batchrun.emulator_cmd import emulator_command
+from batchrun.api.client import ApiClient, ClientSettings
+from batchrun.core import errors
+from batchrun.emulator.command import emulator_command
+from batchrun.emulator.server import EmulatorServer
 
 MakeEmulator = Callable[..., EmulatorServer]
 

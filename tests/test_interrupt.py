@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from batchrun.emulator import EmulatorServer
+from batchrun.emulator.server import EmulatorServer
 
 
 def test_sigint_stops_dispatch_keeps_answers_and_prints_resume(

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.emulator_model import parse_chat_request
-from batchrun.errors import InputError
-from batchrun.estimate import (
+from batchrun.core.errors import InputError
+from batchrun.cost.catalog import PRICES
+from batchrun.cost.estimate import (
     IMAGE_TOKENS,
     PDF_PAGE_TOKENS,
     Tally,
@@ -22,11 +22,11 @@ from batchrun.estimate import (
     row_estimate,
     text_tokens,
 )
-from batchrun.job import DEFAULT_ENDPOINT, JobSpec, load_job
-from batchrun.manifest import iter_rows
-from batchrun.preflight import estimate_of
-from batchrun.pricing import PRICES
-from batchrun.request import build_body, encode_body
+from batchrun.emulator.model import parse_chat_request
+from batchrun.manifest.job import DEFAULT_ENDPOINT, JobSpec, load_job
+from batchrun.manifest.reader import iter_rows
+from batchrun.plan.preflight import estimate_of
+from batchrun.request.body import build_body, encode_body
 
 
 def test_job_file_fields_and_overrides(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from batchrun.cli import cli
-from batchrun.emulator import EmulatorServer
-from batchrun.job import load_job
+from batchrun.emulator.server import EmulatorServer
+from batchrun.manifest.job import load_job
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = sorted((ROOT / "jobs").glob("*.toml"))

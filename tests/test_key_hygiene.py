@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from faultkit import KEY, run_process, write_job, write_manifest
 
-from batchrun.emulator import EmulatorServer
-from batchrun.endpoint_check import is_loopback_host, plain_http_warning
+from batchrun.api.endpoint_check import is_loopback_host, plain_http_warning
+from batchrun.emulator.server import EmulatorServer
 
 MakeEmulator = Callable[..., EmulatorServer]
 # A key the gateway refuses (no sk- prefix) but still quotes back in its 401 message.

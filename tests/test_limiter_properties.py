@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.ratelimit import Limiter
+from batchrun.dispatch.ratelimit import Limiter
 
 
 @dataclass

@@ -12,9 +12,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from batchrun.errors import InputError
-from batchrun.job import JobSpec
-from batchrun.manifest import Row, count_rows, iter_rows, manifest_fingerprint, manifest_format
+from batchrun.core.errors import InputError
+from batchrun.manifest.job import JobSpec
+from batchrun.manifest.reader import (
+    Row,
+    count_rows,
+    iter_rows,
+    manifest_fingerprint,
+    manifest_format,
+)
 
 JOB = JobSpec()
 
@@ -519,7 +525,7 @@ class _SameHash(str):
 
 
 def test_hash_collisions_are_not_duplicates() -> None:
-    from batchrun.manifest import _check_unique
+    from batchrun.manifest.reader import _check_unique
 
     def rows() -> Any:
         yield from (Row(id=_SameHash(name), line=n) for n, name in enumerate("abca", start=1))

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from batchrun.errors import MediaError, RowError
-from batchrun.media import MediaInfo, MediaResolver, kind_of, sniff_mime
+from batchrun.core.errors import MediaError, RowError
+from batchrun.media.files import MediaInfo, MediaResolver, kind_of, sniff_mime
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
 

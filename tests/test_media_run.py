@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from mediakit import SAMPLES, make_media
 
 from batchrun.cli import cli
-from batchrun.emulator import EmulatorServer
+from batchrun.emulator.server import EmulatorServer
 
 KEY = "sk-test-media-0123456789"
 ROOT = Path(__file__).resolve().parent.parent

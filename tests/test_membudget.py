@@ -7,7 +7,7 @@ import random
 import anyio
 import pytest
 
-from batchrun.membudget import ByteBudget
+from batchrun.dispatch.membudget import ByteBudget
 
 pytestmark = pytest.mark.anyio
 

@@ -13,23 +13,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mediakit import make_media
 
-from batchrun.client import ApiClient, ClientSettings
-from batchrun.emulator import EmulatorServer
-from batchrun.errors import MediaError, TransportError
-from batchrun.estimate import (
+from batchrun.api.client import ApiClient, ClientSettings
+from batchrun.core.errors import MediaError, TransportError
+from batchrun.cost.estimate import (
     GEMINI_2_RULES,
     GEMINI_3_RULES,
     media_tokens,
     meta_tokens,
     rules_for,
 )
-from batchrun.job import JobSpec
-from batchrun.limits import PromptTooLargeError
-from batchrun.manifest import Row
-from batchrun.media import MediaResolver
-from batchrun.media_meta import MediaMeta
-from batchrun.payload import READ_BLOCK, StreamedBody, prepare_request
-from batchrun.request import build_body, encode_body
+from batchrun.cost.limits import PromptTooLargeError
+from batchrun.emulator.server import EmulatorServer
+from batchrun.manifest.job import JobSpec
+from batchrun.manifest.reader import Row
+from batchrun.media.files import MediaResolver
+from batchrun.media.meta import MediaMeta
+from batchrun.request.body import build_body, encode_body
+from batchrun.request.payload import READ_BLOCK, StreamedBody, prepare_request
 
 
 def open_fds() -> int:

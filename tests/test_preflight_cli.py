@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_run_e2e import fast_job, run_cli, write_manifest
 
-from batchrun.emulator import EmulatorServer
+from batchrun.emulator.server import EmulatorServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from seed_errors import SEED_ERRORS
 
-from batchrun import errors
-from batchrun.pricing import PRICES, USD_PER_CREDIT, price_for
+from batchrun.core import errors
+from batchrun.cost.catalog import PRICES, USD_PER_CREDIT, price_for
 
 
 def test_seed_example_formula() -> None:

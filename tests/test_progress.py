@@ -12,8 +12,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from batchrun.emulator import EmulatorServer
-from batchrun.progress import RunCounters, progress_table
+from batchrun.dispatch.progress import RunCounters, progress_table
+from batchrun.emulator.server import EmulatorServer
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.ratelimit import AdaptiveRate, Limiter, RateMeter, TokenBucket
-from batchrun.retry_after import RateLimitInfo
+from batchrun.api.retry_after import RateLimitInfo
+from batchrun.dispatch.ratelimit import AdaptiveRate, Limiter, RateMeter, TokenBucket
 
 
 def _dispatch_times(per_minute: float, demand: list[float], horizon_s: float) -> list[float]:

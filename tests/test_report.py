@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from batchrun.cli import cli
-from batchrun.emulator import EmulatorServer
-from batchrun.report import aggregate, latency_histogram, over_time, render
-from batchrun.report_svg import BAR_COLOUR, LINE_COLOUR
+from batchrun.emulator.server import EmulatorServer
+from batchrun.reporting.report import aggregate, latency_histogram, over_time, render
+from batchrun.reporting.svg import BAR_COLOUR, LINE_COLOUR
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

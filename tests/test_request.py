@@ -11,11 +11,11 @@ from typing import Any
 import orjson
 import pytest
 
-from batchrun.errors import MediaError, RowError
-from batchrun.job import JobSpec
-from batchrun.manifest import Row, iter_rows
-from batchrun.media import MediaResolver
-from batchrun.request import body_sha256, build_body, encode_body, google_search_tool
+from batchrun.core.errors import MediaError, RowError
+from batchrun.manifest.job import JobSpec
+from batchrun.manifest.reader import Row, iter_rows
+from batchrun.media.files import MediaResolver
+from batchrun.request.body import body_sha256, build_body, encode_body, google_search_tool
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
 PNG_URL = "data:image/png;base64," + base64.b64encode(PNG).decode()

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun import errors
-from batchrun.response import (
+from batchrun.api.response import (
     StreamAccumulator,
     _ThoughtSplitter,
     decode_event,
     parse_completion,
     split_thoughts,
 )
+from batchrun.core import errors
 
 SEED_RESPONSE: dict[str, Any] = {
     "id": "chatcmpl-20260417001546375193862M1p62g7j",

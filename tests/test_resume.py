@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun import manifest as manifest_module
 from batchrun.cli import cli
-from batchrun.emulator import EmulatorServer
-from batchrun.job import JobSpec
-from batchrun.manifest import iter_rows
+from batchrun.emulator.server import EmulatorServer
+from batchrun.manifest.job import JobSpec
+from batchrun.manifest.reader import iter_rows
+from batchrun.manifest.reader import reader as manifest_module
 
 KEY = "sk-resume-test-0123456789"
 

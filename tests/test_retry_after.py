@@ -7,7 +7,7 @@ from email.utils import formatdate
 import httpx
 import pytest
 
-from batchrun.retry_after import (
+from batchrun.api.retry_after import (
     RateLimitInfo,
     parse_duration,
     parse_ratelimit_headers,

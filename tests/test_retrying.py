@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from batchrun.errors import (
+from batchrun.core.errors import (
     AuthenticationError,
     InvalidRequestError,
     RateLimitedError,
@@ -13,7 +13,7 @@ from batchrun.errors import (
     TransportError,
     UpstreamError,
 )
-from batchrun.retrying import retry_policy
+from batchrun.dispatch.retrying import retry_policy
 
 
 def run_loop(outcomes: list[Exception | None], **policy: float) -> tuple[list[int], list[float],

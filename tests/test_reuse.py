@@ -11,9 +11,9 @@ import orjson
 import pyarrow.parquet as pq
 from click.testing import CliRunner, Result
 
-from batchrun.cache import REUSED_EXTRA_KEY, cache_key
 from batchrun.cli import cli
-from batchrun.emulator import EmulatorServer
+from batchrun.emulator.server import EmulatorServer
+from batchrun.store.cache import REUSED_EXTRA_KEY, cache_key
 
 KEY = "sk-reuse-test-0123456789"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)

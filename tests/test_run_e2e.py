@@ -12,10 +12,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from batchrun.cli import cli
-from batchrun.emulator import EmulatorServer
-from batchrun.pricing import PRICES
-from batchrun.result import RESULTS_SCHEMA
-from batchrun.store import RunDir
+from batchrun.core.result import RESULTS_SCHEMA
+from batchrun.cost.catalog import PRICES
+from batchrun.emulator.server import EmulatorServer
+from batchrun.store.rundir import RunDir
 
 KEY = "sk-test-0123456789abcdef"
 PRICE = PRICES["gemini-3.1-pro"]

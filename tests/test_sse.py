@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.sse import SSEDecoder
+from batchrun.api.sse import SSEDecoder
 
 
 def decode_all(chunks: list[bytes]) -> list[str]:

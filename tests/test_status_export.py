@@ -18,9 +18,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from batchrun.cli import cli
-from batchrun.emulator import EmulatorServer
-from batchrun.pricing import USD_PER_CREDIT
-from batchrun.result import RESULTS_SCHEMA
+from batchrun.core.result import RESULTS_SCHEMA
+from batchrun.cost.catalog import USD_PER_CREDIT
+from batchrun.emulator.server import EmulatorServer
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-status-test-0123456789"

@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun.errors import InputError
-from batchrun.journal_index import RECORD, STATE_FAILED, STATE_OK, STATE_RETRYABLE
-from batchrun.manifest import Row
-from batchrun.result import RESULTS_SCHEMA, RowResult
-from batchrun.store import RunDir, RunLockedError, run_info
+from batchrun.core.errors import InputError
+from batchrun.core.result import RESULTS_SCHEMA, RowResult
+from batchrun.manifest.reader import Row
+from batchrun.store.index import RECORD, STATE_FAILED, STATE_OK, STATE_RETRYABLE
+from batchrun.store.rundir import RunDir, RunLockedError, run_info
 
 
 def _info(tmp_path: Path, fingerprint: str = "f1") -> dict[str, Any]:
@@ -244,9 +244,9 @@ def test_index_records_written_on_append_equal_those_rebuilt_from_the_journal(
 _PARTIAL_WRITE = """
 import resource, signal, sys, time
 from pathlib import Path
-from batchrun.result import RowResult
-from batchrun.errors import StorageError
-from batchrun.store import JournalWriteError, RunDir
+from batchrun.core.result import RowResult
+from batchrun.core.errors import StorageError
+from batchrun.store.rundir import JournalWriteError, RunDir
 run = RunDir(Path(sys.argv[1]))
 run.open_journal()
 base = run.journal_path.stat().st_size

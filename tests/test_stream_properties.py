@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.client import _finish_stream
-from batchrun.errors import TransportError
-from batchrun.response import StreamAccumulator, parse_completion
-from batchrun.result import Completion
-from batchrun.sse import SSEDecoder
+from batchrun.api.client import _finish_stream
+from batchrun.api.response import StreamAccumulator, parse_completion
+from batchrun.api.sse import SSEDecoder
+from batchrun.core.errors import TransportError
+from batchrun.core.result import Completion
 
 # No "<": a tag-shaped prefix is the thought splitter's business (tested in test_response).
 _text = st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="<"),

@@ -1,0 +1,171 @@
+"""``batchrun emulator``: serve the API emulator in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import click
+
+from batchrun.dispatch.eventloop import run_server
+from batchrun.emulator.server import (
+    DROP_MODES,
+    RETRY_AFTER_STYLES,
+    EmulatorConfig,
+    base_url_for,
+    create_app,
+    start_site,
+)
+
+_PROBABILITY = click.FloatRange(0.0, 1.0)
+_NON_NEGATIVE = click.FloatRange(min=0.0)
+
+
+async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
+    runner, bound_port = await start_site(create_app(config), host, port, shutdown_timeout=1.0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        # Scripts read this one line to learn the port; everything else goes to stderr.
+        click.echo(f"batchrun emulator listening on {base_url_for(host, bound_port)}")
+        sys.stdout.flush()
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+    click.echo("batchrun emulator stopped", err=True)
+
+
+@click.command(
+    "emulator",
+    epilog=(
+        "\b\nExamples:\n"
+        "  batchrun emulator --port 0 --latency-ms 200 --fail-503 0.05 --rpm 600 --balance 50\n"
+        "  batchrun run rows.jsonl --out runs/x --endpoint http://127.0.0.1:PORT/v1 "
+        "--api-key sk-test\n\n"
+        "Control endpoints: GET /_emulator/stats, GET|POST /_emulator/config, "
+        "POST /_emulator/reset."
+    ),
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8787, show_default=True,
+              help="TCP port; 0 picks a free one (read it from the first stdout line).")
+@click.option("--latency-ms", type=_NON_NEGATIVE, default=0.0, show_default=True,
+              help="Delay before each answer starts, in milliseconds.")
+@click.option("--jitter-ms", type=_NON_NEGATIVE, default=0.0, show_default=True,
+              help="Extra random delay, uniform in [0, MS).")
+@click.option("--rpm", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="Requests per minute before 429 rate_limit_exceeded (token bucket, 1 s burst).")
+@click.option("--fail-503", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability of 503 upstream_error (not billed).")
+@click.option("--fail-500", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability of 500 internal_error (not billed).")
+@click.option("--balance", type=float, default=None,
+              help="Starting credits; 402 insufficient_credits once spent. Default: unlimited.")
+@click.option("--spend-limit", type=_NON_NEGATIVE, default=None,
+              help="Credits this key may spend before 429 spend_limit_exceeded.")
+@click.option("--drop-rate", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability of a dropped connection or a truncated answer.")
+@click.option("--chars-per-token", type=click.FloatRange(min=0.0, min_open=True), default=4.0,
+              show_default=True, help="The emulator's text tokenisation.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the fault and jitter draws.")
+@click.option("--revoke-after", type=click.IntRange(min=0), default=None,
+              help="Answer 401 invalid_api_key after N chat requests.")
+@click.option("--drop-mode", type=click.Choice(DROP_MODES), default="mixed", show_default=True,
+              help="What --drop-rate does: reset before any byte, truncate (reset mid-answer), "
+              "or either.")
+@click.option("--chunk-delay-ms", type=_NON_NEGATIVE, default=0.0, show_default=True,
+              help="Pause between stream events.")
+@click.option("--fail-429", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability of 429 rate_limit_exceeded whatever the rpm (not billed).")
+@click.option("--retry-after", "retry_after", type=click.Choice(RETRY_AFTER_STYLES),
+              default="seconds", show_default=True,
+              help="Retry-After of --fail-429 answers: 1 s, none, absurd (10^9 s), garbage.")
+@click.option("--fail-502", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability of a proxy's HTML 502 Bad Gateway page (not billed).")
+@click.option("--not-json-rate", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability of a 200 whose body is an HTML page, not JSON (not billed).")
+@click.option("--no-usage-rate", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability of a complete answer without usage or credits (billed).")
+@click.option("--stall-rate", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability that an answer stalls halfway for --stall-s (billed).")
+@click.option("--stall-s", type=_NON_NEGATIVE, default=30.0, show_default=True,
+              help="How long a stalled answer stays silent.")
+@click.option("--early-eof-rate", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Probability that an answer ends cleanly halfway, without usage or [DONE] "
+              "(billed).")
+@click.option("--echo-key", is_flag=True,
+              help="Quote the caller's key in 401 messages, as careless gateways do.")
+@click.option("--no-rate-headers", is_flag=True,
+              help="Send no x-ratelimit-* headers with --rpm (only 429 and Retry-After).")
+def emulator_command(
+    host: str,
+    port: int,
+    latency_ms: float,
+    jitter_ms: float,
+    rpm: float | None,
+    fail_503: float,
+    fail_500: float,
+    balance: float | None,
+    spend_limit: float | None,
+    drop_rate: float,
+    chars_per_token: float,
+    seed: int,
+    revoke_after: int | None,
+    drop_mode: str,
+    chunk_delay_ms: float,
+    fail_429: float,
+    retry_after: str,
+    fail_502: float,
+    not_json_rate: float,
+    no_usage_rate: float,
+    stall_rate: float,
+    stall_s: float,
+    early_eof_rate: float,
+    echo_key: bool,
+    no_rate_headers: bool,
+) -> None:
+    """Serve a local emulator of the Gemini 3.1 Pro chat-completions API.
+
+    It answers deterministically (the same request gets the same reply), bills with the
+    seed's formula and injects the faults you ask for. Any key starting with sk- is accepted.
+    """
+    try:
+        config = EmulatorConfig(
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            rpm=rpm,
+            fail_503=fail_503,
+            fail_500=fail_500,
+            balance=balance,
+            spend_limit=spend_limit,
+            drop_rate=drop_rate,
+            chars_per_token=chars_per_token,
+            seed=seed,
+            revoke_after=revoke_after,
+            drop_mode=drop_mode,
+            chunk_delay_ms=chunk_delay_ms,
+            fail_429=fail_429,
+            retry_after=retry_after,
+            fail_502=fail_502,
+            not_json_rate=not_json_rate,
+            no_usage_rate=no_usage_rate,
+            stall_rate=stall_rate,
+            stall_s=stall_s,
+            early_eof_rate=early_eof_rate,
+            echo_key=echo_key,
+            rate_headers=not no_rate_headers,
+        )
+    except ValueError as exc:  # e.g. fault rates adding up to more than 1
+        raise click.UsageError(str(exc)) from None
+    try:
+        run_server(_serve(config, host, port))
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+
+
+if __name__ == "__main__":
+    emulator_command()

@@ -1,0 +1,428 @@
+"""An emulator of the Gemini 3.1 Pro gateway's /v1/chat/completions, served on loopback.
+
+Faithful to the seed where it speaks (fields, defaults, error table, billing formula), with
+knobs for the faults a batch runner must survive: latency, rate limits, 500/503, dropped
+connections, an empty balance, a spend limit, a revoked key. Replies are deterministic
+(``emulator_model``), media are counted like Gemini 3 (``emulator_media``), answers are rendered
+by ``emulator_render`` and the knobs, counters and shared state live in ``emulator_state``.
+
+Choices where the seed is silent:
+- Checks run in the order auth, IP, rate limit, balance, spend limit, body, model, faults.
+- Rate limit: a token bucket refilled at rpm/60 per second holding ``rpm_burst`` requests,
+  by default one second of flow (at least 1): a strict gateway that refuses bursts, so a
+  runner that bursts meets 429 early, and Retry-After is the time to the next token, not a
+  minute. ``rpm_burst=rpm`` gives a whole minute's allowance up front instead.
+- Billing happens when the answer starts: a stream cut after its first bytes (or a JSON body
+  cut halfway) is billed — "paid but lost" — while 500/503 and a connection reset before any
+  byte are not. The balance may go below zero on the request that crosses it, as may the spend.
+- ``revoke_after`` counts chat requests since start (or the last reset); reset also refills the
+  rate bucket, re-seeds the fault RNG and zeroes the spend, i.e. a fresh key.
+- Latency (+ jitter) is spent before the answer, a 500/503 or a drop: the upstream's time.
+  Refusals before that (401 … 404) answer at once, as a gateway would without calling upstream.
+- A stream is: role delta, one ``: keep-alive`` comment, thought deltas (field style), content
+  deltas with ``finish_reason`` on the last, a ``choices: []`` chunk with usage and
+  credits_consumed, ``data: [DONE]``. In tag style the ``<thought>`` prefix is part of the
+  content deltas and a piece boundary may fall inside a tag, which a client must survive.
+- The id is ``chatcmpl-`` + the first 32 hex digits of sha256(raw body): same body, same id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import threading
+
+import orjson
+from aiohttp import web
+
+from batchrun.emulator.faults import (
+    early_eof_json,
+    half_of,
+    not_json_200,
+    proxy_502,
+    stalled_json,
+    write_quietly,
+)
+from batchrun.emulator.model import BadRequest, ChatRequest, parse_chat_request, synthesize_reply
+from batchrun.emulator.render import ERROR_TABLE, Answer, credits_for, error_response
+from batchrun.emulator.state import (
+    DROP_MODES,
+    FAULT_RATES,
+    RETRY_AFTER_STYLES,
+    THOUGHTS_STYLES,
+    EmulatorConfig,
+    EmulatorState,
+    EmulatorStats,
+    apply_config,
+)
+
+__all__ = [
+    "DROP_MODES",
+    "ERROR_TABLE",
+    "FAULT_RATES",
+    "RETRY_AFTER_STYLES",
+    "THOUGHTS_STYLES",
+    "EmulatorConfig",
+    "EmulatorServer",
+    "EmulatorStats",
+    "apply_config",
+    "base_url_for",
+    "create_app",
+    "credits_for",
+    "error_response",
+    "start_site",
+]
+
+CHAT_PATH = "/v1/chat/completions"
+CREDITS_PATH = "/v1/credits"
+_HARD_BODY_LIMIT = 1 << 30  # aiohttp's own cap; ``max_body_mb`` is the configurable one
+STATE_KEY = web.AppKey("batchrun_emulator_state", EmulatorState)
+
+
+def _abort(request: web.BaseRequest) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def _chat(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    stats = state.stats
+    stats.requests_total += 1
+    stats.in_flight += 1
+    stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+    try:
+        return await _chat_inner(request, state)
+    except ConnectionResetError:
+        # The client went away mid-answer (killed, timed out): nothing to answer, no traceback.
+        raise web.HTTPBadRequest() from None
+    finally:
+        stats.in_flight -= 1
+
+
+async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamResponse:
+    config, stats = state.config, state.stats
+    # Read the whole body first so that an early error never races the client's upload.
+    try:
+        body: bytes | None = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        body = None
+    revoked = config.revoke_after is not None and stats.requests_total > config.revoke_after
+    denied = state.access_error(request, revoked)
+    if denied is not None:
+        if revoked:
+            stats.faults["revoked"] += 1
+        return _count(stats, denied)
+    wait = state.rate_wait()
+    if wait > 0:
+        stats.faults["rpm"] += 1
+        headers = {
+            "Retry-After": str(max(1, math.ceil(wait))),
+            "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
+        }
+        if config.rate_headers:
+            headers["x-ratelimit-limit-requests"] = str(int(config.rpm or 0))
+            headers["x-ratelimit-remaining-requests"] = "0"
+        return _count(stats, error_response(
+            "rate_limit_exceeded", "Too many requests, please slow down.", headers))
+    if config.balance is not None and config.balance <= 0:
+        stats.faults["no_credits"] += 1
+        return _count(stats, error_response(
+            "insufficient_credits", "Your credit balance is too low. Please top up."))
+    if config.spend_limit is not None and stats.credits_billed >= config.spend_limit:
+        stats.faults["spend_limit"] += 1
+        return _count(stats, error_response(
+            "spend_limit_exceeded", "Key spend limit reached (hourly/daily/total)."))
+    if body is None or len(body) > config.max_body_mb * 1e6:
+        return _count(stats, error_response(
+            "invalid_request", f"Request body exceeds {config.max_body_mb:g} MB."))
+    try:
+        chat = parse_chat_request(body, config.chars_per_token)
+    except BadRequest as exc:
+        return _count(stats, error_response("invalid_request", str(exc)))
+    if chat.model not in config.models:
+        return _count(stats, error_response(
+            "model_not_found", f"Model '{chat.model}' does not exist or is inactive."))
+    fault = state.draw_fault()
+    if fault == "429":  # the gateway's own limiter: it answers before calling upstream
+        return _count(stats, error_response(
+            "rate_limit_exceeded", "Too many requests, please slow down.",
+            state.retry_after_headers()))
+    delay = state.delay_s()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    if fault == "503":
+        return _count(stats, error_response(
+            "upstream_error", "Upstream AI provider returned an error."))
+    if fault == "500":
+        return _count(stats, error_response("internal_error", "Unexpected server error."))
+    if fault == "502":
+        return _count(stats, proxy_502())
+    if fault == "not_json":
+        return _count(stats, not_json_200())
+    if fault == "reset":
+        stats.by_status[0] += 1
+        stats.dropped += 1
+        _abort(request)
+        # Writing this to the aborted transport fails quietly inside aiohttp.
+        return web.Response()
+    body_sha = hashlib.sha256(body).hexdigest()
+    answer = Answer(
+        chat,
+        synthesize_reply(chat, config.chars_per_token),
+        body_sha,
+        config.thoughts_style,
+        config.credits_rounding,
+        with_usage=fault != "no_usage",
+    )
+    rate_headers = {}
+    if config.rpm and config.rate_headers:
+        rate_headers["x-ratelimit-limit-requests"] = str(int(config.rpm))
+        rate_headers["x-ratelimit-remaining-requests"] = str(int(state.bucket_tokens or 0))
+    if chat.stream:
+        return await _send_stream(request, state, answer, chat, body_sha, rate_headers, fault)
+    payload = answer.json_body()
+    stats.by_status[200] += 1
+    state.bill(answer.credits, body_sha, chat)
+    if fault == "stall":
+        return await stalled_json(request, rate_headers, payload, config.stall_s)
+    if fault == "early_eof":
+        return await early_eof_json(request, rate_headers, payload)
+    if fault != "truncate":
+        return web.Response(body=payload, content_type="application/json", headers=rate_headers)
+    stats.dropped += 1
+    response = web.StreamResponse(headers=rate_headers)
+    response.content_type = "application/json"
+    response.content_length = len(payload)
+    await response.prepare(request)
+    await response.write(payload[: len(payload) // 2])
+    _abort(request)
+    return response
+
+
+async def _send_stream(
+    request: web.Request,
+    state: EmulatorState,
+    answer: Answer,
+    chat: ChatRequest,
+    body_sha: str,
+    headers: dict[str, str],
+    fault: str | None,
+) -> web.StreamResponse:
+    stats = state.stats
+    response = web.StreamResponse(
+        headers={**headers, "Content-Type": "text/event-stream; charset=utf-8",
+                 "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    stats.by_status[200] += 1
+    state.bill(answer.credits, body_sha, chat)
+    events = answer.sse_events()
+    if fault == "truncate":
+        # Role delta, keep-alive and about half the content; never usage nor [DONE].
+        stats.dropped += 1
+        await response.write(b"".join(events[: half_of(events)]))
+        _abort(request)
+        return response
+    if fault == "early_eof":
+        # The same half, then a clean end of the body: no reset, just no [DONE].
+        if await write_quietly(request, response, b"".join(events[: half_of(events)])):
+            await response.write_eof()
+        return response
+    if fault == "stall":
+        # Half the answer, silence longer than a client's read timeout, then the rest.
+        cut = half_of(events)
+        if await write_quietly(request, response, b"".join(events[:cut])):
+            await asyncio.sleep(state.config.stall_s)
+            if await write_quietly(request, response, b"".join(events[cut:])):
+                await response.write_eof()
+        return response
+    chunk_delay = state.config.chunk_delay_ms / 1000.0
+    if chunk_delay > 0:
+        for event in events:
+            await response.write(event)
+            await asyncio.sleep(chunk_delay)
+    else:
+        await response.write(b"".join(events))
+    await response.write_eof()
+    return response
+
+
+def _count(stats: EmulatorStats, response: web.Response) -> web.Response:
+    stats.by_status[response.status] += 1
+    return response
+
+
+async def _credits(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    limit = state.config.revoke_after
+    revoked = limit is not None and state.stats.requests_total >= limit
+    denied = state.access_error(request, revoked)
+    if denied is not None:
+        return denied
+    body = orjson.dumps({"object": "credits", "credits": state.config.balance})
+    return web.Response(body=body, content_type="application/json")
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    if request.path in (CHAT_PATH, CREDITS_PATH) or request.path.startswith("/_emulator/"):
+        message = f"Method {request.method} is not allowed on {request.path}."
+    else:
+        message = f"Unknown route {request.method} {request.path}."
+    status, code = (405, "method_not_allowed") if "not allowed" in message else (404, "not_found")
+    body = {"error": {"code": code, "message": message, "type": "invalid_request_error"}}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+
+
+# --- control endpoints (no auth: the emulator only listens where the tests are) ---------------
+
+
+async def _get_stats(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    snapshot = {**state.stats.snapshot(), "balance": state.config.balance}
+    return web.Response(body=orjson.dumps(snapshot), content_type="application/json")
+
+
+async def _get_config(request: web.Request) -> web.Response:
+    config = request.app[STATE_KEY].config
+    return web.Response(body=orjson.dumps(config.to_dict()), content_type="application/json")
+
+
+async def _post_config(request: web.Request) -> web.Response:
+    config = request.app[STATE_KEY].config
+    try:
+        changes = orjson.loads(await request.read())
+        if not isinstance(changes, dict):
+            raise ValueError("send a JSON object of config fields")
+        apply_config(config, changes)
+    except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
+        return error_response("invalid_request", str(exc))
+    return web.Response(body=orjson.dumps(config.to_dict()), content_type="application/json")
+
+
+async def _post_reset(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    state.stats.reset()
+    state.reset()
+    return web.Response(body=orjson.dumps(state.stats.snapshot()),
+                        content_type="application/json")
+
+
+def create_app(config: EmulatorConfig, stats: EmulatorStats | None = None) -> web.Application:
+    """The aiohttp application; ``stats`` is filled in as requests arrive."""
+    config.validate()
+    app = web.Application(client_max_size=_HARD_BODY_LIMIT)
+    app[STATE_KEY] = EmulatorState(config, stats if stats is not None else EmulatorStats())
+    app.router.add_post(CHAT_PATH, _chat)
+    app.router.add_get(CREDITS_PATH, _credits)
+    app.router.add_get("/_emulator/stats", _get_stats)
+    app.router.add_get("/_emulator/config", _get_config)
+    app.router.add_post("/_emulator/config", _post_config)
+    app.router.add_post("/_emulator/reset", _post_reset)
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    return app
+
+
+LISTEN_BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
+
+
+async def start_site(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0, shutdown_timeout: float = 0.5
+) -> tuple[web.AppRunner, int]:
+    """Bind ``app`` (no access log: it would cost more than a request) and return the port."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    # A client opening hundreds of connections at once must not overflow the accept queue
+    # (aiohttp's default is 128): dropped SYNs come back only after a 1 s retransmission.
+    site = web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, runner.addresses[0][1]
+
+
+def base_url_for(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/v1"
+
+
+class EmulatorServer:
+    """Runs the app on 127.0.0.1 in a daemon thread with its own event loop."""
+
+    def __init__(
+        self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.config = config if config is not None else EmulatorConfig()
+        self.stats = EmulatorStats()
+        self.host = host
+        self.port = port
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1``"""
+        return base_url_for(self.host, self.port)
+
+    @property
+    def root_url(self) -> str:
+        """The server root, where ``/_emulator/...`` lives."""
+        return self.base_url[: -len("/v1")]
+
+    def start(self) -> EmulatorServer:
+        """Bind, serve in the background and return once the port is known."""
+        if self._thread is not None:
+            raise RuntimeError("emulator already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        app = create_app(self.config, self.stats)
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            try:
+                runner, self.port = loop.run_until_complete(start_site(app, self.host, self.port))
+            except BaseException as exc:
+                failure.append(exc)
+                loop.close()
+                ready.set()
+                return
+            self._loop = loop
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(runner.cleanup())
+                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self._thread = threading.Thread(target=serve, name="batchrun-emulator", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop serving (in-flight requests get a short grace) and join the thread."""
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        self._thread = self._loop = None
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,3 @@
+"""What the user asks: the job spec (``job``: every knob, loaded from TOML with flag
+overrides) and the manifest's rows, read as a stream from JSONL or Parquet (``reader`` and the
+modules it uses). May import ``core``, ``media`` and ``cost``."""

@@ -1,0 +1,238 @@
+"""``--calibrate N``: pick the sample, send it through the runner into RUN_DIR, fit, project.
+
+The sample is sent like any rows of the run: journaled in RUN_DIR, so the run that follows
+(same RUN_DIR) treats them as done and never pays for them again, and a later calibration
+with the same N finds them there and sends nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from batchrun.api.client import ApiClient
+from batchrun.cost.calibrate import (
+    CalibrationFit,
+    SampleRow,
+    fit,
+    project,
+    sample_positions,
+    spent_estimate,
+)
+from batchrun.cost.catalog import Price
+from batchrun.cost.estimate import KindEstimate, RunEstimate, Tally, assumed_estimate
+from batchrun.dispatch.eventloop import run_dispatch
+from batchrun.dispatch.runner import RunOutcome, RunPlan, execute
+from batchrun.manifest.job import JobSpec
+from batchrun.manifest.reader import Row, iter_rows
+from batchrun.plan.preflight import Preflight, estimate_of
+from batchrun.store.index import JournalIndex
+from batchrun.store.rundir import RunDir
+
+_STATE_FIELDS = ("status", "retryable", "prompt_tokens", "completion_tokens", "credits",
+                 "credits_computed", "reused_from")
+
+
+@dataclass(frozen=True)
+class RowState:
+    """What RUN_DIR's journal says of one row (its latest line)."""
+
+    ok: bool
+    retryable: bool
+    prompt_tokens: int
+    completion_tokens: int
+    credits: float
+
+    def done(self, *, retry_failed: bool) -> bool:
+        return self.ok or not (self.retryable or retry_failed)
+
+
+def row_states(run_dir: RunDir) -> dict[str, RowState]:
+    """id → its latest state; a reused answer paid nothing here."""
+    states: dict[str, RowState] = {}
+    for row_id, record in run_dir.latest_records(_STATE_FIELDS).items():
+        reused = record.get("reused_from") is not None
+        states[row_id] = RowState(
+            ok=record.get("status") == "ok",
+            retryable=bool(record.get("retryable")),
+            prompt_tokens=0 if reused else record.get("prompt_tokens") or 0,
+            completion_tokens=0 if reused else record.get("completion_tokens") or 0,
+            credits=0.0 if reused else (
+                record.get("credits") or record.get("credits_computed") or 0.0),
+        )
+    return states
+
+
+@dataclass
+class SamplePick:
+    rows: list[Row]  # the sample, in manifest order
+    spent_by_kind: dict[str, KindEstimate] = field(default_factory=dict)  # rows paid earlier
+
+
+def pick_sample(plan: RunPlan, rows_sendable: int, sample_size: int) -> SamplePick:
+    """One pass: the sendable rows at the sample's positions, and what rows already answered
+    in RUN_DIR really cost, by kind."""
+    positions = iter(sample_positions(rows_sendable, sample_size))
+    wanted = next(positions, None)
+    pick = SamplePick(rows=[])
+    states = row_states(plan.run_dir)
+    position = 0
+    for row in iter_rows(plan.manifest, plan.job, check_duplicates=False):
+        if row.error is not None:
+            continue
+        state = states.get(row.id)
+        if state is not None and state.ok:
+            _add_spent(pick.spent_by_kind, estimate_of(row, plan.job).kind, state)
+        if position == wanted:
+            pick.rows.append(row)
+            wanted = next(positions, None)
+        position += 1
+    return pick
+
+
+def _add_spent(by_kind: dict[str, KindEstimate], kind: str, state: RowState) -> None:
+    totals = by_kind.setdefault(kind, KindEstimate())
+    totals.rows += 1
+    totals.prompt_tokens += state.prompt_tokens
+    totals.output_tokens += state.completion_tokens
+    totals.credits += state.credits
+
+
+@dataclass
+class Calibration:
+    """What ``--calibrate`` found and what it projects for the rest of the run."""
+
+    fit: CalibrationFit | None
+    sent: int
+    reused: int
+    failed: int
+    outcome: RunOutcome | None  # of sending the sample; None when nothing had to be sent
+    remaining: RunEstimate | None  # calibrated estimate of the rows still to send
+    spent: RunEstimate  # every row already answered in RUN_DIR, at its billed cost
+    index: JournalIndex  # RUN_DIR's journal after the sample
+
+    @property
+    def whole_run(self) -> RunEstimate | None:
+        return self.spent.plus(self.remaining) if self.remaining is not None else None
+
+
+@dataclass
+class SamplePlan:
+    pick: SamplePick
+    to_send: list[Row]  # sample rows not answered yet in RUN_DIR
+    estimate: RunEstimate  # the uncalibrated estimate of sending them
+
+    @property
+    def reused(self) -> int:
+        return len(self.pick.rows) - len(self.to_send)
+
+
+def plan_sample(plan: RunPlan, preflight: Preflight, sample_size: int, price: Price) -> SamplePlan:
+    """Pick the sample (one pass over the manifest) and price what is left to send of it."""
+    # Positions over every sendable row of the manifest (the preflight of a resume reads only
+    # the pending rows), so the same N picks the same rows whatever is done already.
+    sendable = sum(1 for row in iter_rows(plan.manifest, plan.job, check_duplicates=False)
+                   if row.error is None)
+    pick = pick_sample(plan, sendable, sample_size)
+    to_send = [row for row in pick.rows
+               if not plan.index.is_done_row(row, retry_failed=plan.retry_failed)]
+    tally = Tally()
+    for row in to_send:
+        tally.add(estimate_of(row, plan.job))
+    return SamplePlan(pick, to_send, assumed_estimate(tally, plan.job.expected_output_tokens,
+                                                      price))
+
+
+def send_sample(
+    plan: RunPlan,
+    sample: SamplePlan,
+    *,
+    before_dispatch: Callable[[ApiClient], Awaitable[None]] | None = None,
+) -> RunOutcome | None:
+    """Send the sample rows not yet answered, journaled in RUN_DIR (prepared by the caller)."""
+    if not sample.to_send:
+        return None
+    sample_plan = dataclasses.replace(plan, only_rows=tuple(sample.to_send))
+
+    async def send() -> RunOutcome:
+        return await execute(sample_plan, before_dispatch=before_dispatch)
+
+    return run_dispatch(send)
+
+
+def conclude(
+    plan: RunPlan,
+    preflight: Preflight,
+    sample: SamplePlan,
+    outcome: RunOutcome | None,
+    price: Price,
+) -> Calibration:
+    """Read the sample's answers from RUN_DIR, fit, and project the rows still to send."""
+    index = plan.run_dir.load_index()
+    states = row_states(plan.run_dir)
+    pick = sample.pick
+    sent_ids = {row.id for row in sample.to_send}
+    answered: list[SampleRow] = []
+    sent_now = Tally()
+    failed = 0
+    for row in pick.rows:
+        state = states.get(row.id)
+        estimate = estimate_of(row, plan.job)
+        if row.id in sent_ids and index.is_done_row(row, retry_failed=False):
+            sent_now.add(estimate)
+            if state is not None and state.ok:
+                _add_spent(pick.spent_by_kind, estimate.kind, state)
+        if state is None or not state.ok:
+            failed += state is not None
+            continue
+        if state.prompt_tokens <= 0:
+            continue  # answered without usage: teaches nothing about tokens
+        answered.append(SampleRow(kind=estimate.kind, estimated_prompt=estimate.prompt_tokens,
+                                  prompt_tokens=state.prompt_tokens,
+                                  completion_tokens=state.completion_tokens,
+                                  credits=state.credits))
+
+    calibration = fit(answered)
+    remaining_tally = preflight.tally.minus(sent_now)
+    remaining = project(calibration, remaining_tally, price) if calibration else None
+    done = [state for state in states.values() if state.done(retry_failed=plan.retry_failed)]
+    ok_rows = [state for state in done if state.ok]
+    spent = spent_estimate(
+        rows=len(done),
+        prompt_tokens=sum(state.prompt_tokens for state in ok_rows),
+        output_tokens=sum(state.completion_tokens for state in ok_rows),
+        credits=index.credits,
+        price=price,
+        by_kind=pick.spent_by_kind,
+    )
+    return Calibration(
+        fit=calibration,
+        sent=len(sample.to_send),
+        reused=sample.reused,
+        failed=failed,
+        outcome=outcome,
+        remaining=remaining,
+        spent=spent,
+        index=index,
+    )
+
+
+def default_run_dir(manifest: Path, fingerprint: str, job: JobSpec, endpoint: str) -> Path:
+    """Where ``estimate --calibrate`` keeps its sample when no --out is given.
+
+    ``runs/<manifest stem>-<hash>``: the hash covers the manifest's bytes, every job field that
+    shapes a request, and the endpoint, so a changed job or endpoint never finds answers it did
+    not ask for, and the same command finds its own sample again.
+    """
+    shaping = {name: job.describe()[name] for name in REQUEST_FIELDS}
+    key = orjson.dumps([fingerprint, shaping, endpoint], option=orjson.OPT_SORT_KEYS)
+    return Path("runs") / f"{manifest.stem}-{hashlib.sha256(key).hexdigest()[:8]}"
+
+
+REQUEST_FIELDS = ("model", "stream", "include_thoughts", "reasoning_effort", "google_search",
+                  "system", "prompt_template", "media_columns", "extra_body")

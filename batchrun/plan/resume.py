@@ -1,0 +1,84 @@
+"""Opening a run directory for ``run``: lock first, then read what is done.
+
+The lock is taken before the journal is read, so no other process can finish rows between
+the read and our dispatch (they would be sent twice). A resumed run's manifest is the same file
+(same sha256) as when it began, so its rows keep their line numbers: rows done are skipped by
+line, unparsed, and the run's row count comes from run.json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from batchrun.core.errors import BatchrunError, InputError
+from batchrun.manifest.job import JobSpec
+from batchrun.manifest.reader import Row
+from batchrun.request.body import body_sha256, build_body, encode_body
+from batchrun.store.cache import AnswerCache, cache_key
+from batchrun.store.index import JournalIndex
+from batchrun.store.rundir import RunDir
+
+
+@dataclass
+class OpenedRun:
+    """A locked run directory and what its journal says."""
+
+    run_dir: RunDir
+    index: JournalIndex
+    resumed: bool
+    rows_total: int | None  # known when resuming (from run.json)
+    retry_failed: bool
+
+    @property
+    def done_lines(self) -> bytes | None:
+        return self.index.done_lines(retry_failed=self.retry_failed) if self.resumed else None
+
+    def is_done(self, row: Row) -> bool:
+        return self.index.is_done_row(row, retry_failed=self.retry_failed)
+
+    @property
+    def rows_done(self) -> int:
+        return self.index.count_done(retry_failed=self.retry_failed)
+
+
+def open_run(run_dir: RunDir, fingerprint: str, *, retry_failed: bool) -> OpenedRun:
+    """Lock ``run_dir``, refuse another manifest's run, load the journal index."""
+    run_dir.lock()
+    try:
+        resumed = run_dir.exists()
+        rows_total = None
+        if resumed:
+            run_dir.check_same_manifest(fingerprint)
+            total = run_dir.read_info().get("rows_total")
+            rows_total = int(total) if isinstance(total, int) else None
+        index = run_dir.load_index()
+    except BaseException:
+        run_dir.release()
+        raise
+    return OpenedRun(run_dir, index, resumed and rows_total is not None, rows_total,
+                     retry_failed)
+
+
+def open_reuse(path: Path, out: Path) -> AnswerCache:
+    """The answers of ``--reuse OLD_RUN_DIR``."""
+    if path.resolve() == out.resolve():
+        raise InputError(
+            "--reuse names the run directory itself; a run resumes there without it"
+        )
+    return AnswerCache.open(path)
+
+
+def reuse_predicate(cache: AnswerCache, job: JobSpec, endpoint: str) -> Callable[[Row], bool]:
+    """For the estimate: will this row be answered from the cache? Known exactly for rows
+    without local media (their request is built here); rows with local media count as sent."""
+
+    def will_reuse(row: Row) -> bool:
+        try:
+            body = encode_body(build_body(row, job, None))
+        except BatchrunError:
+            return False  # local media (read only when sending) or a row error
+        return cache.contains(cache_key(endpoint, body_sha256(body)))
+
+    return will_reuse

@@ -1,0 +1,160 @@
+"""Row + JobSpec → chat-completions request body (pure, apart from the media resolver).
+
+Field order is fixed (model, messages, stream, include_thoughts, reasoning_effort, tools, then
+``extra_body``), so the same row and job always encode to the same bytes and sha256.
+
+``stream`` always comes from the job, even for OpenAI batch bodies and even when
+``extra_body`` names it: the client decides from ``job.stream`` whether it parses SSE or JSON,
+and the body must agree with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from batchrun.core.errors import MediaError, RowError
+from batchrun.manifest.job import JobSpec
+from batchrun.manifest.reader import Row
+from batchrun.media.files import MediaResolver, is_passthrough_url
+
+_SYSTEM_ROLES = ("system", "developer")
+
+
+def google_search_tool() -> dict[str, Any]:
+    """The one tool the gateway supports, in the seed's exact shape."""
+    return {"type": "function", "function": {"name": "googleSearch"}}
+
+
+def build_body(row: Row, job: JobSpec, media: MediaResolver | None) -> dict[str, Any]:
+    """The request body for one row; RowError (MediaError included) if it cannot be built.
+
+    - prompt rows: system (row's, else job's) then the user turn; with media, the user content
+      is a text part followed by one ``image_url`` part per media reference.
+    - messages rows: the messages, with local paths in ``image_url`` parts turned into data
+      URLs; the row's or job's system prompt is put first unless a system message is there.
+    - OpenAI batch rows: the body as written; the job fills in only what it lacks (model,
+      include_thoughts, reasoning_effort, the googleSearch tool); ``stream`` is the job's.
+    """
+    if row.error is not None:
+        raise RowError(row.error)
+    if row.body is not None:
+        return _batch_body(row.body, job, media)
+    if row.messages is not None:
+        messages = _resolve_messages(row.messages, media)
+        system = row.system if row.system is not None else job.system
+        if system and not any(m.get("role") in _SYSTEM_ROLES for m in messages):
+            messages.insert(0, {"role": "system", "content": system})
+    elif row.prompt is not None:
+        messages = _prompt_messages(row, job, media)
+    else:
+        raise RowError(f"row {row.id!r} (line {row.line}) has no messages, prompt or body")
+
+    body: dict[str, Any] = {
+        "model": job.model,
+        "messages": messages,
+        "stream": job.stream,
+        "include_thoughts": job.include_thoughts,
+    }
+    if job.reasoning_effort is not None:
+        body["reasoning_effort"] = job.reasoning_effort
+    if job.google_search:
+        body["tools"] = [google_search_tool()]
+    body.update(job.extra_body)
+    body["stream"] = job.stream
+    return body
+
+
+def encode_body(body: dict[str, Any]) -> bytes:
+    """Compact JSON bytes of a body; a value JSON cannot hold is a row error."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        raise RowError(f"request body cannot be encoded as JSON: {exc}") from None
+
+
+def body_sha256(body_bytes: bytes) -> str:
+    return hashlib.sha256(body_bytes).hexdigest()
+
+
+def _prompt_messages(
+    row: Row, job: JobSpec, media: MediaResolver | None
+) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    system = row.system if row.system is not None else job.system
+    if system:
+        messages.append({"role": "system", "content": system})
+    prompt = row.prompt or ""
+    if not row.media:
+        messages.append({"role": "user", "content": prompt})
+        return messages
+    parts: list[dict[str, Any]] = []
+    if prompt:
+        parts.append({"type": "text", "text": prompt})
+    for ref in row.media:
+        parts.append({"type": "image_url", "image_url": {"url": _media_url(ref, media)}})
+    messages.append({"role": "user", "content": parts})
+    return messages
+
+
+def _resolve_messages(
+    messages: Iterable[Mapping[str, Any]], media: MediaResolver | None
+) -> list[dict[str, Any]]:
+    """Copies of the messages with local image_url paths made data URLs (the row is untouched)."""
+    resolved: list[dict[str, Any]] = []
+    for message in messages:
+        copy = dict(message)
+        content = copy.get("content")
+        if isinstance(content, list | tuple):
+            copy["content"] = [_resolve_part(part, media) for part in content]
+        resolved.append(copy)
+    return resolved
+
+
+def _resolve_part(part: Any, media: MediaResolver | None) -> Any:
+    if not isinstance(part, Mapping) or part.get("type") != "image_url":
+        return part
+    image = part.get("image_url")
+    # OpenAI wants {"url": ...}; a bare string is accepted in manifests and normalised here.
+    image_obj = dict(image) if isinstance(image, Mapping) else {"url": image}
+    image_obj["url"] = _media_url(image_obj.get("url"), media)
+    return {**part, "image_url": image_obj}
+
+
+def _media_url(ref: Any, media: MediaResolver | None) -> str:
+    if not isinstance(ref, str) or not ref:
+        raise MediaError(f"media reference must be a URL or path string, not {ref!r}")
+    if is_passthrough_url(ref):
+        return ref
+    if media is None:
+        raise MediaError(f"media {ref!r} is a local path, but no media root is set")
+    return media.to_url(ref)
+
+
+def _batch_body(
+    source: Mapping[str, Any], job: JobSpec, media: MediaResolver | None
+) -> dict[str, Any]:
+    body = dict(source)
+    body["messages"] = _resolve_messages(body.get("messages") or (), media)
+    body.setdefault("model", job.model)
+    body.setdefault("include_thoughts", job.include_thoughts)
+    if job.reasoning_effort is not None:
+        body.setdefault("reasoning_effort", job.reasoning_effort)
+    if job.google_search:
+        tools = list(body.get("tools") or [])
+        if not any(_is_google_search(tool) for tool in tools):
+            tools.append(google_search_tool())
+        body["tools"] = tools
+    body.update(job.extra_body)
+    body["stream"] = job.stream
+    return body
+
+
+def _is_google_search(tool: Any) -> bool:
+    if not isinstance(tool, Mapping):
+        return False
+    function = tool.get("function")
+    return isinstance(function, Mapping) and function.get("name") == "googleSearch"

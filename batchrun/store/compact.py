@@ -1,0 +1,108 @@
+"""results.parquet from the journal: the latest line of every row, in manifest order.
+
+Streaming: the index says where each row's latest journal line is (12 bytes a row), the lines
+are read one by one and written in batches, so memory does not grow with the answers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from batchrun.core.result import RESULTS_SCHEMA
+
+if TYPE_CHECKING:
+    from batchrun.store.rundir import RunDir
+
+_TIMESTAMP_FIELDS = ("started_at", "finished_at")
+_COLUMNS = RESULTS_SCHEMA.names
+BATCH_ROWS = 2000
+
+
+def iter_latest(run: RunDir) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(manifest line, journal record) of the latest record of every row, by manifest line.
+
+    Records written without a line (older journals) come last, with line 0.
+    """
+    index = run.load_index(keep_places=True)
+    offsets, lengths = index.offsets, index.lengths
+    try:
+        journal = open(run.journal_path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return
+    with journal:
+        for line in range(1, len(offsets)):
+            offset = offsets[line]
+            if offset < 0:
+                continue
+            journal.seek(offset)
+            record = _parse(journal.read(lengths[line]))
+            if record is not None:
+                yield line, record
+        for _, offset, length in sorted(index.unlined.values(), key=lambda item: item[1]):
+            journal.seek(offset)
+            record = _parse(journal.read(length))
+            if record is not None:
+                yield 0, record
+
+
+def _parse(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None  # the index said so, the bytes disagree: never fail a compaction for it
+    return record if isinstance(record, dict) else None
+
+
+def parquet_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A journal record as a results row: schema columns, timestamps in microseconds."""
+    row = {name: record.get(name) for name in _COLUMNS}
+    for name in _TIMESTAMP_FIELDS:
+        value = row[name]
+        row[name] = int(value * 1_000_000) if isinstance(value, int | float) else None
+    return row
+
+
+def json_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A journal record as an exported JSON object: schema columns, ISO-8601 UTC timestamps."""
+    row = {name: record.get(name) for name in _COLUMNS}
+    for name in _TIMESTAMP_FIELDS:
+        value = row[name]
+        row[name] = (
+            datetime.fromtimestamp(value, UTC).isoformat() if isinstance(value, int | float)
+            else None
+        )
+    return row
+
+
+def compact(run: RunDir, metadata: dict[str, Any]) -> int:
+    """Write results.parquet atomically; returns the number of rows."""
+    schema = RESULTS_SCHEMA.with_metadata(
+        {b"batchrun": orjson.dumps(metadata, option=orjson.OPT_NON_STR_KEYS)}
+    )
+    # A name of our own: ``export`` may compact while the run itself finishes.
+    tmp_path = run.results_path.with_name(f"{run.results_path.name}.{os.getpid()}.tmp")
+    written = 0
+    try:
+        with pq.ParquetWriter(tmp_path, schema, compression="zstd") as writer:
+            batch: list[dict[str, Any]] = []
+            for _, record in iter_latest(run):
+                batch.append(parquet_record(record))
+                if len(batch) >= BATCH_ROWS:
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                    written += len(batch)
+                    batch = []
+            if batch or written == 0:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                written += len(batch)
+        os.replace(tmp_path, run.results_path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return written
