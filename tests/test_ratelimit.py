@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.api.retry_after import RateLimitInfo
+from batchrun.core.ratelimit_info import RateLimitInfo
 from batchrun.dispatch.ratelimit import AdaptiveRate, Limiter, RateMeter, TokenBucket
 
 

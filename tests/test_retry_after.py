@@ -7,12 +7,8 @@ from email.utils import formatdate
 import httpx
 import pytest
 
-from batchrun.api.retry_after import (
-    RateLimitInfo,
-    parse_duration,
-    parse_ratelimit_headers,
-    parse_retry_after,
-)
+from batchrun.api.retry_after import parse_duration, parse_ratelimit_headers, parse_retry_after
+from batchrun.core.ratelimit_info import RateLimitInfo
 
 NOW = 1_776_356_269.0
 

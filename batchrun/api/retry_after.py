@@ -6,9 +6,10 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
+
+from batchrun.core.ratelimit_info import RateLimitInfo
 
 # A wait longer than this is not a wait but a misreading (an epoch timestamp, a typo):
 # fall back to our own backoff rather than sleep for it.
@@ -16,24 +17,6 @@ ABSURD_WAIT_S = 86_400.0
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
-
-@dataclass(frozen=True)
-class RateLimitInfo:
-    """What ``x-ratelimit-*`` headers said; None where a header was absent or unreadable."""
-
-    limit_requests: int | None = None
-    limit_tokens: int | None = None
-    remaining_requests: int | None = None
-    remaining_tokens: int | None = None
-    reset_requests_s: float | None = None
-    reset_tokens_s: float | None = None
-
-    @property
-    def known(self) -> bool:
-        return any(value is not None for value in (
-            self.limit_requests, self.limit_tokens, self.remaining_requests,
-            self.remaining_tokens, self.reset_requests_s, self.reset_tokens_s))
 
 
 def parse_retry_after(

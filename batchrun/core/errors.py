@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from batchrun.api.retry_after import RateLimitInfo
+from batchrun.core.ratelimit_info import RateLimitInfo
 
 
 class BatchrunError(Exception):

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from batchrun.api.retry_after import RateLimitInfo
+from batchrun.core.ratelimit_info import RateLimitInfo
 
 RESULTS_SCHEMA = pa.schema(
     [

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from batchrun.api.retry_after import RateLimitInfo
+from batchrun.core.ratelimit_info import RateLimitInfo
 
 # Pause after a 429 that named no Retry-After.
 DEFAULT_COOLDOWN_S = 1.0
