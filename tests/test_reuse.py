@@ -13,7 +13,8 @@ from click.testing import CliRunner, Result
 
 from batchrun.cli import cli
 from batchrun.emulator.server import EmulatorServer
-from batchrun.store.cache import REUSED_EXTRA_KEY, cache_key
+from batchrun.store.cache import REUSED_EXTRA_KEY
+from batchrun.store.keys import cache_key
 
 KEY = "sk-reuse-test-0123456789"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(100)

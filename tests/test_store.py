@@ -18,7 +18,16 @@ from hypothesis import strategies as st
 from batchrun.core.errors import InputError
 from batchrun.core.result import RESULTS_SCHEMA, RowResult
 from batchrun.manifest.reader import Row
-from batchrun.store.index import RECORD, STATE_FAILED, STATE_OK, STATE_RETRYABLE
+from batchrun.store.records import (
+    FIELD_AT,
+    RECORD,
+    STATE_FAILED,
+    STATE_OK,
+    STATE_RETRYABLE,
+    Entry,
+    column,
+    pack,
+)
 from batchrun.store.rundir import RunDir, RunLockedError, run_info
 
 
@@ -246,7 +255,8 @@ import resource, signal, sys, time
 from pathlib import Path
 from batchrun.core.result import RowResult
 from batchrun.core.errors import StorageError
-from batchrun.store.rundir import JournalWriteError, RunDir
+from batchrun.store.journal import JournalWriteError
+from batchrun.store.rundir import RunDir
 run = RunDir(Path(sys.argv[1]))
 run.open_journal()
 base = run.journal_path.stat().st_size
@@ -280,3 +290,22 @@ def test_a_flush_that_fails_part_way_says_which_lines_are_whole(tmp_path: Path) 
     assert lines[2] == b'{"id":"r2"'  # torn (10 of its bytes): skipped on load
     index = run.load_index()
     assert index.records == 2 and index.torn_lines == 1
+
+
+def test_the_index_record_layout_is_pinned() -> None:
+    """journal.idx of earlier runs must stay readable: the layout is fixed, field by field."""
+    assert RECORD.format == "<QIB3xQIII4xdQ" and RECORD.size == 56
+    assert FIELD_AT == {
+        "offset": (0, "Q"), "length": (8, "I"), "state": (12, "B"), "line": (16, "Q"),
+        "prompt_tokens": (24, "I"), "completion_tokens": (28, "I"),
+        "reasoning_tokens": (32, "I"), "credits": (40, "d"), "key": (48, "Q"),
+    }
+    assert Entry._fields == tuple(FIELD_AT)
+    entries = [Entry(10, 20, STATE_OK, 3, 100, 200, 50, 0.25, 0xABCDEF),
+               Entry(30, 40, STATE_FAILED, 7, 1, 2, 3, 1.5, 0)]
+    data = memoryview(b"".join(pack(entry) for entry in entries))
+    for name in Entry._fields:
+        assert list(column(data, name)) == [getattr(entry, name) for entry in entries], name
+    assert bytes(data[:56]).hex() == (
+        "0a00000000000000" "14000000" "01" "000000" "0300000000000000" "64000000" "c8000000"
+        "32000000" "00000000" "000000000000d03f" "efcdab0000000000")

@@ -53,7 +53,8 @@ from batchrun.plan.calibration import (
 from batchrun.plan.diskspace import check_free_space
 from batchrun.plan.preflight import Preflight, scan_manifest
 from batchrun.plan.resume import open_reuse, open_run, reuse_predicate
-from batchrun.store.index import STATE_OK, JournalIndex
+from batchrun.store.index import JournalIndex
+from batchrun.store.records import STATE_OK
 from batchrun.store.rundir import RunDir, run_info
 from batchrun.store.summary import RunSummary
 

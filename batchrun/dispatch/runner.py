@@ -51,9 +51,11 @@ from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import Row, iter_rows
 from batchrun.media.files import MediaResolver, media_root_for
 from batchrun.request.payload import StreamedBody, prepare_request
-from batchrun.store.cache import AnswerCache, cache_key
+from batchrun.store.cache import AnswerCache
 from batchrun.store.index import JournalIndex
-from batchrun.store.rundir import FSYNC_INTERVAL_S, JournalWriteError, RunDir
+from batchrun.store.journal import FSYNC_INTERVAL_S, JournalWriteError
+from batchrun.store.keys import cache_key
+from batchrun.store.rundir import RunDir
 from batchrun.store.summary import RunSummary, summarize
 
 EXIT_OK = 0

@@ -16,8 +16,9 @@ from batchrun.core.errors import BatchrunError, InputError
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import Row
 from batchrun.request.body import body_sha256, build_body, encode_body
-from batchrun.store.cache import AnswerCache, cache_key
+from batchrun.store.cache import AnswerCache
 from batchrun.store.index import JournalIndex
+from batchrun.store.keys import cache_key
 from batchrun.store.rundir import RunDir
 
 

@@ -32,7 +32,7 @@ from batchrun.core.result import RESULTS_SCHEMA, STATUS_OK, extra_of
 from batchrun.manifest.reader import id_key_of, iter_records, manifest_fingerprint, manifest_format
 from batchrun.reporting.status import run_summary
 from batchrun.store.cache import REUSED_EXTRA_KEY
-from batchrun.store.compact import BATCH_ROWS, iter_latest, json_record, parquet_record
+from batchrun.store.compact import BATCH_ROWS, json_record, parquet_record
 from batchrun.store.rundir import RunDir
 from batchrun.store.summary import RunSummary
 
@@ -107,7 +107,7 @@ def _joined(run: RunDir, manifest: Path) -> Iterator[tuple[dict[str, Any], dict[
     """(journal record, the manifest row's own columns) in manifest order."""
     inputs = iter_records(manifest)
     current = next(inputs, None)
-    for line, record in iter_latest(run):
+    for line, record in run.latest():
         while current is not None and line and current[0] < line:
             current = next(inputs, None)
         if line and current is not None and current[0] == line:
@@ -210,7 +210,7 @@ def _write_jsonl(run: RunDir, info: dict[str, Any], manifest: Path | None, fmt: 
     if manifest is not None:
         rows = _joined(run, manifest)
     else:
-        rows = ((record, {}) for _, record in iter_latest(run))
+        rows = ((record, {}) for _, record in run.latest())
     with open(path, "wb") as out:
         for record, row_inputs in rows:
             if fmt == "openai-batch":

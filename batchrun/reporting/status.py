@@ -18,7 +18,8 @@ from batchrun.cost.catalog import Price, price_for
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import manifest_fingerprint
 from batchrun.plan.preflight import scan_manifest
-from batchrun.store.index import STATE_OK, JournalIndex
+from batchrun.store.index import JournalIndex
+from batchrun.store.records import STATE_OK
 from batchrun.store.rundir import RunDir
 from batchrun.store.summary import RunSummary, summarize
 

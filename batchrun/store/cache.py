@@ -12,8 +12,6 @@ the old journal); a hit is confirmed by reading that journal line and comparing 
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from array import array
 from bisect import bisect_left
 from pathlib import Path
@@ -22,36 +20,10 @@ from typing import Any
 import orjson
 
 from batchrun.core.result import STATUS_OK, RowResult, extra_of
-from batchrun.store.index import key_prefix
+from batchrun.store.keys import key_prefix, record_key
+from batchrun.store.rundir import RunDir
 
-_KEY_VERSION = b"batchrun-cache-v1"
 REUSED_EXTRA_KEY = "batchrun_reused"
-
-
-def cache_key(endpoint: str, body_sha256: str) -> str:
-    """sha256 hex over (endpoint without trailing slash, sha256 of the body bytes)."""
-    digest = _endpoint_digest(endpoint).copy()
-    digest.update(b"\0" + body_sha256.encode("ascii"))
-    return digest.hexdigest()
-
-
-@functools.lru_cache(maxsize=8)
-def _endpoint_digest(endpoint: str) -> hashlib._Hash:
-    """The key's hash fed up to the endpoint: one per run, copied for every row."""
-    digest = hashlib.sha256(_KEY_VERSION)
-    digest.update(b"\0" + endpoint.rstrip("/").encode("utf-8"))
-    return digest
-
-
-def record_key(record: dict[str, Any], endpoint: str | None) -> str | None:
-    """A journal record's cache key: the stored one, else from its run's endpoint."""
-    stored = record.get("cache_key")
-    if stored:
-        return str(stored)
-    body_sha = record.get("request_sha256")
-    if body_sha and endpoint:
-        return cache_key(endpoint, str(body_sha))
-    return None
 
 
 class AnswerCache:
@@ -72,8 +44,6 @@ class AnswerCache:
     @classmethod
     def open(cls, run_path: Path) -> AnswerCache:
         """Index the ok answers of ``run_path`` (an InputError if it holds no run)."""
-        from batchrun.store.rundir import RunDir
-
         old = RunDir(run_path)
         info = old.read_info()
         entries = list(old.cache_entries())

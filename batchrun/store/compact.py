@@ -7,33 +7,33 @@ are read one by one and written in batches, so memory does not grow with the ans
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrun.core.result import RESULTS_SCHEMA
-
-if TYPE_CHECKING:
-    from batchrun.store.rundir import RunDir
+from batchrun.store.index import JournalIndex
 
 _TIMESTAMP_FIELDS = ("started_at", "finished_at")
 _COLUMNS = RESULTS_SCHEMA.names
 BATCH_ROWS = 2000
 
 
-def iter_latest(run: RunDir) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(manifest line, journal record) of the latest record of every row, by manifest line.
+def iter_latest(journal_path: Path, index: JournalIndex
+                ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(manifest line, journal record) of the latest record of every row, by manifest line,
+    from an index loaded with ``keep_places``.
 
     Records written without a line (older journals) come last, with line 0.
     """
-    index = run.load_index(keep_places=True)
     offsets, lengths = index.offsets, index.lengths
     try:
-        journal = open(run.journal_path, "rb")  # noqa: SIM115
+        journal = open(journal_path, "rb")  # noqa: SIM115
     except FileNotFoundError:
         return
     with journal:
@@ -81,18 +81,20 @@ def json_record(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def compact(run: RunDir, metadata: dict[str, Any]) -> int:
-    """Write results.parquet atomically; returns the number of rows."""
+def compact(latest: Iterable[tuple[int, dict[str, Any]]], results_path: Path,
+            metadata: dict[str, Any]) -> int:
+    """Write ``latest`` (``iter_latest``'s records) to results.parquet atomically; returns the
+    number of rows."""
     schema = RESULTS_SCHEMA.with_metadata(
         {b"batchrun": orjson.dumps(metadata, option=orjson.OPT_NON_STR_KEYS)}
     )
     # A name of our own: ``export`` may compact while the run itself finishes.
-    tmp_path = run.results_path.with_name(f"{run.results_path.name}.{os.getpid()}.tmp")
+    tmp_path = results_path.with_name(f"{results_path.name}.{os.getpid()}.tmp")
     written = 0
     try:
         with pq.ParquetWriter(tmp_path, schema, compression="zstd") as writer:
             batch: list[dict[str, Any]] = []
-            for _, record in iter_latest(run):
+            for _, record in latest:
                 batch.append(parquet_record(record))
                 if len(batch) >= BATCH_ROWS:
                     writer.write_table(pa.Table.from_pylist(batch, schema=schema))
@@ -101,7 +103,7 @@ def compact(run: RunDir, metadata: dict[str, Any]) -> int:
             if batch or written == 0:
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
                 written += len(batch)
-        os.replace(tmp_path, run.results_path)
+        os.replace(tmp_path, results_path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

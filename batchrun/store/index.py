@@ -15,7 +15,6 @@ lines were recorded) are kept by id until a pass over the manifest resolves them
 from __future__ import annotations
 
 import os
-import struct
 import sys
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -25,86 +24,23 @@ from typing import IO, Any
 
 import orjson
 
-from batchrun.core.result import STATUS_OK, RowResult
+from batchrun.store.keys import key_prefix
+from batchrun.store.records import (
+    ERROR_STATES,
+    OK_STATES,
+    RECORD,
+    STATE_FAILED,
+    STATE_NONE,
+    Entry,
+    column,
+    entry_for,
+    field_of,
+    pack,
+    state_of,
+)
 
-RECORD = struct.Struct("<QIB3xQIII4xdQ")
 _LOAD_RECORDS = 65536  # records read at a time (3.5 MB)
-
-STATE_NONE = 0
-STATE_OK = 1
-STATE_FAILED = 2  # a final error: resent only with --retry-failed
-STATE_RETRYABLE = 3  # retries ran out on a retryable error: a plain resume sends it again
-STATE_REUSED = 4  # ok, answer copied from an earlier run (--reuse): nothing paid here
-STATE_OK_NO_USAGE = 5  # ok, but the answer carried no usage: its cost is unknown
-
-OK_STATES = (STATE_OK, STATE_REUSED, STATE_OK_NO_USAGE)
-ERROR_STATES = (STATE_FAILED, STATE_RETRYABLE)
-_U32_MAX = 2**32 - 1
-
-
-Entry = tuple[int, int, int, int, int, int, int, float, int]
 KeyOf = Callable[[dict[str, Any]], str | None]  # a journal record's cache key
-
-
-def state_of(record: dict[str, Any]) -> int:
-    return _state(record.get("status"), record.get("reused_from"), record.get("error_code"),
-                  record.get("retryable"))
-
-
-def _state(status: Any, reused_from: Any, error_code: Any, retryable: Any) -> int:
-    if status == STATUS_OK:
-        if reused_from:
-            return STATE_REUSED
-        return STATE_OK_NO_USAGE if error_code == "missing_usage" else STATE_OK
-    return STATE_RETRYABLE if retryable else STATE_FAILED
-
-
-def key_prefix(cache_key: str | None) -> int:
-    """The first 8 bytes of a hex cache key as an int (0: none); a bucket, never the proof."""
-    if not cache_key or len(cache_key) < 16:
-        return 0
-    try:
-        return int(cache_key[:16], 16)
-    except ValueError:
-        return 0
-
-
-def _count(value: Any) -> int:
-    return min(value, _U32_MAX) if isinstance(value, int) and value > 0 else 0
-
-
-def entry_for(record: dict[str, Any], offset: int, length: int, key: int) -> Entry:
-    """The index record of one journal line (``key``: its cache key's prefix)."""
-    credits = record.get("credits")
-    if credits is None:
-        credits = record.get("credits_computed")
-    return _entry(offset, length, state_of(record), record.get("line"),
-                  record.get("prompt_tokens"), record.get("completion_tokens"),
-                  record.get("reasoning_tokens"), credits, key)
-
-
-def entry_for_result(result: RowResult, offset: int, length: int) -> Entry:
-    """``entry_for`` of a result about to be journaled, read from its attributes (the same
-    entry as from its record: the append path runs for every row, without a dict)."""
-    credits = result.credits if result.credits is not None else result.credits_computed
-    state = _state(result.status, result.reused_from, result.error_code, result.retryable)
-    return _entry(offset, length, state, result.line, result.prompt_tokens,
-                  result.completion_tokens, result.reasoning_tokens, credits,
-                  key_prefix(result.cache_key))
-
-
-def _entry(offset: int, length: int, state: int, line: Any, prompt: Any, completion: Any,
-           reasoning: Any, credits: Any, key: int) -> Entry:
-    line = line if isinstance(line, int) and line > 0 else 0
-    if state == STATE_REUSED:  # paid by the earlier run: nothing to total here
-        return (offset, length, state, line, 0, 0, 0, 0.0, key)
-    return (offset, length, state, line, _count(prompt), _count(completion), _count(reasoning),
-            float(credits) if isinstance(credits, int | float) else 0.0, key)
-
-
-def pack(entry: Entry) -> bytes:
-    return RECORD.pack(*entry)
-
 
 @dataclass
 class JournalIndex:
@@ -169,18 +105,16 @@ class JournalIndex:
     def add_packed(self, data: memoryview) -> list[tuple[int, int]]:
         """Add whole packed records; returns (offset, length) of those without a line.
 
-        Column slices of the records are taken in C (strided memoryviews); only the scatter
-        of states onto lines is a Python loop: about 0.1 s for a million records.
+        Columns of the records are taken in C (strided memoryviews, ``records.column``); only
+        the scatter of states onto lines is a Python loop: about 0.1 s for a million records.
         """
         if sys.byteorder != "little":
             return self._add_packed_slowly(data)
         count = len(data) // RECORD.size
         if not count:
             return []
-        words = data.cast("Q")
-        halves = data.cast("I")
-        lines = words[2::7]
-        state_bytes = bytes(data[12::RECORD.size])
+        lines = column(data, "line")
+        state_bytes = bytes(column(data, "state"))
         size = max(lines) + 1
         states = self.states
         if len(states) < size:
@@ -188,11 +122,11 @@ class JournalIndex:
         for line, state in zip(lines, state_bytes, strict=True):
             states[line] = state
         self.records += count
-        self.prompt_tokens += sum(halves[6::14])
-        self.completion_tokens += sum(halves[7::14])
-        self.reasoning_tokens += sum(halves[8::14])
-        self.credits += sum(data.cast("d")[5::7])
-        offsets, lengths = words[0::7], halves[2::14]
+        self.prompt_tokens += sum(column(data, "prompt_tokens"))
+        self.completion_tokens += sum(column(data, "completion_tokens"))
+        self.reasoning_tokens += sum(column(data, "reasoning_tokens"))
+        self.credits += sum(column(data, "credits"))
+        offsets, lengths = column(data, "offset"), column(data, "length")
         errors: list[int] = []
         for state in ERROR_STATES:
             at = state_bytes.find(state)
@@ -204,7 +138,7 @@ class JournalIndex:
         if self.keep_places:
             self._grow_places()
             place_offsets, place_lengths, place_keys = self.offsets, self.lengths, self.keys
-            for line, offset, length, key in zip(lines, offsets, lengths, words[6::7],
+            for line, offset, length, key in zip(lines, offsets, lengths, column(data, "key"),
                                                  strict=True):
                 place_offsets[line] = offset
                 place_lengths[line] = length
@@ -216,26 +150,27 @@ class JournalIndex:
             self.records -= len(unlined)  # counted again once read by id
             for at, line in enumerate(lines):
                 if not line:
-                    self._untotal(halves, data, at)
+                    self._untotal(data, at)
         for line in [line for line in self.failed_at if states[line] not in ERROR_STATES]:
             del self.failed_at[line]
         self.failed_at.pop(0, None)
         return unlined
 
-    def _untotal(self, halves: memoryview, data: memoryview, at: int) -> None:
-        """Take back the totals of one record (it is added again by id)."""
-        self.prompt_tokens -= halves[at * 14 + 6]
-        self.completion_tokens -= halves[at * 14 + 7]
-        self.reasoning_tokens -= halves[at * 14 + 8]
-        self.credits -= data.cast("d")[at * 7 + 5]
+    def _untotal(self, data: memoryview, at: int) -> None:
+        """Take back the totals of record number ``at`` (it is added again by id)."""
+        self.prompt_tokens -= field_of(data, at, "prompt_tokens")
+        self.completion_tokens -= field_of(data, at, "completion_tokens")
+        self.reasoning_tokens -= field_of(data, at, "reasoning_tokens")
+        self.credits -= field_of(data, at, "credits")
 
     def _add_packed_slowly(self, data: memoryview) -> list[tuple[int, int]]:
         unlined: list[tuple[int, int]] = []
-        for entry in RECORD.iter_unpack(data):
-            if entry[3]:
+        for fields in RECORD.iter_unpack(data):
+            entry = Entry(*fields)
+            if entry.line:
                 self.add(entry)
             else:
-                unlined.append((entry[0], entry[1]))
+                unlined.append((entry.offset, entry.length))
         return unlined
 
     # --- questions -----------------------------------------------------------------------
@@ -330,9 +265,9 @@ def load(
             whole = size - size % RECORD.size
             if whole:
                 handle.seek(whole - RECORD.size)
-                last = RECORD.unpack(handle.read(RECORD.size))
+                last = Entry(*RECORD.unpack(handle.read(RECORD.size)))
                 if _matches(journal_path, journal_size, last):
-                    covered = last[0] + last[1]
+                    covered = last.offset + last.length
                 else:
                     whole = 0  # not this journal's index: rebuild it from the journal
             handle.seek(0)
@@ -355,8 +290,8 @@ def load(
     return index
 
 
-def _matches(journal_path: Path, journal_size: int, last: tuple[Any, ...]) -> bool:
-    offset, length, state, line = last[0], last[1], last[2], last[3]
+def _matches(journal_path: Path, journal_size: int, last: Entry) -> bool:
+    offset, length, state, line = last.offset, last.length, last.state, last.line
     if offset + length > journal_size or length == 0:
         return False
     with open(journal_path, "rb") as journal:

@@ -8,15 +8,12 @@ Layout of RUN_DIR:
   lock             flock'ed by the running process (the kernel frees it if the process dies)
   results.parquet  compacted from the journal at the end of a run, and by ``export``
 
-A row counts as done only once its journal line is written and flushed to the kernel (it then
-survives the process being killed); both files are fsync'ed at least every second and on close
-(so they survive a power cut too, but for the last second).
+Writing the journal is ``journal.JournalWriter``'s part; the index's record layout is
+``records``'; compaction is ``compact``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import fcntl
 import os
 import time
@@ -29,38 +26,27 @@ import pyarrow as pa
 
 from batchrun import __version__
 from batchrun.core.errors import InputError, StorageError
-from batchrun.core.result import RowResult
-from batchrun.store.index import (
-    OK_STATES,
-    JournalIndex,
-    entry_for_result,
-    key_prefix,
-    load,
-    pack,
-)
+from batchrun.store.compact import compact, iter_latest
+from batchrun.store.files import atomic_write
+from batchrun.store.index import JournalIndex, load
+from batchrun.store.journal import JournalWriter
+from batchrun.store.keys import key_prefix, record_key
+from batchrun.store.records import OK_STATES
 
 RUN_FILE = "run.json"
 JOURNAL_FILE = "journal.jsonl"
 INDEX_FILE = "journal.idx"
 LOCK_FILE = "lock"
 RESULTS_FILE = "results.parquet"
-FSYNC_INTERVAL_S = 1.0
-
-
-class JournalWriteError(StorageError):
-    """A journal write failed part way: the first ``kept`` pending lines are whole in it."""
-
-    def __init__(self, message: str, *, kept: int) -> None:
-        super().__init__(message)
-        self.kept = kept
 
 
 class RunLockedError(InputError):
     """Another live process holds this run directory."""
 
 
-class RunDir:
-    """One run directory, opened for running (locked) or for reading."""
+class RunDir(JournalWriter):
+    """One run directory, opened for running (locked) or for reading; its journal is written
+    by the methods of ``JournalWriter``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -131,10 +117,10 @@ class RunDir:
             if info.get("resume_command") and earlier.get("resume_command") != info.get(
                 "resume_command"
             ):
-                _atomic_write(self.run_file, _dump_info(
+                atomic_write(self.run_file, _dump_info(
                     {**earlier, "resume_command": info["resume_command"]}))
             return True
-        _atomic_write(self.run_file, _dump_info(info))
+        atomic_write(self.run_file, _dump_info(info))
         return False
 
     def check_same_manifest(self, fingerprint: str) -> None:
@@ -191,8 +177,6 @@ class RunDir:
 
     # --- index -------------------------------------------------------------------------
     def _key_of(self, record: dict[str, Any]) -> str | None:
-        from batchrun.store.cache import record_key
-
         if self._endpoint is None and not record.get("cache_key") and self.exists():
             self._endpoint = str(self.read_info().get("endpoint") or "")
         return record_key(record, self._endpoint)
@@ -218,151 +202,6 @@ class RunDir:
                 prefix = key_prefix(self._key_of(record))
                 if prefix:
                     yield prefix, offset, length
-
-    # --- journal -----------------------------------------------------------------------
-    def open_journal(self) -> None:
-        """Open both files for appending, after ending a torn last line and bringing the
-        index up to date with the journal (lines written just before a kill)."""
-        new = not self.journal_path.exists()
-        # Unbuffered: ``flush`` writes the pending lines itself and knows how many made it.
-        self._journal = open(self.journal_path, "ab", buffering=0)  # noqa: SIM115 - held
-        self._repair_torn_tail()
-        self._journal_size = self._journal.tell()
-        self._index = open(self.index_path, "ab")  # noqa: SIM115 - held for the run
-        load(self.journal_path, self.index_path, key_of=self._key_of, repair=self._index)
-        self.sync()
-        if new:
-            _fsync_dir(self.path)
-
-    def _repair_torn_tail(self) -> None:
-        """A process killed mid-write may leave half a line: end it so the next line is whole."""
-        assert self._journal is not None
-        size = self.journal_path.stat().st_size
-        if size == 0:
-            return
-        with open(self.journal_path, "rb") as reader:
-            reader.seek(size - 1)
-            if reader.read(1) != b"\n":
-                self._journal.write(b"\n")
-
-    def append(self, result: RowResult, *, flush: bool = True) -> None:
-        """Write one finished row; with ``flush`` it is in the kernel when this returns.
-
-        ``flush=False`` leaves the line pending until ``flush()``: a run appends every row
-        that finished in one turn of its event loop, then makes one write syscall for all.
-        A failed write raises ``StorageError``, and so does every later call: a half-written
-        line is left for the next run to skip (see ``_repair_torn_tail``).
-        """
-        assert self._journal is not None and self._index is not None, "open_journal() first"
-        if self.write_failure is not None:
-            raise self.write_failure
-        line = result.to_json() + b"\n"
-        offset = self._journal_size + self._pending_bytes
-        self._pending_bytes += len(line)
-        self._pending_lines.append(line)
-        self._pending_records.append(pack(entry_for_result(result, offset, len(line))))
-        if flush:
-            self.flush()
-
-    def flush(self) -> None:
-        """Hand the pending lines to the kernel (one write), then queue their index records.
-
-        On failure ``JournalWriteError`` says how many of the pending lines made it whole:
-        those are in the journal (done), the rest are not (pending for the resume).
-        """
-        if self.write_failure is not None:
-            self._pending_lines, self._pending_records, self._pending_bytes = [], [], 0
-            raise JournalWriteError(self.write_failure.message, kept=0)
-        if not self._pending_lines:
-            return
-        assert self._journal is not None, "open_journal() first"
-        lines, records = self._pending_lines, self._pending_records
-        self._pending_lines, self._pending_records, self._pending_bytes = [], [], 0
-        data = lines[0] if len(lines) == 1 else b"".join(lines)
-        written = 0
-        try:
-            with memoryview(data) as view:
-                while written < len(data):
-                    # A full disk first takes part of the data, then refuses with ENOSPC.
-                    taken = self._journal.write(view[written:])
-                    if not taken:
-                        raise OSError(errno.EIO, "the journal took no bytes")
-                    written += taken
-        except OSError as exc:
-            self._journal_size += written
-            kept = _whole_lines(lines, written)
-            with contextlib.suppress(OSError):
-                self._queue_records(records[:kept])
-            raise self._failed(exc, kept) from None
-        self._journal_size += written
-        try:
-            self._queue_records(records)
-        except OSError as exc:
-            raise self._failed(exc, len(lines)) from None
-
-    def _queue_records(self, records: list[bytes]) -> None:
-        """Queue the index records of lines now in the kernel (one record a line). The index
-        is a cache of the journal (lines it lacks are re-read on load, a torn record is cut
-        off), so it reaches the kernel with the timer's fsync, not per row."""
-        if not records:
-            return
-        assert self._index is not None
-        self._index.write(records[0] if len(records) == 1 else b"".join(records))
-        self._appended += len(records)
-        if time.monotonic() - self._last_fsync >= FSYNC_INTERVAL_S:
-            self.sync()
-
-    def _failed(self, exc: OSError, kept: int) -> JournalWriteError:
-        """Remember the first failure: nothing more is written after it."""
-        if self.write_failure is None:
-            self.write_failure = StorageError(
-                f"cannot write {self.journal_path}: {exc.strerror or exc}")
-        return JournalWriteError(self.write_failure.message, kept=kept)
-
-    def sync(self) -> None:
-        """fsync the journal, then its index (an index ahead of its journal is rebuilt)."""
-        covered = self._appended
-        for handle in (self._journal, self._index):
-            if handle is not None:
-                handle.flush()
-                os.fsync(handle.fileno())
-        self._last_fsync = time.monotonic()
-        self._synced = max(self._synced, covered)
-
-    def sync_if_unsynced(self) -> None:
-        """For a timer (any thread): fsync when lines were appended since the last fsync."""
-        if self._appended > self._synced:
-            self.sync()
-
-    def close_journal(self) -> None:
-        """Write what is pending, fsync both files and close them."""
-        failure: StorageError | None = None
-        if self.write_failure is None and self._journal is not None:
-            try:
-                self.flush()
-            except StorageError as error:
-                failure = error  # raised once both files are closed
-        journal, index = self._journal, self._index
-        self._journal = self._index = None
-        self._pending_lines, self._pending_records, self._pending_bytes = [], [], 0
-        try:
-            if self.write_failure is None:
-                for handle in (journal, index):  # the journal first: an index never leads
-                    if handle is not None:
-                        handle.flush()
-                        os.fsync(handle.fileno())
-        except OSError as exc:
-            raise StorageError(f"cannot write {self.journal_path}: {exc.strerror or exc}") \
-                from None
-        finally:
-            # After a failed write the index's buffer may hold records: closing writes them
-            # if it can (they describe lines that are in the journal).
-            for handle in (journal, index):
-                if handle is not None:
-                    with contextlib.suppress(OSError):
-                        handle.close()
-        if failure is not None:
-            raise failure
 
     def read_record(self, offset: int, length: int) -> dict[str, Any]:
         with open(self.journal_path, "rb") as journal:
@@ -391,55 +230,22 @@ class RunDir:
         return latest
 
     # --- results -----------------------------------------------------------------------
+    def latest(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(manifest line, record) of the latest journal line of every row, by manifest line."""
+        return iter_latest(self.journal_path, self.load_index(keep_places=True))
+
     def compact(self, metadata: dict[str, Any]) -> int:
         """Write results.parquet (the latest line of every row); returns rows written."""
-        from batchrun.store.compact import compact
-
         try:
-            return compact(self, metadata)
+            return compact(self.latest(), self.results_path, metadata)
         except (OSError, pa.ArrowException) as exc:
             raise StorageError(
                 f"cannot write {self.results_path}: {getattr(exc, 'strerror', None) or exc}"
             ) from None
 
 
-def _whole_lines(lines: list[bytes], written: int) -> int:
-    """How many of ``lines``, written in order, fit whole in the first ``written`` bytes."""
-    whole = 0
-    for line in lines:
-        written -= len(line)
-        if written < 0:
-            break
-        whole += 1
-    return whole
-
-
 def _dump_info(info: dict[str, Any]) -> bytes:
     return orjson.dumps(info, option=orjson.OPT_INDENT_2)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a file's creation or rename durable, not only its bytes."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def run_info(

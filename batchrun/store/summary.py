@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchrun.cost.catalog import USD_PER_CREDIT
-from batchrun.store.index import (
+from batchrun.store.index import JournalIndex
+from batchrun.store.records import (
     STATE_FAILED,
     STATE_OK,
     STATE_OK_NO_USAGE,
     STATE_RETRYABLE,
     STATE_REUSED,
-    JournalIndex,
 )
 
 
