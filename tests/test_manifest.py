@@ -14,13 +14,8 @@ import pytest
 
 from batchrun.core.errors import InputError
 from batchrun.manifest.job import JobSpec
-from batchrun.manifest.reader import (
-    Row,
-    count_rows,
-    iter_rows,
-    manifest_fingerprint,
-    manifest_format,
-)
+from batchrun.manifest.reader import count_rows, iter_rows, manifest_fingerprint, manifest_format
+from batchrun.manifest.rows import Row
 
 JOB = JobSpec()
 

@@ -25,7 +25,7 @@ from batchrun.cost.estimate import (
 from batchrun.cost.limits import PromptTooLargeError
 from batchrun.emulator.server import EmulatorServer
 from batchrun.manifest.job import JobSpec
-from batchrun.manifest.reader import Row
+from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaResolver
 from batchrun.media.meta import MediaMeta
 from batchrun.request.body import build_body, encode_body

@@ -13,7 +13,8 @@ import pytest
 
 from batchrun.core.errors import MediaError, RowError
 from batchrun.manifest.job import JobSpec
-from batchrun.manifest.reader import Row, iter_rows
+from batchrun.manifest.reader import iter_rows
+from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaResolver
 from batchrun.request.body import body_sha256, build_body, encode_body, google_search_tool
 

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 
 from batchrun.cli import cli
 from batchrun.emulator.server import EmulatorServer
+from batchrun.manifest import jsonl as manifest_module
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import iter_rows
-from batchrun.manifest.reader import reader as manifest_module
 
 KEY = "sk-resume-test-0123456789"
 

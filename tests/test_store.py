@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from batchrun.core.errors import InputError
 from batchrun.core.result import RESULTS_SCHEMA, RowResult
-from batchrun.manifest.reader import Row
+from batchrun.manifest.rows import Row
 from batchrun.store.records import (
     FIELD_AT,
     RECORD,

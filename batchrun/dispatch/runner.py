@@ -48,7 +48,8 @@ from batchrun.dispatch.progress import RunCounters, report_progress
 from batchrun.dispatch.ratelimit import Limiter
 from batchrun.dispatch.retrying import retry_loops
 from batchrun.manifest.job import JobSpec
-from batchrun.manifest.reader import Row, iter_rows
+from batchrun.manifest.reader import iter_rows
+from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaResolver, media_root_for
 from batchrun.request.payload import StreamedBody, prepare_request
 from batchrun.store.cache import AnswerCache

@@ -29,7 +29,8 @@ from batchrun.cost.estimate import KindEstimate, RunEstimate, Tally, assumed_est
 from batchrun.dispatch.eventloop import run_dispatch
 from batchrun.dispatch.runner import RunOutcome, RunPlan, execute
 from batchrun.manifest.job import JobSpec
-from batchrun.manifest.reader import Row, iter_rows
+from batchrun.manifest.reader import iter_rows
+from batchrun.manifest.rows import Row
 from batchrun.plan.preflight import Preflight, estimate_of
 from batchrun.store.index import JournalIndex
 from batchrun.store.rundir import RunDir

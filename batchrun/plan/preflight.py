@@ -21,7 +21,8 @@ from batchrun.cost.estimate import (
     rules_for,
 )
 from batchrun.manifest.job import JobSpec
-from batchrun.manifest.reader import Row, iter_rows
+from batchrun.manifest.reader import iter_rows
+from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaResolver, media_root_for
 from batchrun.request.payload import prepare_request
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from batchrun.core.errors import BatchrunError, InputError
 from batchrun.manifest.job import JobSpec
-from batchrun.manifest.reader import Row
+from batchrun.manifest.rows import Row
 from batchrun.request.body import body_sha256, build_body, encode_body
 from batchrun.store.cache import AnswerCache
 from batchrun.store.index import JournalIndex

@@ -29,7 +29,8 @@ import pyarrow.parquet as pq
 
 from batchrun.core.errors import InputError
 from batchrun.core.result import RESULTS_SCHEMA, STATUS_OK, extra_of
-from batchrun.manifest.reader import id_key_of, iter_records, manifest_fingerprint, manifest_format
+from batchrun.manifest.reader import iter_records, manifest_fingerprint, manifest_format
+from batchrun.manifest.rows import id_key_of
 from batchrun.reporting.status import run_summary
 from batchrun.store.cache import REUSED_EXTRA_KEY
 from batchrun.store.compact import BATCH_ROWS, json_record, parquet_record

@@ -18,7 +18,7 @@ import orjson
 
 from batchrun.core.errors import MediaError, RowError
 from batchrun.manifest.job import JobSpec
-from batchrun.manifest.reader import Row
+from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaResolver, is_passthrough_url
 
 _SYSTEM_ROLES = ("system", "developer")

@@ -28,7 +28,7 @@ from batchrun.cost.budget import prompt_token_bound
 from batchrun.cost.estimate import GEMINI_3_RULES, MediaRules, RowEstimate, messages_estimate
 from batchrun.cost.limits import cannot_overflow, prompt_too_large
 from batchrun.manifest.job import JobSpec
-from batchrun.manifest.reader import Row
+from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaInfo, MediaResolver, is_passthrough_url
 from batchrun.media.meta import MediaMeta, probe_fd
 from batchrun.request.body import build_body, encode_body
