@@ -18,19 +18,18 @@ from batchrun.cost.budget import (
     BudgetGate,
     CreditLedger,
     billed_credits,
-    output_token_limit,
     prompt_token_bound,
 )
-from batchrun.cost.catalog import PRICES, Price
-from batchrun.cost.estimate import messages_estimate
+from batchrun.cost.catalog import CATALOG, Price, model_facts
+from batchrun.cost.tokens import messages_estimate
 from batchrun.emulator.model import parse_chat_request
 
-PRICE = PRICES["gemini-3.1-pro"]
+PRICE = CATALOG["gemini-3.1-pro"].price
 
 
 def test_the_default_output_bound_is_the_models_limit() -> None:
-    assert output_token_limit("gemini-3.1-pro") == 65_536
-    assert output_token_limit("gemini-3.1-pro-preview") == 65_536
+    assert model_facts("gemini-3.1-pro").output_token_limit == 65_536
+    assert model_facts("gemini-3.1-pro-preview").output_token_limit == 65_536
     ledger = CreditLedger.for_job(100.0, "gemini-3.1-pro")
     assert ledger.output_bound == 65_536 and "output limit" in ledger.output_bound_source
     tight = CreditLedger.for_job(100.0, "gemini-3.1-pro", output_bound=400)

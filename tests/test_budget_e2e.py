@@ -13,10 +13,10 @@ import pytest
 from test_run_e2e import fast_job, run_cli, write_manifest
 
 from batchrun.cost.budget import ROUNDING_MARGIN
-from batchrun.cost.catalog import PRICES
+from batchrun.cost.catalog import CATALOG
 from batchrun.emulator.server import EmulatorServer
 
-PRICE = PRICES["gemini-3.1-pro"]
+PRICE = CATALOG["gemini-3.1-pro"].price
 EMULATOR_MEAN_OUTPUT = 210  # the emulator answers 20..400 completion tokens, by hash
 ROWS = 2000
 

@@ -7,10 +7,11 @@ import random
 import pytest
 
 from batchrun.cost.calibrate import SampleRow, fit, project, sample_positions
-from batchrun.cost.catalog import PRICES
-from batchrun.cost.estimate import RowEstimate, Tally
+from batchrun.cost.catalog import CATALOG
+from batchrun.cost.estimate import Tally
+from batchrun.cost.tokens import RowEstimate
 
-PRICE = PRICES["gemini-3.1-pro"]
+PRICE = CATALOG["gemini-3.1-pro"].price
 
 
 def test_sample_positions_are_spread_evenly_and_deterministic() -> None:

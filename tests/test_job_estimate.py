@@ -10,12 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrun.core.errors import InputError
-from batchrun.cost.catalog import PRICES
-from batchrun.cost.estimate import (
-    IMAGE_TOKENS,
-    PDF_PAGE_TOKENS,
-    Tally,
-    assumed_estimate,
+from batchrun.cost.catalog import CATALOG, IMAGE_TOKENS, PDF_PAGE_TOKENS
+from batchrun.cost.estimate import Tally, assumed_estimate
+from batchrun.cost.tokens import (
     media_kind,
     media_tokens,
     messages_estimate,
@@ -84,7 +81,7 @@ def test_media_kinds_and_tokens() -> None:
 
 
 def test_run_estimate_bands_follow_the_formula() -> None:
-    price = PRICES["gemini-3.1-pro"]
+    price = CATALOG["gemini-3.1-pro"].price
     tally = Tally()
     row = row_estimate(None, "x" * 4000, None, ["photo.png"])
     tally.add(row)

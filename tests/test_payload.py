@@ -15,21 +15,17 @@ from mediakit import make_media
 
 from batchrun.api.client import ApiClient, ClientSettings
 from batchrun.core.errors import MediaError, TransportError
-from batchrun.cost.estimate import (
-    GEMINI_2_RULES,
-    GEMINI_3_RULES,
-    media_tokens,
-    meta_tokens,
-    rules_for,
-)
+from batchrun.cost.catalog import GEMINI_2_RULES, GEMINI_3_RULES, rules_for
 from batchrun.cost.limits import PromptTooLargeError
+from batchrun.cost.tokens import media_tokens, meta_tokens
+from batchrun.dispatch.prepare import prepare_request
 from batchrun.emulator.server import EmulatorServer
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaResolver
 from batchrun.media.meta import MediaMeta
 from batchrun.request.body import build_body, encode_body
-from batchrun.request.payload import READ_BLOCK, StreamedBody, prepare_request
+from batchrun.request.payload import READ_BLOCK, StreamedBody
 
 
 def open_fds() -> int:

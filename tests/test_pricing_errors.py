@@ -6,11 +6,11 @@ import pytest
 from seed_errors import SEED_ERRORS
 
 from batchrun.core import errors
-from batchrun.cost.catalog import PRICES, USD_PER_CREDIT, price_for
+from batchrun.cost.catalog import CATALOG, USD_PER_CREDIT, price_for
 
 
 def test_seed_example_formula() -> None:
-    price = PRICES["gemini-3.1-pro"]
+    price = CATALOG["gemini-3.1-pro"].price
     # The seed's example answer: 194 prompt, 229 completion, 457 reasoning tokens (not billed).
     assert price.credits(194, 229) == pytest.approx(194 * 160 / 1e6 + 229 * 960 / 1e6)
     assert price.credits(194, 229) == pytest.approx(0.25088)
@@ -19,7 +19,7 @@ def test_seed_example_formula() -> None:
 
 
 def test_price_of_a_suffixed_model_version_is_its_base() -> None:
-    assert price_for("gemini-3.1-pro-preview") is PRICES["gemini-3.1-pro"]
+    assert price_for("gemini-3.1-pro-preview") is CATALOG["gemini-3.1-pro"].price
 
 
 @pytest.mark.parametrize(
@@ -57,3 +57,19 @@ def test_families_drive_the_runner() -> None:
     assert issubclass(errors.RateLimitedError, errors.RetryableError)
     assert issubclass(errors.MediaError, errors.RowError)
     assert not issubclass(errors.SpendLimitError, errors.RetryableError)
+
+
+def test_a_model_version_has_every_fact_of_its_family() -> None:
+    """One lookup rule for every fact: gemini-3.1-pro-preview used to get a price from the
+    price table but no context-window check from the window table."""
+    from batchrun.cost.catalog import CATALOG, GEMINI_2_RULES, model_facts
+    from batchrun.cost.limits import prompt_too_large
+
+    base = CATALOG["gemini-3.1-pro"]
+    for name in ("gemini-3.1-pro-preview", "models/gemini-3.1-pro-001", "Gemini-3.1-Pro"):
+        assert model_facts(name) is base, name
+    assert prompt_too_large("gemini-3.1-pro-preview", 2_000_000) is not None
+    unknown = model_facts("gemini-2.5-flash")
+    assert not unknown.known and unknown.context_window is None
+    assert unknown.price == base.price and unknown.media_rules is GEMINI_2_RULES
+    assert prompt_too_large("gemini-2.5-flash", 10**9) is None  # unknown window: not checked

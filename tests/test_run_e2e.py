@@ -13,12 +13,12 @@ from click.testing import CliRunner, Result
 
 from batchrun.cli import cli
 from batchrun.core.result import RESULTS_SCHEMA
-from batchrun.cost.catalog import PRICES
+from batchrun.cost.catalog import CATALOG
 from batchrun.emulator.server import EmulatorServer
 from batchrun.store.rundir import RunDir
 
 KEY = "sk-test-0123456789abcdef"
-PRICE = PRICES["gemini-3.1-pro"]
+PRICE = CATALOG["gemini-3.1-pro"].price
 
 
 def write_manifest(path: Path, rows: int, *, prefix: str = "row") -> Path:

@@ -36,33 +36,19 @@ import anyio
 
 from batchrun.core.errors import BatchrunError, TransportError
 from batchrun.core.result import Completion
-from batchrun.cost.catalog import DEFAULT_MODEL, Price
-from batchrun.cost.estimate import (
-    GEMINI_3_RULES,
+from batchrun.cost.catalog import GEMINI_3_RULES, MediaRules, Price, model_facts
+from batchrun.cost.tokens import (
     MESSAGE_OVERHEAD_TOKENS,
     PART_MESSAGE,
     PART_TEXT,
-    MediaRules,
     media_part_tokens,
     message_parts,
 )
 from batchrun.media.meta import MediaMeta
 
-# Output-token limits per model (Gemini API model pages: gemini-3.1-pro-preview, output 65,536).
-OUTPUT_TOKEN_LIMITS: dict[str, int] = {"gemini-3.1-pro": 65_536}
 MEDIA_MARGIN = 2.0
 ROUNDING_MARGIN = 0.01  # credits; the seed's example bills 0.25 where the formula gives 0.2509
 _EPSILON = 1e-9  # float sums of many small costs must not refuse the reservation that fits
-
-
-def output_token_limit(model: str) -> int:
-    """The model's output-token limit; unknown models borrow the largest known one."""
-    if model in OUTPUT_TOKEN_LIMITS:
-        return OUTPUT_TOKEN_LIMITS[model]
-    for name in sorted(OUTPUT_TOKEN_LIMITS, key=len, reverse=True):
-        if model.startswith(name):
-            return OUTPUT_TOKEN_LIMITS[name]
-    return max(OUTPUT_TOKEN_LIMITS.values(), default=OUTPUT_TOKEN_LIMITS[DEFAULT_MODEL])
 
 
 def prompt_token_bound(
@@ -115,7 +101,7 @@ class CreditLedger:
     def for_job(
         cls, cap: float, model: str, *, spent: float = 0.0, output_bound: int | None = None
     ) -> CreditLedger:
-        limit = output_token_limit(model)
+        limit = model_facts(model).output_token_limit
         if output_bound is not None and output_bound < limit:
             bound, source = output_bound, "the job's max_output_tokens_bound"
         else:

@@ -9,9 +9,9 @@ gateway has the last word.
 from __future__ import annotations
 
 from batchrun.core.errors import RowError
+from batchrun.cost.catalog import model_facts
 
-# Input context windows by model (the seed: gemini-3.1-pro, 1M tokens). Unknown models: no check.
-CONTEXT_WINDOWS: dict[str, int] = {"gemini-3.1-pro": 1_000_000}
+# The window is the catalog's (``model_facts(model).context_window``); unknown models: no check.
 # Refuse only when the estimate passes the window by this factor: the per-script character
 # rule may overestimate a text by a good margin, never by half again.
 MARGIN = 1.5
@@ -28,13 +28,13 @@ class PromptTooLargeError(RowError):
 def cannot_overflow(model: str, text_body_bytes: int) -> bool:
     """True when a text-only body of this many bytes cannot be refused by ``prompt_too_large``:
     no estimate gives a text more tokens than its UTF-8 bytes, and the JSON body holds them all."""
-    window = CONTEXT_WINDOWS.get(model)
+    window = model_facts(model).context_window
     return window is None or text_body_bytes <= window * MARGIN
 
 
 def prompt_too_large(model: str, estimated_prompt_tokens: int) -> PromptTooLargeError | None:
     """The error for a prompt that cannot fit ``model``'s context window, else None."""
-    window = CONTEXT_WINDOWS.get(model)
+    window = model_facts(model).context_window
     if window is None or estimated_prompt_tokens <= window * MARGIN:
         return None
     return PromptTooLargeError(

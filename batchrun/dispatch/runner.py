@@ -39,11 +39,11 @@ from batchrun.cost.budget import (
     CreditLedger,
     Reservation,
 )
-from batchrun.cost.catalog import Price, price_for
-from batchrun.cost.estimate import rules_for
+from batchrun.cost.catalog import Price, price_for, rules_for
 from batchrun.dispatch import channel
 from batchrun.dispatch.breaker import CircuitBreaker
 from batchrun.dispatch.membudget import ByteBudget
+from batchrun.dispatch.prepare import prepare_request
 from batchrun.dispatch.progress import RunCounters, report_progress
 from batchrun.dispatch.ratelimit import Limiter
 from batchrun.dispatch.retrying import retry_loops
@@ -51,7 +51,7 @@ from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import iter_rows
 from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaResolver, media_root_for
-from batchrun.request.payload import StreamedBody, prepare_request
+from batchrun.request.payload import StreamedBody
 from batchrun.store.cache import AnswerCache
 from batchrun.store.index import JournalIndex
 from batchrun.store.journal import FSYNC_INTERVAL_S, JournalWriteError

@@ -11,20 +11,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batchrun.core.errors import RowError
-from batchrun.cost.catalog import Price
-from batchrun.cost.estimate import (
-    RowEstimate,
-    RunEstimate,
-    Tally,
-    assumed_estimate,
-    row_estimate,
-    rules_for,
-)
+from batchrun.cost.catalog import Price, rules_for
+from batchrun.cost.estimate import RunEstimate, Tally, assumed_estimate
+from batchrun.cost.tokens import RowEstimate, row_estimate
+from batchrun.dispatch.prepare import prepare_request
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import iter_rows
 from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaResolver, media_root_for
-from batchrun.request.payload import prepare_request
 
 
 def estimate_of(row: Row, job: JobSpec, media: MediaResolver | None = None) -> RowEstimate:

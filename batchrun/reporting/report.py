@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from batchrun.core.errors import BatchrunError
 from batchrun.cost.catalog import USD_PER_CREDIT
-from batchrun.cost.estimate import media_kind
+from batchrun.cost.tokens import media_kind
 from batchrun.manifest.job import job_from_mapping
 from batchrun.manifest.reader import iter_rows
 from batchrun.reporting.svg import bar_chart, line_chart

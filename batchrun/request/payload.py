@@ -1,8 +1,9 @@
 """Request bodies whose media are read and encoded while they are sent, and dropped at once.
 
-``prepare_request`` builds the JSON body with a marker where each local file's data URL goes,
+``build_request`` builds the JSON body with a marker where each local file's data URL goes,
 opens and checks every file (confinement, type, size) and knows the exact encoded size before
-reading a byte of media: the runner takes that many bytes from its byte budget. Each attempt
+reading a byte of media: the runner takes that many bytes from its byte budget. It returns
+what it built; what the request may cost is ``cost.request_cost``'s question. Each attempt
 then streams a ``StreamedBody``: the files are read in blocks and base64-encoded one block at
 a time as the socket takes them, so a request in flight holds about one block, whatever the
 size of its files, and nothing of it is left once it is sent.
@@ -18,15 +19,13 @@ import hashlib
 import math
 import os
 import secrets
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
 from batchrun.core.errors import MediaError
-from batchrun.cost.budget import prompt_token_bound
-from batchrun.cost.estimate import GEMINI_3_RULES, MediaRules, RowEstimate, messages_estimate
-from batchrun.cost.limits import cannot_overflow, prompt_too_large
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaInfo, MediaResolver, is_passthrough_url
@@ -127,9 +126,9 @@ class PreparedRequest:
     skeleton: bytes  # the JSON body with a marker string where each file's data URL goes
     media: list[_Pending]
     size: int  # exact length of the encoded body
-    estimate: RowEstimate | None  # None when not asked for (see prepare_request's counts)
-    metas: dict[str, MediaMeta] = field(default_factory=dict)
-    prompt_bound: int = 0  # an upper bound on the prompt's tokens (for the credit budget)
+    metas: dict[str, MediaMeta] = field(default_factory=dict)  # by marker (see build_request)
+    messages: Sequence[Any] = ()  # the body's chat messages (markers where local files go)
+    text_only: bool = False  # a prompt row without media: its body names no file
     _skeleton_sha: str | None = field(default=None, repr=False)
 
     def pieces(self) -> Generator[bytes, None, None]:
@@ -179,6 +178,17 @@ class PreparedRequest:
             os.close(item.fd)
         self.media.clear()
 
+    def check_size(self, max_request_bytes: int) -> None:
+        """MediaError when the encoded body would be over ``max_request_bytes``."""
+        if self.size <= max_request_bytes:
+            return
+        files = ", ".join(f"{item.ref!r} ({item.info.size:,} bytes)" for item in self.media)
+        raise MediaError(
+            f"row {self.row_id!r}: the request would be {self.size:,} bytes with its media "
+            f"base64-encoded, over the {max_request_bytes:,}-byte per-request limit "
+            f"(max_request_bytes){'; files: ' + files if files else ''}"
+        )
+
 
 def _encoded_blocks(item: _Pending) -> Iterator[bytes]:
     """base64 of a file, block by block; MediaError if it is not the size it was checked at."""
@@ -198,28 +208,19 @@ def _encoded_blocks(item: _Pending) -> Iterator[bytes]:
         raise MediaError(f"media {item.ref!r} changed size while being sent; try again")
 
 
-def prepare_request(
-    row: Row,
-    job: JobSpec,
-    resolver: MediaResolver | None,
-    *,
-    probe: bool = False,
-    counts: bool = True,
-    rules: MediaRules = GEMINI_3_RULES,
+def build_request(
+    row: Row, job: JobSpec, resolver: MediaResolver | None, *, probe: bool = False
 ) -> PreparedRequest:
     """Build the body of ``row`` with its local media checked and open but unread.
 
-    RowError (MediaError included) when the row cannot be sent: a bad or oversize file, a
-    prompt far beyond the model's context window, or a body over ``job.max_request_bytes``
-    once encoded. ``probe`` reads each file's metadata
-    (pages, seconds, pixels) for the token estimate. ``counts=False``: the caller needs no
-    token estimate nor bound (no --tpm, no budget), so a plain-text row too small to overflow
-    the context window is not counted at all (estimate None, bound 0): at thousands of rows
-    a second the count showed in the profile.
+    MediaError (a RowError) when a file cannot be sent: outside the root, missing, of an
+    unsupported type, oversize. ``probe`` reads each file's metadata (pages, seconds, pixels)
+    for the token estimate. The caller checks the size (``check_size``) once it decided the
+    row is worth it, and closes the request (its files) when done with it.
     """
     # A prompt without media names no file: no resolver to make for it (most rows).
-    plain_text = not row.media and row.messages is None and row.body is None
-    deferring = (_DeferringResolver(resolver) if resolver is not None and not plain_text
+    text_only = not row.media and row.messages is None and row.body is None
+    deferring = (_DeferringResolver(resolver) if resolver is not None and not text_only
                  else None)
     try:
         body = build_body(row, job, deferring)
@@ -234,27 +235,11 @@ def prepare_request(
                 probe_fd(item.fd, info.mime, info.kind, info.size) if probe
                 else MediaMeta(kind=info.kind, mime=info.mime, size=info.size)
             )
-        estimate: RowEstimate | None = None
-        if counts or not plain_text or not cannot_overflow(job.model, len(skeleton)):
-            estimate = messages_estimate(body.get("messages") or (), metas, rules)
-            # The model's window first: no request size could make such a prompt succeed.
-            too_large = prompt_too_large(job.model, estimate.prompt_tokens)
-            if too_large is not None:
-                raise too_large
-        if size > job.max_request_bytes:
-            files = ", ".join(f"{item.ref!r} ({item.info.size:,} bytes)" for item in pending)
-            raise MediaError(
-                f"row {row.id!r}: the request would be {size:,} bytes with its media "
-                f"base64-encoded, over the {job.max_request_bytes:,}-byte per-request limit "
-                f"(max_request_bytes){'; files: ' + files if files else ''}"
-            )
-        bound = prompt_token_bound(body.get("messages") or (), metas, rules) if counts else 0
     except BaseException:
         if deferring is not None:
             deferring.close()
         raise
     return PreparedRequest(
-        row_id=row.id, skeleton=skeleton, media=list(pending), size=size, estimate=estimate,
-        metas=metas, prompt_bound=bound,
+        row_id=row.id, skeleton=skeleton, media=list(pending), size=size, metas=metas,
+        messages=body.get("messages") or (), text_only=text_only,
     )
-
