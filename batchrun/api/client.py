@@ -27,7 +27,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from batchrun import __version__
 from batchrun.api.response import StreamAccumulator, decode_event, parse_completion
-from batchrun.api.retry_after import parse_ratelimit_headers, parse_retry_after
+from batchrun.api.retry_after import RateLimitInfo, parse_ratelimit_headers, parse_retry_after
 from batchrun.api.sse import SSEDecoder
 from batchrun.core.errors import (
     BatchrunError,
@@ -36,7 +36,6 @@ from batchrun.core.errors import (
     describe_body,
     error_from_response,
 )
-from batchrun.core.ratelimit_info import RateLimitInfo
 from batchrun.core.result import Completion
 
 USER_AGENT = f"batchrun/{__version__}"

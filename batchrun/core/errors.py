@@ -1,4 +1,7 @@
-"""Exception tree mirroring the seed's error table; the runner decides by ``isinstance``.
+"""Exception tree mirroring the gateway's error table; the runner decides by ``isinstance``.
+
+The table (HTTP status, ``code``, ``type``) is the one of the gateway's API reference (https://api.aivideoapi.ai);
+the README's "Troubleshooting the API's errors" says what batchrun does with each row.
 
 ``BatchrunError``
  ├─ ``InputError``            bad manifest, job spec or flags (exit 2)
@@ -209,7 +212,8 @@ class CircuitOpenError(FatalError):
     advice = "fix the cause named above, then run the same command to resume"
 
 
-# (status, code) pairs of the seed's table; the status alone decides when the code is unknown.
+# (status, code) pairs of the gateway's error table; the status alone decides when the code is
+# unknown.
 _BY_CODE: dict[str, type[BatchrunError]] = {
     "invalid_request": InvalidRequestError,
     "invalid_api_key": AuthenticationError,
@@ -292,7 +296,7 @@ def error_from_response(
         return error_from_payload(http_status, payload, retry_after=retry_after)
     cls = error_class_for(http_status, None)
     what = describe_body(body)
-    # Keep the seed's code for statuses it names (401, 402 …); otherwise say what came back.
+    # Keep the table's code for statuses it names (401, 402 …); otherwise say what came back.
     code = None if http_status in _BY_STATUS and http_status < 500 else f"http_{http_status}"
     return cls(f"HTTP {http_status} with {what}", http_status=http_status, code=code,
                retry_after=retry_after)

@@ -1,7 +1,8 @@
 """A spending cap that holds at any concurrency: reserve an upper bound before each request,
 settle it with the real cost when the answer comes.
 
-The seed's API has no max-tokens field, so nothing the client sends limits an answer's length.
+The gateway's API (https://api.aivideoapi.ai) has no max-tokens field, so nothing the client
+sends limits an answer's length.
 The bound on one request is therefore built from limits that exist whatever the model does:
 
 - prompt: the UTF-8 bytes of every text part (a byte-fallback tokenizer never spends more than
@@ -47,7 +48,8 @@ from batchrun.cost.tokens import (
 from batchrun.media.meta import MediaMeta
 
 MEDIA_MARGIN = 2.0
-ROUNDING_MARGIN = 0.01  # credits; the seed's example bills 0.25 where the formula gives 0.2509
+# Credits: the API reference's example answer bills 0.25 where the formula gives 0.2509.
+ROUNDING_MARGIN = 0.01
 _EPSILON = 1e-9  # float sums of many small costs must not refuse the reservation that fits
 
 
@@ -149,7 +151,7 @@ class CreditLedger:
                 )
 
     def release(self, reservation: Reservation) -> None:
-        """Nothing was billed (an error answer: the seed refunds upstream failures)."""
+        """Nothing was billed (an error answer: the gateway refunds upstream failures)."""
         self._close(reservation)
 
     def _close(self, reservation: Reservation) -> None:

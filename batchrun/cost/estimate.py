@@ -1,10 +1,6 @@
-"""Token and credit estimates for rows before anything is sent (pure; no file is opened).
-
-Text: Gemini's "about 4 characters per token" for Latin script; CJK and other scripts cost
-more per character (a character never costs more than its UTF-8 bytes). Media: the
-per-image / per-page / per-second rules of API-NOTES, one table per model family, applied to
-the file's metadata (pages, seconds, pixels: ``media_meta``) when the caller read it, else to
-documented defaults. These are estimates: the exact counts only exist after the call.
+"""A run's estimate: rows, prompt tokens and the output band, priced into credits and USD
+(pure). One pass over the rows gathers a ``Tally`` (token counts per row come from ``tokens``);
+``assumed_estimate`` prices it with the job's expected output, ``calibrate`` with a sample's.
 """
 
 from __future__ import annotations
@@ -148,7 +144,8 @@ class KindEstimate:
 
 @dataclass
 class RunEstimate:
-    """Totals over a manifest: what ``estimate --json`` prints (DESIGN's contract)."""
+    """Totals over a manifest: what ``estimate --json`` prints (the README's Commands section
+    lists its keys)."""
 
     rows: int = 0
     rows_unsendable: int = 0

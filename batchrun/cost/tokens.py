@@ -142,7 +142,8 @@ def messages_estimate(
     return RowEstimate(prompt_tokens=tokens, kind=kind)
 PART_MESSAGE = "message"  # one per message: its overhead
 PART_TEXT = "text"
-PART_MEDIA = "image_url"  # every media type travels as an image_url part (the seed)
+# Every media type travels as an image_url part (the gateway's API reference).
+PART_MEDIA = "image_url"
 
 
 def message_parts(messages: Iterable[Any]) -> Iterator[tuple[str, str]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.core.errors import InputError
-from batchrun.cost.catalog import DEFAULT_MODEL, Price
+from batchrun.cost.catalog import DEFAULT_MODEL, Price, price_for
 from batchrun.media.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUEST_BYTES
 
 DEFAULT_ENDPOINT = "https://api.aivideoapi.ai/v1"
@@ -24,7 +24,8 @@ class JobSpec:
     name: str = "job"
     model: str = DEFAULT_MODEL
     endpoint: str | None = None
-    # The seed's API streams unless told otherwise; streaming also keeps long reasoning
+    # The gateway streams unless told otherwise (https://api.aivideoapi.ai); streaming also
+    # keeps long reasoning
     # calls alive through proxies that cut idle connections.
     stream: bool = True
     include_thoughts: bool = True
@@ -68,6 +69,10 @@ class JobSpec:
         """A copy with the given non-None fields replaced (command-line flags win)."""
         changes = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(self, **changes)
+
+    def resolved_price(self) -> Price:
+        """The job's own ``[job.pricing]``, else the catalog's price of its model."""
+        return price_for(self.model, {self.model: self.price} if self.price else None)
 
     def resolved_endpoint(self) -> str:
         """--endpoint / job file, then BATCHRUN_ENDPOINT, then the gateway's address."""

@@ -21,17 +21,25 @@ from batchrun.cost.calibrate import (
     SampleRow,
     fit,
     project,
+    report_lines,
     sample_positions,
     spent_estimate,
 )
 from batchrun.cost.catalog import Price
-from batchrun.cost.estimate import KindEstimate, RunEstimate, Tally, assumed_estimate
+from batchrun.cost.estimate import (
+    KindEstimate,
+    RunEstimate,
+    Tally,
+    assumed_estimate,
+    estimate_lines,
+)
 from batchrun.dispatch.eventloop import run_dispatch
 from batchrun.dispatch.runner import RunOutcome, RunPlan, execute
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import iter_rows
 from batchrun.manifest.rows import Row
 from batchrun.plan.preflight import Preflight, estimate_of
+from batchrun.plan.session import Session, balance_check
 from batchrun.store.index import JournalIndex
 from batchrun.store.rundir import RunDir
 
@@ -237,3 +245,36 @@ def default_run_dir(manifest: Path, fingerprint: str, job: JobSpec, endpoint: st
 
 REQUEST_FIELDS = ("model", "stream", "include_thoughts", "reasoning_effort", "google_search",
                   "system", "prompt_template", "media_columns", "extra_body")
+
+
+def calibrate_in_session(session: Session, plan: RunPlan, sample_size: int, *, threshold: float,
+                         ask: bool, ignore_balance: bool) -> Calibration:
+    """Send the sample (asking first if it alone is above the threshold), show its real cost,
+    then the calibrated estimate."""
+    console, preflight, price = session.console, session.preflight, session.price
+    sample = plan_sample(plan, preflight, sample_size, price)
+    sample_cost = sample.estimate.credits.high
+    console.info(f"calibration: {len(sample.pick.rows)} sample rows spread over the manifest, "
+                 f"{len(sample.to_send)} to send (≈ {sample.estimate.credits.expected:,.4f} "
+                 f"credits, at most ≈ {sample_cost:,.4f}), {sample.reused} already in "
+                 f"{plan.run_dir.path}")
+    session.confirm(sample_cost, threshold, ask=ask, what="the calibration sample")
+    outcome = send_sample(plan, sample, before_dispatch=balance_check(sample_cost,
+                                                                       ignore_balance))
+    if outcome is not None:
+        console.end_progress()
+    calibration = conclude(plan, preflight, sample, outcome, price)
+    if calibration.fit is None:
+        console.warn("calibration: no sample row was answered with usage; the estimate stays "
+                     "uncalibrated")
+        return calibration
+    for line in report_lines(calibration.fit, price, sent=calibration.sent,
+                             reused=calibration.reused, failed=calibration.failed):
+        console.info(line)
+    whole = calibration.whole_run
+    assert whole is not None and calibration.remaining is not None
+    console.info("calibrated estimate for the whole run (rows already answered at their real "
+                 "cost):")
+    for line in estimate_lines(whole, rows_total=preflight.rows_total, label="sendable rows"):
+        console.info(line)
+    return calibration

@@ -25,7 +25,8 @@ _SYSTEM_ROLES = ("system", "developer")
 
 
 def google_search_tool() -> dict[str, Any]:
-    """The one tool the gateway supports, in the seed's exact shape."""
+    """The one tool the gateway supports, in the exact shape of its API reference
+    (https://api.aivideoapi.ai)."""
     return {"type": "function", "function": {"name": "googleSearch"}}
 
 

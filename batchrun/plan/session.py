@@ -1,0 +1,218 @@
+"""The session ``run`` and ``estimate --calibrate`` both open: a locked run directory of one
+manifest and one job, its journal read, the manifest scanned, ready to confirm, begin and plan.
+
+``open_session`` is the shared set-up: the key, the job spec, the endpoint (the caller's
+emulator for ``--emulate``: this layer never imports it), the lock, the ``--reuse`` cache and
+the preflight scan; leaving it releases the lock and closes what it opened. What the session
+has to say or ask goes through the ``Console`` the caller gives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from batchrun.api.client import ApiClient
+from batchrun.api.endpoint_check import plain_http_warning
+from batchrun.core.errors import InputError
+from batchrun.cost.budget import CreditLedger
+from batchrun.cost.catalog import Price
+from batchrun.cost.estimate import estimate_lines
+from batchrun.dispatch.runner import RunPlan
+from batchrun.manifest.job import JobSpec, load_job
+from batchrun.manifest.reader import manifest_fingerprint
+from batchrun.plan.preflight import Preflight, scan_manifest
+from batchrun.plan.resume import OpenedRun, open_reuse, open_run, reuse_predicate
+from batchrun.store.cache import AnswerCache
+from batchrun.store.rundir import RunDir, run_info
+
+API_KEY_ENV = "BATCHRUN_API_KEY"
+EMULATOR_KEY = "sk-batchrun-emulator"
+DEFAULT_CONFIRM_ABOVE = 1000.0  # credits ($5): above this, a run asks first
+
+# Starts an emulator and yields its base URL (the CLI gives one: this layer never imports it).
+Emulator = Callable[[], contextlib.AbstractContextManager[str]]
+
+
+class Console(Protocol):
+    """How a session talks to a person (the CLI's): lines on stderr, a yes/no question."""
+
+    def info(self, line: str) -> None:
+        """A line for people; the CLI drops it with ``--quiet``."""
+
+    def warn(self, line: str) -> None:
+        """A line shown even with ``--quiet`` (money, lost answers, insecure transport)."""
+
+    def can_ask(self) -> bool:
+        """Whether a person can answer (a terminal on stdin)."""
+
+    def ask(self, question: str) -> bool:
+        """Ask yes/no; True for yes."""
+
+    def end_progress(self) -> None:
+        """The progress display is over (a terminal's live line ends)."""
+
+
+def check_manifest(manifest: Path) -> None:
+    if not manifest.exists():
+        raise InputError(f"manifest not found: {manifest}")
+    if manifest.is_dir():
+        raise InputError(f"manifest is a directory, not a file: {manifest}")
+
+
+def load_spec(job_file: Path | None, **overrides: Any) -> JobSpec:
+    """The job file (or the defaults) with the flags given on top, validated."""
+    spec = load_job(job_file)
+    if job_file is not None and spec.name == "job":
+        overrides.setdefault("name", job_file.stem)
+    spec = spec.with_overrides(**overrides)
+    spec.validate()
+    return spec
+
+
+def api_key_for(api_key: str | None, *, emulate: bool, why: str = "") -> str:
+    """The key to send: the flag, then the environment; the emulator's without a key."""
+    key = api_key or os.environ.get(API_KEY_ENV)
+    if key:
+        return key
+    if emulate:
+        return EMULATOR_KEY
+    raise InputError(why or f"no API key: set {API_KEY_ENV} or pass --api-key (or --emulate "
+                             "to try it locally)")
+
+
+@contextlib.contextmanager
+def endpoint_for(spec: JobSpec, emulator: Emulator | None) -> Iterator[JobSpec]:
+    """``spec`` with its endpoint: the emulator's while it runs, when one is given."""
+    if emulator is None:
+        yield spec
+        return
+    with emulator() as base_url:
+        yield spec.with_overrides(endpoint=base_url)
+
+
+def balance_check(needed: float, ignore_balance: bool) -> Callable[[ApiClient], Awaitable[None]]:
+    """Before dispatch: refuse to start when GET /credits says the balance is below ``needed``."""
+
+    async def check_balance(client: ApiClient) -> None:
+        if ignore_balance or needed <= 0:
+            return
+        balance = await client.get_credits()
+        if balance is not None and balance < needed:
+            raise InputError(
+                f"the balance ({balance:,.4f} credits) is below the estimate "
+                f"({needed:,.4f}); top up, or pass --ignore-balance to start anyway"
+            )
+
+    return check_balance
+
+
+@dataclass
+class Session:
+    """A locked run directory, what its journal says and what the manifest scan found."""
+
+    manifest: Path
+    spec: JobSpec
+    price: Price
+    endpoint: str  # resolved
+    api_key: str
+    fingerprint: str
+    run_dir: RunDir
+    opened: OpenedRun
+    preflight: Preflight
+    cache: AnswerCache | None
+    console: Console
+    media_root: Path | None = None
+
+    def print_estimate(self, heading: str, *, always: bool = False) -> None:
+        say = self.console.warn if always else self.console.info
+        say(heading)
+        for line in estimate_lines(self.preflight.to_send, rows_total=self.preflight.rows_total):
+            say(line)
+
+    def ledger(self) -> CreditLedger | None:
+        """The budget of --max-credits: it covers everything this run directory has spent."""
+        if self.spec.max_credits is None:
+            return None
+        return CreditLedger.for_job(self.spec.max_credits, self.spec.model,
+                                    spent=self.opened.index.credits,
+                                    output_bound=self.spec.max_output_tokens_bound)
+
+    def confirm(self, credits: float, threshold: float, *, ask: bool,
+                what: str = "the estimate", sample_kept_in: Path | None = None) -> None:
+        """Above the threshold: ask a person, refuse without one (unless told not to ask)."""
+        if credits <= threshold or not ask:
+            return
+        nothing = (f"the calibration sample is kept in {sample_kept_in}; nothing else was sent"
+                   if sample_kept_in else "nothing was sent")
+        if not self.console.can_ask():
+            why = (f"is above --confirm-above ({threshold:,.2f})" if threshold > 0
+                   else "is paid for")
+            raise InputError(
+                f"{what} (about {credits:,.2f} credits) {why}; pass --yes to go on without "
+                f"asking ({nothing})"
+            )
+        if not self.console.ask(f"Spend about {credits:,.2f} credits?"):
+            raise InputError(f"not confirmed; {nothing}")
+
+    def begin(self, resume_command: str | None = None) -> None:
+        """Write (or check) run.json: from here on the run directory holds this run."""
+        self.run_dir.begin(run_info(
+            manifest=self.manifest, fingerprint=self.fingerprint, job=self.spec.describe(),
+            endpoint=self.endpoint, rows_total=self.preflight.rows_total,
+            resume_command=resume_command,
+        ))
+
+    def plan(self, **settings: Any) -> RunPlan:
+        """The runner's plan for this session; ``settings`` are RunPlan's optional fields."""
+        return RunPlan(manifest=self.manifest, run_dir=self.run_dir, job=self.spec,
+                       endpoint=self.endpoint, api_key=self.api_key,
+                       rows_total=self.preflight.rows_total, index=self.opened.index,
+                       media_root=self.media_root, **settings)
+
+
+@contextlib.contextmanager
+def open_session(
+    manifest: Path,
+    spec: JobSpec,
+    out: Path,
+    *,
+    api_key: str,
+    console: Console,
+    retry_failed: bool = False,
+    reuse: Path | None = None,
+    media_root: Path | None = None,
+    fingerprint: str | None = None,
+) -> Iterator[Session]:
+    """Lock ``out``, read its journal, open the --reuse cache, scan the manifest. ``spec``
+    carries its final endpoint. On the way out: the lock is released, the cache closed, and a
+    run directory this session created but never began is removed."""
+    endpoint = spec.resolved_endpoint()
+    if (insecure := plain_http_warning(endpoint)) is not None:
+        console.warn(insecure)
+    fingerprint = fingerprint or manifest_fingerprint(manifest)
+    price = spec.resolved_price()
+    run_dir = RunDir(out)
+    created = not out.exists()
+    opened = open_run(run_dir, fingerprint, retry_failed=retry_failed)  # locks
+    cache = None
+    try:
+        cache = open_reuse(reuse, out) if reuse is not None else None
+        preflight = scan_manifest(
+            manifest, spec, price, is_done=opened.is_done, done_lines=opened.done_lines,
+            rows_total=opened.rows_total,
+            will_reuse=reuse_predicate(cache, spec, endpoint) if cache else None,
+        )
+        yield Session(manifest, spec, price, endpoint, api_key, fingerprint, run_dir, opened,
+                      preflight, cache, console, media_root)
+    finally:
+        run_dir.release()
+        if cache is not None:
+            cache.close()
+        if created and not run_dir.exists():  # refused before it began: leave no trace
+            shutil.rmtree(out, ignore_errors=True)
