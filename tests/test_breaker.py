@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from faultkit import by_id, latest, run_cli, write_job, write_manifest
+from support.kit import by_id, latest, run_cli, write_job, write_manifest
 
 from batchrun.core.result import RowResult
 from batchrun.dispatch.breaker import CircuitBreaker

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from test_run_e2e import fast_job, run_cli, write_manifest
+from support.kit import fast_job, run_cli, write_manifest
 
 from batchrun.cost.budget import ROUNDING_MARGIN
 from batchrun.cost.catalog import CATALOG

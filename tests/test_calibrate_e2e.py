@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from test_run_e2e import fast_job, run_cli, write_manifest
+from support.kit import fast_job, run_cli, write_manifest
 
 from batchrun.emulator.server import EmulatorServer
 

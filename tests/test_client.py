@@ -13,7 +13,7 @@ import anyio
 import orjson
 import pytest
 from aiohttp import web
-from seed_errors import SEED_ERRORS
+from support.error_table import SEED_ERRORS
 
 from batchrun.api.client import (
     USER_AGENT,

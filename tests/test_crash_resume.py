@@ -19,19 +19,15 @@ from pathlib import Path
 
 import orjson
 import pyarrow.parquet as pq
+import pytest
+from support.kit import write_manifest
 
 from batchrun.emulator.server import EmulatorServer
 
+pytestmark = pytest.mark.slow  # kills real processes mid-run, again and again
+
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-crash-test-0123456789"
-
-
-def write_manifest(path: Path, rows: int) -> Path:
-    with open(path, "w", encoding="utf-8") as handle:
-        for number in range(rows):
-            handle.write(json.dumps({"id": f"row-{number}", "prompt": f"Question {number}?"})
-                         + "\n")
-    return path
 
 
 def run_args(manifest: Path, out: Path, server: EmulatorServer, concurrency: int) -> list[str]:
@@ -70,7 +66,7 @@ def test_ten_sigkills_lose_no_answer_and_pay_twice_only_for_rows_in_flight(
     rng = random.Random(seed)
     rows, concurrency, kills = 5000, 16, 10
     server = make_emulator(latency_ms=20, jitter_ms=60, seed=seed % 1000)
-    manifest = write_manifest(tmp_path / "m.jsonl", rows)
+    manifest = write_manifest(tmp_path / "m.jsonl", rows, prompt="Question {number}?")
     out = tmp_path / "run"
     args = run_args(manifest, out, server, concurrency)
     lost_by_kill: list[set[str]] = []
@@ -127,7 +123,7 @@ def test_a_second_process_is_refused_and_a_killed_ones_lock_is_taken_over(
     tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
 ) -> None:
     server = make_emulator(latency_ms=150)
-    manifest = write_manifest(tmp_path / "m.jsonl", 300)
+    manifest = write_manifest(tmp_path / "m.jsonl", 300, prompt="Question {number}?")
     out = tmp_path / "run"
     first = start(run_args(manifest, out, server, 4))
     try:

@@ -18,7 +18,7 @@ import anyio
 import httpx
 import pytest
 from click.testing import CliRunner
-from faultkit import KEY, by_id, journal, run_cli, write_job, write_manifest
+from support.kit import KEY, by_id, journal, run_cli, write_job, write_manifest
 
 from batchrun.api.client import ApiClient, ClientSettings
 from batchrun.core import errors

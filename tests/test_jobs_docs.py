@@ -1,4 +1,4 @@
-"""The shipped job specs work, and every name of DESIGN's CLI contract is documented twice:
+"""The shipped job specs work, and every name of the CLI contract is documented twice:
 in the README and in the command's --help."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from batchrun.manifest.job import load_job
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = sorted((ROOT / "jobs").glob("*.toml"))
 
-# DESIGN.md's CLI contract: command → its options.
+# The CLI contract (README's Commands section): command → its options.
 CONTRACT: dict[str, list[str]] = {
     "estimate": ["--job", "--json", "--media-root", "--calibrate", "--endpoint", "--api-key",
                  "--yes"],

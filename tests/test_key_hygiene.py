@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from faultkit import KEY, run_process, write_job, write_manifest
+from support.kit import KEY, run_process, write_job, write_manifest
 
 from batchrun.api.endpoint_check import is_loopback_host, plain_http_warning
 from batchrun.emulator.server import EmulatorServer

@@ -14,7 +14,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
-from mediakit import SAMPLES, make_media
+from support.media import SAMPLES, make_media
 
 from batchrun.cli import cli
 from batchrun.emulator.server import EmulatorServer

@@ -11,7 +11,7 @@ import anyio
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mediakit import make_media
+from support.media import make_media
 
 from batchrun.api.client import ApiClient, ClientSettings
 from batchrun.core.errors import MediaError, TransportError

@@ -1,9 +1,10 @@
-"""Pure tests: the seed's billing formula and its error table mapped to exception classes."""
+"""Pure tests: the gateway's billing formula and its error table mapped to exception classes
+(both from its API reference, https://api.aivideoapi.ai)."""
 
 from __future__ import annotations
 
 import pytest
-from seed_errors import SEED_ERRORS
+from support.error_table import SEED_ERRORS
 
 from batchrun.core import errors
 from batchrun.cost.catalog import CATALOG, USD_PER_CREDIT, price_for
@@ -11,7 +12,8 @@ from batchrun.cost.catalog import CATALOG, USD_PER_CREDIT, price_for
 
 def test_seed_example_formula() -> None:
     price = CATALOG["gemini-3.1-pro"].price
-    # The seed's example answer: 194 prompt, 229 completion, 457 reasoning tokens (not billed).
+    # The API reference's example answer: 194 prompt, 229 completion, 457 reasoning tokens
+    # (not billed).
     assert price.credits(194, 229) == pytest.approx(194 * 160 / 1e6 + 229 * 960 / 1e6)
     assert price.credits(194, 229) == pytest.approx(0.25088)
     assert price.usd(160.0) == pytest.approx(0.80)

@@ -20,7 +20,8 @@ from batchrun.request.body import body_sha256, build_body, encode_body, google_s
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24
 PNG_URL = "data:image/png;base64," + base64.b64encode(PNG).decode()
-SEARCH_TOOL = {"type": "function", "function": {"name": "googleSearch"}}  # the seed's shape
+# The API reference's shape of the tool.
+SEARCH_TOOL = {"type": "function", "function": {"name": "googleSearch"}}
 
 
 @pytest.fixture

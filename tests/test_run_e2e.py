@@ -9,54 +9,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner, Result
+from support.kit import KEY, fast_job, results, run_cli, write_manifest
 
-from batchrun.cli import cli
 from batchrun.core.result import RESULTS_SCHEMA
 from batchrun.cost.catalog import CATALOG
 from batchrun.emulator.server import EmulatorServer
 from batchrun.store.rundir import RunDir
 
-KEY = "sk-test-0123456789abcdef"
 PRICE = CATALOG["gemini-3.1-pro"].price
-
-
-def write_manifest(path: Path, rows: int, *, prefix: str = "row") -> Path:
-    with open(path, "w", encoding="utf-8") as handle:
-        for number in range(rows):
-            handle.write(json.dumps({"id": f"{prefix}-{number}",
-                                     "prompt": f"Question number {number}: why is the sky blue?"})
-                         + "\n")
-    return path
-
-
-def toml_value(value: Any) -> str:
-    """A TOML literal for the simple values job files hold (inline tables included)."""
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    return json.dumps(value)
-
-
-def write_job(path: Path, **fields: Any) -> Path:
-    lines = ["[job]"]
-    for name, value in fields.items():
-        lines.append(f"{name} = {toml_value(value)}")
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def run_cli(args: list[str], key: str | None = KEY) -> Result:
-    env = {"BATCHRUN_API_KEY": key} if key else {}
-    return CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
-
-
-def results(run_dir: Path) -> list[dict[str, Any]]:
-    return pq.read_table(run_dir / "results.parquet").to_pylist()
-
-
-def fast_job(tmp_path: Path, **fields: Any) -> Path:
-    defaults: dict[str, Any] = {"max_retry_wait_s": 0.2, "concurrency": 8}
-    return write_job(tmp_path / "job.toml", **{**defaults, **fields})
 
 
 def test_sample_job_runs_on_the_embedded_emulator(tmp_path: Path) -> None:

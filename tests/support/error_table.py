@@ -1,4 +1,5 @@
-"""The seed's error table, row by row: (HTTP status, code, type, the exception it maps to).
+"""The gateway's error table (https://api.aivideoapi.ai), row by row: (HTTP status, code, type,
+the exception it maps to).
 
 Shared by the tests that walk the table (error mapping, client over HTTP)."""
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the fault, bad-input, breaker and key-hygiene suites."""
+"""Writing manifests and job files, running ``batchrun`` and reading what it wrote."""
 
 from __future__ import annotations
 
@@ -15,16 +15,21 @@ from click.testing import CliRunner, Result
 
 from batchrun.cli import cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 # Long and distinctive, so that a test that greps for it cannot be fooled by a short match.
 KEY = "sk-faultkit-7f3a9c1e5b2d4f60a8e1"
 
 
-def write_manifest(path: Path, rows: int, *, prefix: str = "row") -> Path:
+QUESTION = "Question {number}: why is the sky blue?"
+
+
+def write_manifest(path: Path, rows: int, *, prefix: str = "row", prompt: str = QUESTION) -> Path:
+    """``rows`` prompt rows with ids ``{prefix}-0`` …; ``prompt`` is formatted with
+    ``number``."""
     with open(path, "w", encoding="utf-8") as handle:
         for number in range(rows):
             handle.write(json.dumps({"id": f"{prefix}-{number}",
-                                     "prompt": f"Question {number}: why is the sky blue?"}) + "\n")
+                                     "prompt": prompt.format(number=number)}) + "\n")
     return path
 
 
@@ -38,6 +43,11 @@ def write_job(path: Path, **fields: Any) -> Path:
     fields = {"max_retry_wait_s": 0.2, "concurrency": 8, **fields}
     path.write_text("[job]\n" + "".join(f"{k} = {literal(v)}\n" for k, v in fields.items()))
     return path
+
+
+def fast_job(tmp_path: Path, **fields: Any) -> Path:
+    """``tmp_path/job.toml`` with ``write_job``'s quick defaults and ``fields``."""
+    return write_job(tmp_path / "job.toml", **fields)
 
 
 def run_cli(args: list[str], key: str | None = KEY) -> Result:

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_inputs"
+SAMPLES = Path(__file__).resolve().parent.parent.parent / "sample_inputs"
 
 
 def load_make_media() -> ModuleType:
