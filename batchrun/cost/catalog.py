@@ -25,6 +25,7 @@ those of the Gemini 3.1 Pro model page (https://ai.google.dev/gemini-api/docs/mo
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 # 160 credits = $0.80 (the gateway's pricing), so one credit is half a cent.
@@ -102,6 +103,7 @@ def normalise(model: str) -> str:
     return model.lower().rsplit("/", 1)[-1]
 
 
+@functools.lru_cache(maxsize=64)  # a run asks for its one model for every row
 def model_facts(model: str) -> ModelFacts:
     """The facts of ``model`` by the lookup rule of the module docstring."""
     name = normalise(model)

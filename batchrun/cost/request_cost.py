@@ -38,13 +38,16 @@ def request_cost(
     text-only body of ``body_bytes`` too small to overflow the window is not counted at all
     (estimate None, bound 0): at thousands of rows a second the count showed in the profile.
     """
-    rules = rules if rules is not None else rules_for(model)
     estimate: RowEstimate | None = None
     if counts or not text_only or not cannot_overflow(model, body_bytes):
+        rules = rules if rules is not None else rules_for(model)
         estimate = messages_estimate(messages, metas, rules)
         # The model's window first: no request size could make such a prompt succeed.
         too_large = prompt_too_large(model, estimate.prompt_tokens)
         if too_large is not None:
             raise too_large
-    bound = prompt_token_bound(messages, metas, rules) if counts else 0
+    bound = 0
+    if counts:
+        rules = rules if rules is not None else rules_for(model)
+        bound = prompt_token_bound(messages, metas, rules)
     return RequestCost(estimate, bound)

@@ -42,7 +42,7 @@ def prepare_request(
     file's metadata for the estimate; ``counts=False`` skips estimating rows that need no
     count (see ``cost.request_cost``).
     """
-    built = build_request(row, job, resolver, probe=probe)
+    built = build_request(row, job, resolver, probe=probe, into=PricedRequest)
     try:
         cost = request_cost(built.messages, built.metas, model=job.model,
                             body_bytes=len(built.skeleton), text_only=built.text_only,
@@ -51,8 +51,5 @@ def prepare_request(
     except BaseException:
         built.close()
         raise
-    return PricedRequest(
-        row_id=built.row_id, skeleton=built.skeleton, media=built.media, size=built.size,
-        metas=built.metas, messages=built.messages, text_only=built.text_only,
-        estimate=cost.estimate, prompt_bound=cost.prompt_bound,
-    )
+    built.estimate, built.prompt_bound = cost.estimate, cost.prompt_bound
+    return built
