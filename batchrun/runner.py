@@ -194,14 +194,16 @@ class Runner:
             return
         counters = self.counters
         counters.waiting += 1
-        if self._workers is not None and self._rows is not None and not self.stopping:
-            self._workers.start_soon(self._work, self._rows.clone())
-            self._excess_workers += 1
+        stand_in = self._workers is not None and self._rows is not None and not self.stopping
+        if stand_in:
+            self._workers.start_soon(self._work, self._rows.clone())  # type: ignore[union-attr]
         try:
             with anyio.move_on_after(seconds):
                 await self._stopping.wait()
         finally:
             counters.waiting -= 1
+            if stand_in:
+                self._excess_workers += 1  # back at work: one worker too many from now
 
     async def _wait_for_limiter(self, tokens: int) -> None:
         """Wait for the limiter unless the run stops meanwhile (then the row stays pending)."""
