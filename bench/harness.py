@@ -129,12 +129,18 @@ def write_manifest(path: Path, rows: int, *, prompt_chars: int = 60) -> Path:
 
 
 def write_job(path: Path, *, stream: bool, concurrency: int, rpm: float | None = None,
-              max_attempts: int = 8) -> Path:
-    """The bench job: short text answers, no thoughts (the smallest honest answer)."""
+              max_attempts: int = 8, include_thoughts: bool = False,
+              reasoning_effort: str | None = "low") -> Path:
+    """The bench job: short text answers, no thoughts unless asked (the smallest honest
+    answer; ``include_thoughts=True`` is the users' default path). ``reasoning_effort=None``
+    leaves the line out: the API's default (high), as a job that does not say gets."""
     lines = ["[job]", 'name = "bench"', 'model = "gemini-3.1-pro"',
-             f"stream = {'true' if stream else 'false'}", "include_thoughts = false",
-             'reasoning_effort = "low"', "expected_output_tokens = 50",
+             f"stream = {'true' if stream else 'false'}",
+             f"include_thoughts = {'true' if include_thoughts else 'false'}",
+             "expected_output_tokens = 50",
              f"concurrency = {concurrency}", f"max_attempts = {max_attempts}"]
+    if reasoning_effort is not None:
+        lines.append(f'reasoning_effort = "{reasoning_effort}"')
     if rpm is not None:
         lines.append(f"rpm = {rpm}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -24,7 +25,8 @@ class RunCounters:
     rows_skipped: int = 0  # done in an earlier run of this RUN_DIR
     rows_ok: int = 0
     rows_failed: int = 0
-    in_flight: int = 0
+    in_flight: int = 0  # requests on the wire
+    waiting: int = 0  # rows waiting on the rate limiter or on their backoff
     requests_sent: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -36,6 +38,8 @@ class RunCounters:
     recent_errors: list[str] = field(default_factory=list)  # newest last, a few at most
     estimate_credits: float | None = None  # the preflight's expected spend of this session
     started_at: float = field(default_factory=time.monotonic)
+    # The rate kept to and why ("1,200/min (limit announced by the server)"), when known.
+    describe_rate: Callable[[], str] | None = None
 
     def note_error(self, code: str, keep: int = 5) -> None:
         self.errors_by_code[code] += 1
@@ -64,9 +68,13 @@ class RunCounters:
             errors = f" · errors {top}"
         return (
             f"rows {done:,}/{self.rows_total:,}{failed} · {rate:,.1f} rows/s · "
-            f"in flight {self.in_flight} · {self.credits:,.4f} credits "
-            f"(${self.credits * USD_PER_CREDIT:,.4f}) · ETA {eta}{errors}"
+            f"in flight {self.in_flight} · waiting {self.waiting} · rate {self.rate_text()} · "
+            f"{self.credits:,.4f} credits (${self.credits * USD_PER_CREDIT:,.4f}) · "
+            f"ETA {eta}{errors}"
         )
+
+    def rate_text(self) -> str:
+        return self.describe_rate() if self.describe_rate is not None else "unlimited"
 
 
 def _duration(seconds: float) -> str:
@@ -89,7 +97,9 @@ def progress_table(counters: RunCounters, now: float | None = None) -> Table:
     table.add_column()
     table.add_row("rows", f"{done:,} / {counters.rows_total:,} done · {counters.rows_ok:,} ok · "
                   f"{counters.rows_failed:,} failed · {counters.rows_skipped:,} from before")
-    table.add_row("in flight", f"{counters.in_flight:,} requests · {counters.requests_sent:,} sent")
+    table.add_row("in flight", f"{counters.in_flight:,} on the wire · {counters.waiting:,} waiting "
+                  f"(rate limit or backoff) · {counters.requests_sent:,} sent")
+    table.add_row("rate", counters.rate_text())
     table.add_row("speed", f"{rate:,.1f} rows/s · {counters.requests_sent / elapsed:,.1f} req/s · "
                   f"{tokens / elapsed:,.0f} tokens/s")
     table.add_row("spent", spend)

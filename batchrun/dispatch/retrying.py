@@ -9,6 +9,7 @@ at once, so ``RetryLoop`` creates tenacity's state only after a failure.
 from __future__ import annotations
 
 import functools
+import random
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -26,30 +27,32 @@ from tenacity.retry import retry_base
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-from batchrun.core.errors import BatchrunError, RateLimitedError, RetryableError
+from batchrun.core.errors import BatchrunError, RetryableError
 
 Sleep = Callable[[float], Awaitable[None]]
 
 
 class wait_server_hint(wait_base):  # noqa: N801 - tenacity's naming style
-    """Wait what the server asked for (Retry-After), else fall back to ``fallback``.
+    """Wait what the server asked for (Retry-After), never less, plus a little jitter so the
+    rows refused together do not all come back together; else fall back to ``fallback``.
 
-    A 429 rate_limit_exceeded waits nothing here: the runner hands it to the shared limiter,
-    which holds every worker until the one cooldown ends, so workers do not each sleep their
-    own backoff and then all come back at once.
+    This is the refused row's own wait. Whether everybody else waits too is the shared
+    limiter's decision: only refusals that show overload pause all dispatch.
     """
 
-    def __init__(self, fallback: wait_base, cap_s: float) -> None:
+    def __init__(self, fallback: wait_base, cap_s: float, jitter: float = 0.2,
+                 draw: Callable[[], float] = random.random) -> None:
         self.fallback = fallback
         self.cap_s = cap_s
+        self.jitter = jitter  # up to this share of the asked wait (at least 50 ms) on top
+        self.draw = draw
 
     def __call__(self, retry_state: RetryCallState) -> float:
         outcome = retry_state.outcome
         error = outcome.exception() if outcome is not None else None
-        if isinstance(error, RateLimitedError):
-            return 0.0
         if isinstance(error, BatchrunError) and error.retry_after is not None:
-            return min(self.cap_s, max(0.0, error.retry_after))
+            asked = min(self.cap_s, max(0.0, error.retry_after))
+            return asked + self.draw() * max(0.05, self.jitter * asked)
         return float(self.fallback(retry_state))
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import anyio
 import orjson
 from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from batchrun import __version__
 from batchrun.api.client import ApiClient, ClientSettings, mask_key
@@ -168,7 +169,15 @@ class Runner:
         self._counts = plan.job.tpm is not None or self.budget is not None
         self._retry_loop = retry_loops(max_attempts=plan.job.max_attempts,
                                        max_wait_s=plan.job.max_retry_wait_s,
-                                       sleep=self._sleep_unless_stopping)
+                                       sleep=self._back_off)
+        self.counters.describe_rate = self.limiter.describe
+        # Waits on the limiter that a stop cancels: rows not yet on the wire are not sent.
+        self._limiter_waits: set[anyio.CancelScope] = set()
+        # A row backing off lends its worker to a stand-in, so the wire stays full; when it
+        # comes back, the first worker to finish a row retires (``_excess_workers``).
+        self._workers: anyio.abc.TaskGroup | None = None
+        self._rows: MemoryObjectReceiveStream[Row] | None = None
+        self._excess_workers = 0
 
     # --- stopping ----------------------------------------------------------------------
     def stop(self, reason: str, error: BatchrunError | None = None) -> None:
@@ -177,13 +186,43 @@ class Runner:
             self.stop_error = error
         self.stopping = True
         self._stopping.set()
+        for wait in self._limiter_waits:
+            wait.cancel()
         if self.budget is not None:
             self.budget.close()
 
-    async def _sleep_unless_stopping(self, seconds: float) -> None:
-        """Backoff sleep that a stop cuts short, so shutdown never waits on a retry timer."""
-        with anyio.move_on_after(seconds):
-            await self._stopping.wait()
+    async def _back_off(self, seconds: float) -> None:
+        """A row's wait before its retry: a stop cuts it short, and a stand-in worker takes
+        the row's place meanwhile, so one row's Retry-After never idles a wire slot."""
+        if seconds <= 0:
+            return
+        counters = self.counters
+        counters.waiting += 1
+        stand_in = self._workers is not None and self._rows is not None and not self.stopping
+        if stand_in:
+            self._workers.start_soon(self._work, self._rows.clone())  # type: ignore[union-attr]
+        try:
+            with anyio.move_on_after(seconds):
+                await self._stopping.wait()
+        finally:
+            counters.waiting -= 1
+            if stand_in:
+                self._excess_workers += 1  # back at work: one worker too many from now
+
+    async def _wait_for_limiter(self, tokens: int) -> None:
+        """Wait for the limiter unless the run stops meanwhile (then the row stays pending)."""
+        self.counters.waiting += 1
+        try:
+            with anyio.CancelScope() as wait:
+                self._limiter_waits.add(wait)
+                try:
+                    await self.limiter.acquire(tokens)
+                finally:
+                    self._limiter_waits.discard(wait)
+        finally:
+            self.counters.waiting -= 1
+        if self.stopping:
+            raise DispatchStopped
 
     # --- the run -----------------------------------------------------------------------
     async def run(self) -> RunOutcome:
@@ -201,11 +240,15 @@ class Runner:
                 outer.start_soon(self._sync_journal)
                 if self.plan.show_progress:
                     outer.start_soon(self._report_progress)
-                async with anyio.create_task_group() as workers:
-                    workers.start_soon(self._produce, send_rows)
-                    for _ in range(self.job.concurrency):
-                        workers.start_soon(self._work, receive_rows.clone())
-                    receive_rows.close()
+                # The receiver stays open for stand-in workers; the rows end for everybody
+                # when the producer closes its side.
+                with receive_rows:
+                    async with anyio.create_task_group() as workers:
+                        self._workers, self._rows = workers, receive_rows
+                        workers.start_soon(self._produce, send_rows)
+                        for _ in range(self.job.concurrency):
+                            workers.start_soon(self._work, receive_rows.clone())
+                    self._workers = self._rows = None
                 outer.cancel_scope.cancel()
         finally:
             self._flush_recorded()
@@ -269,6 +312,9 @@ class Runner:
                 if self.stopping:
                     continue  # drain: the row stays pending for the resume
                 await self._process(row)
+                if self._excess_workers:
+                    self._excess_workers -= 1  # a row back from its backoff took this place
+                    return
 
     async def _process(self, row: Row) -> None:
         started_at = time.time()
@@ -292,7 +338,6 @@ class Runner:
                 return
         attempts = _Attempts()
         send_started = 0.0
-        self.counters.in_flight += 1
         try:
             completion: Completion | None = None
             async for attempt in self._retry_loop():
@@ -302,9 +347,7 @@ class Runner:
                         raise DispatchStopped
                     tokens = estimated_tokens + self.job.expected_output_tokens
                     if not self.limiter.acquire_now(tokens):
-                        await self.limiter.acquire(tokens)
-                        if self.stopping:
-                            raise DispatchStopped
+                        await self._wait_for_limiter(tokens)
                     attempts.count += 1
                     self.counters.requests_sent += 1
                     if attempts.first_sent_at is None:
@@ -320,6 +363,7 @@ class Runner:
                             prepared.stream(self._encoders) if prepared.media
                             else prepared.skeleton)
                         send_started = time.perf_counter()  # latency: the wire, not the wait
+                        self.counters.in_flight += 1
                         try:
                             completion = await self.client.complete(body, stream=self.job.stream)
                         except BaseException as error:
@@ -332,6 +376,7 @@ class Runner:
                                 raise body.error from None  # a file changed under us: row error
                             raise
                         finally:
+                            self.counters.in_flight -= 1
                             request_sha = (body.sha256 if isinstance(body, StreamedBody)
                                            else prepared.skeleton_sha256()) or request_sha
                         if reservation is not None and self.budget is not None:
@@ -355,7 +400,6 @@ class Runner:
             self._record(row, self._error_result(row.id, error, attempts, started_at, request_sha))
             return
         finally:
-            self.counters.in_flight -= 1
             prepared.close()
         assert completion is not None and request_sha is not None
         latency_ms = (time.perf_counter() - send_started) * 1000.0

@@ -9,6 +9,7 @@ import sys
 import click
 
 from batchrun.dispatch.eventloop import run_server
+from batchrun.emulator.schedule import parse_rpm_schedule
 from batchrun.emulator.server import (
     DROP_MODES,
     RETRY_AFTER_STYLES,
@@ -20,6 +21,16 @@ from batchrun.emulator.server import (
 
 _PROBABILITY = click.FloatRange(0.0, 1.0)
 _NON_NEGATIVE = click.FloatRange(min=0.0)
+
+
+def _schedule_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A usage error naming what is wrong with the schedule, before anything listens."""
+    if value is not None:
+        try:
+            parse_rpm_schedule(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    return value
 
 
 async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
@@ -43,6 +54,8 @@ async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
     epilog=(
         "\b\nExamples:\n"
         "  batchrun emulator --port 0 --latency-ms 200 --fail-503 0.05 --rpm 600 --balance 50\n"
+        "  batchrun emulator --latency-ms 200 --stream-parts 4 --fail-429 0.02 "
+        "--rpm-schedule 1200@0,300@60,1200@120\n"
         "  batchrun run rows.jsonl --out runs/x --endpoint http://127.0.0.1:PORT/v1 "
         "--api-key sk-test\n\n"
         "Control endpoints: GET /_emulator/stats, GET|POST /_emulator/config, "
@@ -101,6 +114,16 @@ async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
               help="Quote the caller's key in 401 messages, as careless gateways do.")
 @click.option("--no-rate-headers", is_flag=True,
               help="Send no x-ratelimit-* headers with --rpm (only 429 and Retry-After).")
+@click.option("--rpm-schedule", callback=_schedule_option, default=None,
+              metavar="RPM@S,...",
+              help="A limit that changes during the run, e.g. 1200@0,300@60,1200@120: "
+              "requests/min from S seconds after start (or the last reset). Instead of --rpm.")
+@click.option("--stream-parts", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Send a streamed answer in N parts spread over the latency (first after "
+              "latency/N, last at the full latency); 0: all at once after the latency.")
+@click.option("--count-by-second", is_flag=True,
+              help="Count chat requests per second of the clock in /_emulator/stats "
+              "(requests_by_second), for benches.")
 def emulator_command(
     host: str,
     port: int,
@@ -127,12 +150,17 @@ def emulator_command(
     early_eof_rate: float,
     echo_key: bool,
     no_rate_headers: bool,
+    rpm_schedule: str | None,
+    stream_parts: int,
+    count_by_second: bool,
 ) -> None:
     """Serve a local emulator of the Gemini 3.1 Pro chat-completions API.
 
     It answers deterministically (the same request gets the same reply), bills with the
     seed's formula and injects the faults you ask for. Any key starting with sk- is accepted.
     """
+    if rpm is not None and rpm_schedule is not None:
+        raise click.UsageError("give --rpm or --rpm-schedule, not both (one limit at a time)")
     try:
         config = EmulatorConfig(
             latency_ms=latency_ms,
@@ -158,8 +186,11 @@ def emulator_command(
             early_eof_rate=early_eof_rate,
             echo_key=echo_key,
             rate_headers=not no_rate_headers,
+            rpm_schedule=rpm_schedule,
+            stream_parts=stream_parts,
+            count_by_second=count_by_second,
         )
-    except ValueError as exc:  # e.g. fault rates adding up to more than 1
+    except ValueError as exc:  # e.g. fault rates adding up to more than 1, --rpm with a schedule
         raise click.UsageError(str(exc)) from None
     try:
         run_server(_serve(config, host, port))

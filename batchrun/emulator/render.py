@@ -55,6 +55,18 @@ def _pieces(text: str, parts: int = 6) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
+def _even_pieces(text: str, count: int) -> list[str]:
+    """Exactly ``count`` pieces of near-equal length (fewer only when the text is shorter)."""
+    bounds = [round(i * len(text) / count) for i in range(count + 1)]
+    return [text[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+def _spread(items: list[bytes], count: int) -> list[list[bytes]]:
+    """``items`` in order over ``count`` groups of near-equal size."""
+    bounds = [round(i * len(items) / count) for i in range(count + 1)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
 class Answer:
     """One successful answer, rendered as JSON or as SSE events."""
 
@@ -116,27 +128,51 @@ class Answer:
 
     def sse_events(self) -> list[bytes]:
         """role delta, keep-alive, thought and content deltas, usage chunk, [DONE]."""
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return _sse(
-                {
-                    "id": self.id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.model,
-                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                }
-            )
+        thoughts = _pieces(self.reply.thoughts, 2)
+        content = _pieces(self._content()) or [""]
+        return [*self._head(), *self._deltas(thoughts, content), *self._tail()]
 
-        events = [chunk({"role": "assistant", "content": ""}), b": keep-alive\n\n"]
+    def sse_parts(self, parts: int) -> list[list[bytes]]:
+        """The same stream in ``parts`` groups, as a gateway streams while the model works:
+        the first opens with the role delta, the last closes with finish_reason, usage and
+        [DONE]; thought and content deltas are spread over all of them in order (thoughts
+        first). Thoughts and content are each cut into ``parts`` pieces, so every part
+        carries text unless the answer is shorter than ``parts`` characters."""
+        thoughts = _even_pieces(self.reply.thoughts, parts)
+        content = _even_pieces(self._content(), parts) or [""]
+        groups = _spread(self._deltas(thoughts, content), parts)
+        groups[0][:0] = self._head()
+        groups[-1].extend(self._tail())
+        return groups
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return _sse(
+            {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        )
+
+    def _head(self) -> list[bytes]:
+        return [self._chunk({"role": "assistant", "content": ""}), b": keep-alive\n\n"]
+
+    def _deltas(self, thoughts: list[str], content: list[str]) -> list[bytes]:
+        """Thought deltas (field style only), then content deltas; finish_reason on the last."""
+        events = []
         if self.style == "field" and self.reply.thoughts:
-            events += [chunk({"reasoning_content": p}) for p in _pieces(self.reply.thoughts, 2)]
-        pieces = _pieces(self._content()) or [""]
-        for piece in pieces[:-1]:
-            events.append(chunk({"content": piece}))
-        last: dict[str, Any] = {"content": pieces[-1]}
+            events += [self._chunk({"reasoning_content": piece}) for piece in thoughts]
+        events += [self._chunk({"content": piece}) for piece in content[:-1]]
+        last: dict[str, Any] = {"content": content[-1]}
         if self.reply.annotations:
             last["annotations"] = self.reply.annotations
-        events.append(chunk(last, self.reply.finish_reason))
+        events.append(self._chunk(last, self.reply.finish_reason))
+        return events
+
+    def _tail(self) -> list[bytes]:
+        events = []
         if self.with_usage:
             events.append(_sse(
                 {

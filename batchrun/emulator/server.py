@@ -12,6 +12,17 @@ Choices where the seed is silent:
   by default one second of flow (at least 1): a strict gateway that refuses bursts, so a
   runner that bursts meets 429 early, and Retry-After is the time to the next token, not a
   minute. ``rpm_burst=rpm`` gives a whole minute's allowance up front instead.
+- ``rpm_schedule`` ("1200@0,300@60,1200@120": requests/min from that second on, counted from
+  the start or the last reset, not from the config change) is a limit that moves, as a shared
+  gateway's spare capacity does. The bucket keeps its level across a step, refills along the
+  schedule and is clamped to the new capacity; ``x-ratelimit-limit-requests`` announces the
+  limit in force when the answer (or the 429) starts. ``rpm`` and ``rpm_schedule`` together
+  are refused (ValueError, a 400 from /_emulator/config, a usage error from the CLI): one
+  limit at a time, so a figure never depends on which one won.
+- A 429 drawn by ``fail_429`` is the shared gateway refusing whatever the caller's rate: it
+  carries only its Retry-After style, never x-ratelimit-*, and counts as faults["429"]; a
+  refusal of the rpm bucket carries x-ratelimit-* (with ``rate_headers``) and counts as
+  faults["rpm"].
 - Billing happens when the answer starts: a stream cut after its first bytes (or a JSON body
   cut halfway) is billed — "paid but lost" — while 500/503 and a connection reset before any
   byte are not. The balance may go below zero on the request that crosses it, as may the spend.
@@ -23,12 +34,21 @@ Choices where the seed is silent:
   deltas with ``finish_reason`` on the last, a ``choices: []`` chunk with usage and
   credits_consumed, ``data: [DONE]``. In tag style the ``<thought>`` prefix is part of the
   content deltas and a piece boundary may fall inside a tag, which a client must survive.
+- ``stream_parts=N`` (0: the whole stream in one write after the latency) sends a streamed
+  answer as a gateway does while the model works: N writes, latency/N apart, the headers and
+  first part after latency/N, the last part (finish_reason, usage, [DONE]) at the full
+  latency. Thoughts and content are each cut into N pieces and the deltas spread in order
+  (thoughts first) over the parts, so every part carries text. Errors, drops and JSON
+  answers still spend the whole latency first; truncate, early_eof and stall cut the paced
+  stream at the same event as an unpaced one. ``chunk_delay_ms`` still pauses after each event.
+- ``include_thoughts`` defaults to true, as the gateway's does: a body without it gets thoughts.
 - The id is ``chatcmpl-`` + the first 32 hex digits of sha256(raw body): same body, same id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import math
 import threading
@@ -90,6 +110,8 @@ async def _chat(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     stats = state.stats
     stats.requests_total += 1
+    if state.config.count_by_second:
+        stats.requests_by_second[int(state.elapsed_s())] += 1
     stats.in_flight += 1
     stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
     try:
@@ -122,7 +144,7 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
             "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
         }
         if config.rate_headers:
-            headers["x-ratelimit-limit-requests"] = str(int(config.rpm or 0))
+            headers["x-ratelimit-limit-requests"] = str(int(state.current_rpm() or 0))
             headers["x-ratelimit-remaining-requests"] = "0"
         return _count(stats, error_response(
             "rate_limit_exceeded", "Too many requests, please slow down.", headers))
@@ -145,12 +167,19 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
         return _count(stats, error_response(
             "model_not_found", f"Model '{chat.model}' does not exist or is inactive."))
     fault = state.draw_fault()
-    if fault == "429":  # the gateway's own limiter: it answers before calling upstream
+    if fault == "429":
+        # The shared gateway's own refusal, before calling upstream: it says nothing of the
+        # caller's rate, so no x-ratelimit-* headers, only its Retry-After style.
         return _count(stats, error_response(
             "rate_limit_exceeded", "Too many requests, please slow down.",
             state.retry_after_headers()))
     delay = state.delay_s()
-    if delay > 0:
+    pace = 0.0
+    if chat.stream and config.stream_parts > 0 and fault in _STREAMED:
+        # A streamed answer spends the latency across its parts; the first one's share now.
+        pace = delay / config.stream_parts
+        await asyncio.sleep(pace)
+    elif delay > 0:
         await asyncio.sleep(delay)
     if fault == "503":
         return _count(stats, error_response(
@@ -177,11 +206,14 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
         with_usage=fault != "no_usage",
     )
     rate_headers = {}
-    if config.rpm and config.rate_headers:
-        rate_headers["x-ratelimit-limit-requests"] = str(int(config.rpm))
+    limit = state.current_rpm()
+    if limit and config.rate_headers:
+        # The limit in force when the answer starts (a schedule may have stepped meanwhile).
+        rate_headers["x-ratelimit-limit-requests"] = str(int(limit))
         rate_headers["x-ratelimit-remaining-requests"] = str(int(state.bucket_tokens or 0))
     if chat.stream:
-        return await _send_stream(request, state, answer, chat, body_sha, rate_headers, fault)
+        return await _send_stream(request, state, answer, chat, body_sha, rate_headers, fault,
+                                  pace)
     payload = answer.json_body()
     stats.by_status[200] += 1
     state.bill(answer.credits, body_sha, chat)
@@ -201,6 +233,56 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
     return response
 
 
+# The faults answered by a stream (an answer, whole or cut): the ones ``stream_parts`` paces.
+_STREAMED = frozenset({None, "no_usage", "truncate", "early_eof", "stall"})
+# A stream as writes: (seconds to wait before, events written together).
+Steps = list[tuple[float, list[bytes]]]
+
+
+def _stream_steps(answer: Answer, parts: int, pace: float) -> Steps:
+    """The whole answer in one write, or in ``parts`` writes ``pace`` seconds apart (the
+    first one's wait is already spent: it came before the headers)."""
+    if parts <= 0:
+        return [(0.0, answer.sse_events())]
+    return [(0.0 if index == 0 else pace, part)
+            for index, part in enumerate(answer.sse_parts(parts))]
+
+
+def _cut_steps(steps: Steps, cut: int) -> tuple[Steps, Steps]:
+    """The steps before event number ``cut`` and those after, the step holding it split."""
+    head: Steps = []
+    tail: Steps = []
+    seen = 0
+    for wait, events in steps:
+        if seen + len(events) <= cut:
+            head.append((wait, events))
+        elif seen >= cut:
+            tail.append((wait, events))
+        else:
+            head.append((wait, events[: cut - seen]))
+            tail.append((0.0, events[cut - seen :]))
+        seen += len(events)
+    return head, tail
+
+
+async def _play(request: web.Request, response: web.StreamResponse, steps: Steps,
+                chunk_delay: float = 0.0) -> bool:
+    """Write ``steps`` at their pace (event by event with a pause after each when
+    ``chunk_delay``); False once the client has gone."""
+    for wait, events in steps:
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if chunk_delay <= 0:
+            if not await write_quietly(request, response, b"".join(events)):
+                return False
+            continue
+        for event in events:
+            if not await write_quietly(request, response, event):
+                return False
+            await asyncio.sleep(chunk_delay)
+    return True
+
+
 async def _send_stream(
     request: web.Request,
     state: EmulatorState,
@@ -209,8 +291,9 @@ async def _send_stream(
     body_sha: str,
     headers: dict[str, str],
     fault: str | None,
+    pace: float = 0.0,
 ) -> web.StreamResponse:
-    stats = state.stats
+    stats, config = state.stats, state.config
     response = web.StreamResponse(
         headers={**headers, "Content-Type": "text/event-stream; charset=utf-8",
                  "Cache-Control": "no-cache"}
@@ -218,34 +301,33 @@ async def _send_stream(
     await response.prepare(request)
     stats.by_status[200] += 1
     state.bill(answer.credits, body_sha, chat)
-    events = answer.sse_events()
-    if fault == "truncate":
+    steps = _stream_steps(answer, config.stream_parts, pace)
+    if fault in ("truncate", "early_eof", "stall"):
         # Role delta, keep-alive and about half the content; never usage nor [DONE].
-        stats.dropped += 1
-        await response.write(b"".join(events[: half_of(events)]))
+        head, tail = _cut_steps(steps, half_of([e for _, events in steps for e in events]))
+        return await _send_cut(request, response, state, fault, head, tail)
+    if await _play(request, response, steps, config.chunk_delay_ms / 1000.0):
+        await response.write_eof()
+    return response
+
+
+async def _send_cut(request: web.Request, response: web.StreamResponse, state: EmulatorState,
+                    fault: str | None, head: Steps, tail: Steps) -> web.StreamResponse:
+    """The half-answer faults: reset after the head (truncate), a clean end after it
+    (early_eof), or silence for ``stall_s`` between head and tail (stall)."""
+    if fault == "truncate":
+        state.stats.dropped += 1
+        await _play(request, response, head)
         _abort(request)
         return response
-    if fault == "early_eof":
-        # The same half, then a clean end of the body: no reset, just no [DONE].
-        if await write_quietly(request, response, b"".join(events[: half_of(events)])):
-            await response.write_eof()
+    if not await _play(request, response, head):
         return response
     if fault == "stall":
-        # Half the answer, silence longer than a client's read timeout, then the rest.
-        cut = half_of(events)
-        if await write_quietly(request, response, b"".join(events[:cut])):
-            await asyncio.sleep(state.config.stall_s)
-            if await write_quietly(request, response, b"".join(events[cut:])):
-                await response.write_eof()
-        return response
-    chunk_delay = state.config.chunk_delay_ms / 1000.0
-    if chunk_delay > 0:
-        for event in events:
-            await response.write(event)
-            await asyncio.sleep(chunk_delay)
-    else:
-        await response.write(b"".join(events))
-    await response.write_eof()
+        await asyncio.sleep(state.config.stall_s)
+        if not await _play(request, response, tail):
+            return response
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await response.write_eof()
     return response
 
 
@@ -280,7 +362,9 @@ async def _not_found(request: web.Request) -> web.Response:
 
 async def _get_stats(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    snapshot = {**state.stats.snapshot(), "balance": state.config.balance}
+    # clock_s: where the schedule's clock (and requests_by_second) stands as this answers.
+    snapshot = {**state.stats.snapshot(), "balance": state.config.balance,
+                "clock_s": round(state.elapsed_s(), 3)}
     return web.Response(body=orjson.dumps(snapshot), content_type="application/json")
 
 

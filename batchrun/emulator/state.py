@@ -13,6 +13,7 @@ from aiohttp import web
 
 from batchrun.emulator.model import ChatRequest
 from batchrun.emulator.render import error_response
+from batchrun.emulator.schedule import Schedule, allowed_between, parse_rpm_schedule, rpm_at
 
 THOUGHTS_STYLES = ("field", "tag")
 DROP_MODES = ("mixed", "reset", "truncate")
@@ -59,6 +60,11 @@ class EmulatorConfig:
     early_eof_rate: float = 0.0  # the answer ends cleanly halfway: no usage, no [DONE] (billed)
     echo_key: bool = False  # error messages quote the caller's key, as careless gateways do
     rate_headers: bool = True  # send x-ratelimit-* with --rpm (False: a gateway that does not)
+    # Real conditions (a shared gateway): a limit that changes during the run, "RPM@S,..."
+    # from the start or the last reset; exclusive with ``rpm`` (see emulator_schedule).
+    rpm_schedule: str | None = None
+    stream_parts: int = 0  # >0: a streamed answer comes in N parts spread over the latency
+    count_by_second: bool = False  # stats count chat requests per second of the clock
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
@@ -80,6 +86,14 @@ class EmulatorConfig:
             raise ValueError("stall_s must not be negative")
         if self.chars_per_token <= 0:
             raise ValueError("chars_per_token must be positive")
+        if isinstance(self.stream_parts, bool) or not isinstance(self.stream_parts, int) \
+                or self.stream_parts < 0:
+            raise ValueError("stream_parts must be a whole number >= 0")
+        if self.rpm_schedule is not None:
+            parse_rpm_schedule(self.rpm_schedule)
+            if self.rpm is not None:
+                # Two limits at once would leave the caller guessing which one answered.
+                raise ValueError("rpm and rpm_schedule are exclusive: set one, the other None")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -103,6 +117,9 @@ class EmulatorStats:
     faults: Counter[str] = field(default_factory=Counter)
     in_flight: int = 0
     max_in_flight: int = 0
+    # Chat requests by whole second of the state's clock (``count_by_second``): a bench sees
+    # the send rate the emulator received, retries included.
+    requests_by_second: Counter[int] = field(default_factory=Counter)
 
     def reset(self) -> None:
         """Zero everything but the requests still in flight."""
@@ -123,6 +140,7 @@ class EmulatorStats:
             "faults": dict(self.faults),
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "requests_by_second": {str(s): n for s, n in sorted(self.requests_by_second.items())},
         }
 
 
@@ -135,29 +153,61 @@ class EmulatorState:
         self.reset()
 
     def reset(self) -> None:
-        """A fresh key: full rate bucket, fault draws from the start of the seed's sequence."""
+        """A fresh key: full rate bucket, fault draws from the start of the seed's sequence,
+        the schedule's clock at 0."""
         self.bucket_tokens: float | None = None
         self.bucket_stamp = 0.0
+        self.clock_origin = time.monotonic()
+        self._schedule_text: str | None = None
+        self._schedule: Schedule = ()
         self.reseed()
+
+    def elapsed_s(self, now: float | None = None) -> float:
+        """Seconds on the state's clock: since start or the last reset."""
+        return (time.monotonic() if now is None else now) - self.clock_origin
+
+    def schedule(self) -> Schedule:
+        """The parsed ``rpm_schedule`` (empty without one), parsed again only when changed."""
+        text = self.config.rpm_schedule
+        if text != self._schedule_text:
+            self._schedule = parse_rpm_schedule(text) if text is not None else ()
+            self._schedule_text = text
+        return self._schedule
+
+    def current_rpm(self, now: float | None = None) -> float | None:
+        """The limit in force now: the schedule's step, else ``rpm``, else None."""
+        steps = self.schedule()
+        if steps:
+            return rpm_at(steps, self.elapsed_s(now))
+        return self.config.rpm or None
+
+    def _refill(self, now: float, rpm: float) -> float:
+        """Tokens earned since the last take: the schedule's integral across a step."""
+        steps = self.schedule()
+        if steps:
+            return allowed_between(steps, self.elapsed_s(self.bucket_stamp), self.elapsed_s(now))
+        return (now - self.bucket_stamp) * rpm / 60.0
 
     def reseed(self) -> None:
         self.rng_seed = self.config.seed
         self.fault_rng = random.Random(self.rng_seed)
         self.jitter_rng = random.Random(self.rng_seed + 1)
 
-    def rate_wait(self) -> float:
-        """Take one request token; 0.0 if allowed, else seconds until one is available."""
-        rpm = self.config.rpm
+    def rate_wait(self, now: float | None = None) -> float:
+        """Take one request token; 0.0 if allowed, else seconds until one is available.
+
+        The bucket follows the limit in force: its level is kept across a change of rate and
+        clamped to the new capacity (one second of the new flow unless ``rpm_burst``)."""
+        now = time.monotonic() if now is None else now
+        rpm = self.current_rpm(now)
         if not rpm:
             return 0.0
         rate = rpm / 60.0
         capacity = max(1.0, self.config.rpm_burst or rate)
-        now = time.monotonic()
         if self.bucket_tokens is None:
             self.bucket_tokens = capacity
         else:
-            elapsed = now - self.bucket_stamp
-            self.bucket_tokens = min(capacity, self.bucket_tokens + elapsed * rate)
+            self.bucket_tokens = min(capacity, self.bucket_tokens + self._refill(now, rpm))
         self.bucket_stamp = now
         if self.bucket_tokens >= 1.0:
             self.bucket_tokens -= 1.0
@@ -250,6 +300,7 @@ _FLOAT = {"latency_ms", "jitter_ms", "chars_per_token", "chunk_delay_ms", "max_b
           "stall_s", *FAULT_RATES}
 _OPTIONAL_FLOAT = {"rpm", "rpm_burst", "balance", "spend_limit"}
 _OPTIONAL_INT = {"revoke_after", "credits_rounding"}
+_BOOL = {"deny_ip", "echo_key", "rate_headers", "count_by_second"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -262,9 +313,11 @@ def _coerce(name: str, value: Any) -> Any:
         return None if value is None else float(value)
     if name in _OPTIONAL_INT and (value is None or (number(value) and int(value) == value)):
         return None if value is None else int(value)
-    if name == "seed" and number(value) and int(value) == value:
+    if name in ("seed", "stream_parts") and number(value) and int(value) == value:
         return int(value)
-    if name in ("deny_ip", "echo_key", "rate_headers") and isinstance(value, bool):
+    if name in _BOOL and isinstance(value, bool):
+        return value
+    if name == "rpm_schedule" and (value is None or isinstance(value, str)):
         return value
     if name in ("thoughts_style", "drop_mode", "retry_after") and isinstance(value, str):
         return value

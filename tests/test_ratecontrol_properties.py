@@ -1,0 +1,39 @@
+"""Properties of the rate controller on a virtual clock, against a simulated gateway
+(``ratesim``): background refusals cost their own share and no more; overload converges."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support.ratesim import simulate
+
+SECONDS = 60.0
+# The stated floor: refusals the gateway gives whatever we send never push the rate kept to
+# below this share of the fault-free rate (one cut, before its trial undoes it).
+FLOOR = 0.55
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(share=st.floats(min_value=0.0, max_value=0.2), seed=st.integers(0, 10_000),
+       retry_after=st.sampled_from([1.0, None]))
+def test_background_refusals_cost_their_share_and_never_drive_the_rate_below_the_floor(
+        share: float, seed: int, retry_after: float | None) -> None:
+    fault_free = simulate(seconds=SECONDS, seed=seed).ok_rate_between(5, SECONDS)
+    run = simulate(seconds=SECONDS, background=share, seed=seed, retry_after_s=retry_after)
+    assert run.ok_rate_between(5, SECONDS) >= 0.9 * (1 - share) * fault_free
+    lowest = run.min_rate_after(0.0)
+    assert lowest is None or lowest >= FLOOR * fault_free
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(limit=st.floats(min_value=120, max_value=3000), headers=st.booleans(),
+       told=st.sampled_from([None, 2.0, 5.0]), seed=st.integers(0, 10_000))
+def test_overload_always_converges_under_the_limit(limit: float, headers: bool,
+                                                   told: float | None, seed: int) -> None:
+    run = simulate(seconds=90, configured=None if told is None else told * limit,
+                   server_rpm=lambda now: limit, headers=headers, seed=seed)
+    # Under the limit, and not far under it (blind, probing costs some of it).
+    late = run.ok_rate_between(45, 90)
+    assert 0.7 * limit <= late <= 1.02 * limit
+    sent_late = run.sent_between(45, 90)
+    assert sent_late - late * 45 / 60 <= 0.1 * sent_late  # refused: a tenth at the most
