@@ -624,6 +624,30 @@ def test_cli_help_lists_every_flag() -> None:
         assert flag in result.output
 
 
+def test_cli_flags_land_on_the_config_field_of_the_same_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from batchrun.emulator import command
+    from batchrun.emulator.state import EmulatorConfig
+
+    fields = set(EmulatorConfig.__dataclass_fields__)
+    destinations = {param.name for param in emulator_command.params}
+    assert destinations - {"host", "port", "no_rate_headers"} <= fields
+    served: list[tuple[EmulatorConfig, str, int]] = []
+    monkeypatch.setattr(command, "_serve", lambda config, host, port: (config, host, port))
+    monkeypatch.setattr(command, "run_server", served.append)
+    result = CliRunner().invoke(emulator_command, [
+        "--port", "0", "--no-rate-headers", "--seed", "5", "--stream-parts", "3",
+        "--retry-after", "none", "--fail-429", "0.25", "--rpm-schedule", "600@0,60@10"])
+    assert result.exit_code == 0, result.output
+    [(config, host, port)] = served
+    assert (host, port) == ("127.0.0.1", 0)
+    assert config.rate_headers is False and config.seed == 5 and config.stream_parts == 3
+    assert config.retry_after == "none" and config.fail_429 == 0.25
+    assert config.rpm is None and config.rpm_schedule == "600@0,60@10"
+    assert config.latency_ms == 0.0 and config.balance is None  # the flags' defaults
+
+
 def test_cli_serves_as_a_subprocess(http: httpx.Client) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "batchrun.emulator", "--port", "0", "--balance", "7"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from typing import Any
 
 import click
 
@@ -124,73 +125,18 @@ async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
 @click.option("--count-by-second", is_flag=True,
               help="Count chat requests per second of the clock in /_emulator/stats "
               "(requests_by_second), for benches.")
-def emulator_command(
-    host: str,
-    port: int,
-    latency_ms: float,
-    jitter_ms: float,
-    rpm: float | None,
-    fail_503: float,
-    fail_500: float,
-    balance: float | None,
-    spend_limit: float | None,
-    drop_rate: float,
-    chars_per_token: float,
-    seed: int,
-    revoke_after: int | None,
-    drop_mode: str,
-    chunk_delay_ms: float,
-    fail_429: float,
-    retry_after: str,
-    fail_502: float,
-    not_json_rate: float,
-    no_usage_rate: float,
-    stall_rate: float,
-    stall_s: float,
-    early_eof_rate: float,
-    echo_key: bool,
-    no_rate_headers: bool,
-    rpm_schedule: str | None,
-    stream_parts: int,
-    count_by_second: bool,
-) -> None:
+def emulator_command(host: str, port: int, no_rate_headers: bool, **options: Any) -> None:
     """Serve a local emulator of the Gemini 3.1 Pro chat-completions API.
 
     It answers deterministically (the same request gets the same reply), bills with the
     seed's formula and injects the faults you ask for. Any key starting with sk- is accepted.
     """
-    if rpm is not None and rpm_schedule is not None:
+    # Every other option's destination is the EmulatorConfig field of the same name.
+    if options["rpm"] is not None and options["rpm_schedule"] is not None:
         raise click.UsageError("give --rpm or --rpm-schedule, not both (one limit at a time)")
     try:
-        config = EmulatorConfig(
-            latency_ms=latency_ms,
-            jitter_ms=jitter_ms,
-            rpm=rpm,
-            fail_503=fail_503,
-            fail_500=fail_500,
-            balance=balance,
-            spend_limit=spend_limit,
-            drop_rate=drop_rate,
-            chars_per_token=chars_per_token,
-            seed=seed,
-            revoke_after=revoke_after,
-            drop_mode=drop_mode,
-            chunk_delay_ms=chunk_delay_ms,
-            fail_429=fail_429,
-            retry_after=retry_after,
-            fail_502=fail_502,
-            not_json_rate=not_json_rate,
-            no_usage_rate=no_usage_rate,
-            stall_rate=stall_rate,
-            stall_s=stall_s,
-            early_eof_rate=early_eof_rate,
-            echo_key=echo_key,
-            rate_headers=not no_rate_headers,
-            rpm_schedule=rpm_schedule,
-            stream_parts=stream_parts,
-            count_by_second=count_by_second,
-        )
-    except ValueError as exc:  # e.g. fault rates adding up to more than 1, --rpm with a schedule
+        config = EmulatorConfig(rate_headers=not no_rate_headers, **options)
+    except ValueError as exc:  # e.g. fault rates adding up to more than 1
         raise click.UsageError(str(exc)) from None
     try:
         run_server(_serve(config, host, port))
