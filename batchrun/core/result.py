@@ -1,4 +1,5 @@
-"""What one finished row holds, and the Parquet schema of results (DESIGN's results schema)."""
+"""What one finished row holds, and the Parquet schema of results (the README's "Results
+(`results.parquet`)" section describes the columns)."""
 
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ def emulator_command(host: str, port: int, no_rate_headers: bool, **options: Any
     """Serve a local emulator of the Gemini 3.1 Pro chat-completions API.
 
     It answers deterministically (the same request gets the same reply), bills with the
-    seed's formula and injects the faults you ask for. Any key starting with sk- is accepted.
+    gateway's formula and injects the faults you ask for. Any key starting with sk- is accepted.
     """
     # Every other option's destination is the EmulatorConfig field of the same name.
     if options["rpm"] is not None and options["rpm_schedule"] is not None:

@@ -1,6 +1,6 @@
 """The emulator's request handlers: chat completions, credits, the unknown routes and the
 ``/_emulator/*`` control endpoints. ``server`` builds the app from them and serves it; the
-choices they make where the gateway is silent are listed in ``server``'s docstring.
+choices they make where the gateway's API reference is silent are listed in ``server``'s docstring.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """Media in ``image_url`` parts as the emulator counts them: Gemini 3-like tokens (pure).
 
-Rules (API-NOTES, default media resolution): image 1120; PDF 560 per page; audio 25 tokens/s;
-video 70 per frame at 1 frame/s plus its audio track at 25 tokens/s. Pages and durations are
-read like a real model would: by the readers batchrun's estimate uses (``media_meta``: pypdf,
-mutagen), then by the header parsers below, then guessed from the size. An http(s) URL cannot
-be fetched by the emulator, so it counts as one image, whatever it points at.
+Rules (Gemini 3 at the default media resolution, Google's media resolution page:
+https://ai.google.dev/gemini-api/docs/media-resolution): image 1120; PDF 560 per page; audio
+25 tokens/s; video 70 per frame at 1 frame/s plus its audio track at 25 tokens/s. Pages and
+durations are read like a real model would: by the readers batchrun's estimate uses
+(``batchrun.media.meta``: pypdf, mutagen), then by the header parsers below, then guessed
+from the size. An http(s) URL cannot be fetched by the emulator, so it counts as one image,
+whatever it points at.
 """
 
 from __future__ import annotations

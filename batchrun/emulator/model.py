@@ -1,9 +1,9 @@
 """The emulator's fake model: request validation, prompt tokens and a deterministic reply (pure).
 
 Nothing here touches a socket: ``parse_chat_request`` takes the raw body and returns a
-``ChatRequest`` or raises ``BadRequest`` with the seed-style 400 message; ``synthesize_reply``
-derives content, thoughts and token counts from the sha256 of the canonical messages, so the
-same request always gets the same answer.
+``ChatRequest`` or raises ``BadRequest`` with a 400 message in the gateway's style;
+``synthesize_reply`` derives content, thoughts and token counts from the sha256 of the
+canonical messages, so the same request always gets the same answer.
 """
 
 from __future__ import annotations
@@ -46,9 +46,11 @@ class ChatRequest:
 
     model: str
     messages: list[Any]
-    stream: bool = True  # seed: streaming is the default
-    include_thoughts: bool = True  # seed default
-    reasoning_effort: str = "high"  # seed default
+    # The gateway's defaults (its API reference, https://api.aivideoapi.ai): it streams,
+    # includes thoughts and reasons with high effort unless told otherwise.
+    stream: bool = True
+    include_thoughts: bool = True
+    reasoning_effort: str = "high"
     google_search: bool = False
     max_tokens: int | None = None
     prompt_tokens: int = 0
@@ -82,7 +84,7 @@ def parse_chat_request(body: bytes, chars_per_token: float = 4.0) -> ChatRequest
         raise BadRequest("Request body must be a JSON object.")
     model = data.get("model")
     if model is None or model == "":
-        raise BadRequest("'model' is required.")  # the seed's own message
+        raise BadRequest("'model' is required.")  # the gateway's own message
     if not isinstance(model, str):
         raise BadRequest("'model' must be a string.")
     messages = data.get("messages")
@@ -103,7 +105,8 @@ def parse_chat_request(body: bytes, chars_per_token: float = 4.0) -> ChatRequest
             raise BadRequest("'reasoning_effort' must be 'low' or 'high'.")
         request.reasoning_effort = effort
     request.google_search = _parse_tools(data.get("tools"))
-    # The seed is silent on max_tokens; honoured as OpenAI does (finish_reason "length").
+    # The gateway's reference is silent on max_tokens; honoured as OpenAI does
+    # (finish_reason "length").
     for name in ("max_completion_tokens", "max_tokens"):
         value = data.get(name)
         if value is not None:
@@ -219,7 +222,7 @@ def synthesize_reply(request: ChatRequest, chars_per_token: float = 4.0) -> Repl
         )
     annotations: list[dict[str, Any]] = []
     if request.google_search:
-        # The seed does not show grounding output; OpenAI's url_citation shape is used.
+        # The gateway's reference shows no grounding output; OpenAI's url_citation shape is used.
         end = min(len(content), len(head))
         annotations.append(
             {

@@ -11,10 +11,13 @@ from aiohttp import web
 
 from batchrun.emulator.model import ChatRequest, Reply
 
-INPUT_CREDITS_PER_M = 160.0  # the seed's price table, kept here as an independent oracle
+# The gateway's price (credits per million tokens, https://api.aivideoapi.ai), written out
+# here rather than read from cost/catalog.py so that the emulator stays an independent oracle.
+INPUT_CREDITS_PER_M = 160.0
 OUTPUT_CREDITS_PER_M = 960.0
 
-# The seed's error table: code -> (HTTP status, type).
+# The gateway's error table (its API reference, https://api.aivideoapi.ai):
+# code -> (HTTP status, type).
 ERROR_TABLE: dict[str, tuple[int, str]] = {
     "invalid_request": (400, "invalid_request_error"),
     "invalid_api_key": (401, "authentication_error"),
@@ -30,7 +33,7 @@ ERROR_TABLE: dict[str, tuple[int, str]] = {
 
 
 def error_response(code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    """The seed's error body ``{"error": {"code", "message", "type"}}`` with its status."""
+    """The gateway's error body ``{"error": {"code", "message", "type"}}`` with its status."""
     status, error_type = ERROR_TABLE[code]
     body = orjson.dumps({"error": {"code": code, "message": message, "type": error_type}})
     return web.Response(status=status, body=body, content_type="application/json",
@@ -38,7 +41,7 @@ def error_response(code: str, message: str, headers: dict[str, str] | None = Non
 
 
 def credits_for(prompt_tokens: int, completion_tokens: int, rounding: int | None) -> float:
-    """Seed: prompt × 160/1M + completion × 960/1M; reasoning is not billed."""
+    """The gateway's billing: prompt × 160/1M + completion × 960/1M; reasoning is not billed."""
     raw = (prompt_tokens * INPUT_CREDITS_PER_M + completion_tokens * OUTPUT_CREDITS_PER_M) / 1e6
     return round(raw, 10 if rounding is None else rounding)  # 10 places only kill float noise
 
@@ -82,7 +85,8 @@ class Answer:
         self.reply = reply
         self.id = "chatcmpl-" + body_sha[:32]
         self.created = int(time.time())
-        # Seed: "actual upstream model version (may carry suffixes like -preview)".
+        # The gateway answers with the upstream model's version, which may carry a suffix
+        # (its reference's example says gemini-3.1-pro-preview).
         self.model = chat.model + "-preview"
         self.style = thoughts_style
         # False: a complete answer that carries neither usage nor credits_consumed (a fault).
@@ -91,9 +95,9 @@ class Answer:
         self.usage = {
             "prompt_tokens": chat.prompt_tokens,
             "completion_tokens": reply.completion_tokens,
-            # Seed: total includes reasoning (194 + 229 + 457 = 880).
+            # The total includes reasoning (the reference's example: 194 + 229 + 457 = 880).
             "total_tokens": chat.prompt_tokens + reply.completion_tokens + reply.reasoning_tokens,
-            # text_tokens is 0 in the seed's example too.
+            # text_tokens is 0 in the API reference's example too.
             "completion_tokens_details": {
                 "reasoning_tokens": reply.reasoning_tokens,
                 "audio_tokens": 0,

@@ -1,14 +1,14 @@
 """An emulator of the Gemini 3.1 Pro gateway's /v1/chat/completions, served on loopback.
 
-Faithful to the seed where it speaks (fields, defaults, error table, billing formula), with
-knobs for the faults a batch runner must survive: latency, rate limits, 500/503, dropped
-connections, an empty balance, a spend limit, a revoked key. Requests are answered by
-``handlers``; replies are deterministic (``model``), media are counted like Gemini 3
-(``media``), answers are rendered by ``render`` and the knobs, counters and shared state live
-in ``state``. This module builds the app (``create_app``) and serves it (``start_site``, or
-``EmulatorServer`` in a thread of its own).
+Faithful to the gateway's API reference (https://api.aivideoapi.ai) where it speaks (fields,
+defaults, error table, billing formula), with knobs for the faults a batch runner must
+survive: latency, rate limits, 500/503, dropped connections, an empty balance, a spend limit,
+a revoked key. Requests are answered by ``handlers``; replies are deterministic (``model``),
+media are counted like Gemini 3 (``media``), answers are rendered by ``render`` and the
+knobs, counters and shared state live in ``state``. This module builds the app
+(``create_app``) and serves it (``start_site``, or ``EmulatorServer`` in a thread of its own).
 
-Choices where the seed is silent:
+Choices where the API reference is silent:
 - Checks run in the order auth, IP, rate limit, balance, spend limit, body, model, faults.
 - Rate limit: a token bucket refilled at rpm/60 per second holding ``rpm_burst`` requests,
   by default one second of flow (at least 1): a strict gateway that refuses bursts, so a

@@ -153,7 +153,7 @@ class EmulatorState:
         self.reset()
 
     def reset(self) -> None:
-        """A fresh key: full rate bucket, fault draws from the start of the seed's sequence,
+        """A fresh key: full rate bucket, fault draws from the start of ``config.seed``'s sequence,
         the schedule's clock at 0."""
         self.bucket_tokens: float | None = None
         self.bucket_stamp = 0.0

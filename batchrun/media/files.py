@@ -1,9 +1,10 @@
 """Local media files → MIME type and ``data:`` URL, never reading outside the media root.
 
 Every media type the gateway accepts (image, PDF, audio, video) travels in an ``image_url``
-part (seed), so a local file becomes ``data:<mime>;base64,...``; http(s) and data URLs pass
-through untouched. A file is read only after its real path (symlinks resolved) is known to lie
-under the root, and only if it is a regular, non-empty file within the size limit.
+part (its API reference, https://api.aivideoapi.ai), so a local file becomes
+``data:<mime>;base64,...``; http(s) and data URLs pass through untouched. A file is read only
+after its real path (symlinks resolved) is known to lie under the root, and only if it is a
+regular, non-empty file within the size limit.
 """
 
 from __future__ import annotations
