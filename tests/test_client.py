@@ -13,7 +13,7 @@ import anyio
 import orjson
 import pytest
 from aiohttp import web
-from support.error_table import SEED_ERRORS
+from support.error_table import ERROR_TABLE
 
 from batchrun.api.client import (
     USER_AGENT,
@@ -379,18 +379,18 @@ async def test_error_status_with_an_event_stream_body(
     assert caught.value.message == "top up"
 
 
-# ---------------------------------------------------------------- the seed's error table
+# ------------------------------------------------------------- the gateway's error table
 
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "json"])
-@pytest.mark.parametrize(("status", "code", "error_type", "cls"), SEED_ERRORS,
-                         ids=[row[1] for row in SEED_ERRORS])
-async def test_seed_error_table_over_http(
+@pytest.mark.parametrize(("status", "code", "error_type", "cls"), ERROR_TABLE,
+                         ids=[row[1] for row in ERROR_TABLE])
+async def test_gateway_error_table_over_http(
     raw_server: Callable[[Handler], RawServer], status: int, code: str, error_type: str,
     cls: type[errors.BatchrunError], stream: bool,
 ) -> None:
-    body = {"error": {"code": code, "message": f"seed says {code}", "type": error_type}}
+    body = {"error": {"code": code, "message": f"the gateway says {code}", "type": error_type}}
     server = raw_server(json_answer(body, status=status, headers={"Retry-After": "7"}))
     async with ApiClient(settings_for(server.base_url)) as client:
         with pytest.raises(errors.BatchrunError) as caught:
@@ -398,7 +398,7 @@ async def test_seed_error_table_over_http(
     error = caught.value
     assert type(error) is cls
     assert (error.http_status, error.code, error.error_type) == (status, code, error_type)
-    assert error.message == f"seed says {code}"
+    assert error.message == f"the gateway says {code}"
     assert error.retry_after == 7.0
 
 

@@ -1,4 +1,5 @@
-"""The emulator over real HTTP on 127.0.0.1: the seed's contract, billing and injected faults."""
+"""The emulator over real HTTP on 127.0.0.1: the contract of the gateway's API reference
+(https://api.aivideoapi.ai), its billing and injected faults."""
 
 from __future__ import annotations
 
@@ -87,10 +88,10 @@ def assert_error(response: httpx.Response, status: int, code: str, error_type: s
     return payload["error"]
 
 
-# --- the seed's error table -------------------------------------------------------------------
+# --- the gateway's error table ----------------------------------------------------------------
 
 # (code, status, type, emulator config, body overrides, headers, requests sent before)
-# task_not_found (404) has no route in the seed's chat API, so nothing here can produce it.
+# task_not_found (404) has no route in the gateway's chat API, so nothing here can produce it.
 ERROR_CASES = [
     ("invalid_request", 400, "invalid_request_error", {}, {"model": None}, None, 0),
     ("invalid_api_key", 401, "authentication_error", {}, {}, {"Authorization": "Bearer nope"}, 0),
@@ -128,7 +129,7 @@ def test_error_table(
     assert server.stats.by_status[status] == 1
     assert server.stats.billed_requests == before
     if code == "invalid_request":
-        assert error["message"] == "'model' is required."  # the seed's own message
+        assert error["message"] == "'model' is required."  # the gateway's own message
     if code == "insufficient_credits":
         assert error["message"] == "Your credit balance is too low. Please top up."
 
@@ -266,8 +267,8 @@ def test_sse_shape_matches_json_answer(emulator: EmulatorServer, http: httpx.Cli
     assert usage_chunk["credits_consumed"] == whole["credits_consumed"]
 
 
-def test_usage_and_credits_follow_the_seed_formula(emulator: EmulatorServer,
-                                                   http: httpx.Client) -> None:
+def test_usage_and_credits_follow_the_gateway_formula(emulator: EmulatorServer,
+                                                      http: httpx.Client) -> None:
     text = "abcd" * 10 + "x"  # 41 chars at 4 chars/token -> 11 tokens, + 4 per message
     payload = post(http, emulator, chat_body(
         stream=False, messages=[{"role": "system", "content": ""},
@@ -282,7 +283,7 @@ def test_usage_and_credits_follow_the_seed_formula(emulator: EmulatorServer,
     assert emulator.stats.billed_requests == 1
 
 
-def test_credits_rounding_like_the_seed(make_emulator: MakeEmulator, http: httpx.Client) -> None:
+def test_credits_rounding_like_the_gateway(make_emulator: MakeEmulator, http: httpx.Client) -> None:
     server = make_emulator(credits_rounding=2)
     payload = post(http, server, chat_body(stream=False)).json()
     usage = payload["usage"]

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import pytest
-from support.error_table import SEED_ERRORS
+from support.error_table import ERROR_TABLE
 
 from batchrun.core import errors
 from batchrun.cost.catalog import CATALOG, USD_PER_CREDIT, price_for
 
 
-def test_seed_example_formula() -> None:
+def test_reference_example_formula() -> None:
     price = CATALOG["gemini-3.1-pro"].price
     # The API reference's example answer: 194 prompt, 229 completion, 457 reasoning tokens
     # (not billed).
@@ -26,9 +26,9 @@ def test_price_of_a_suffixed_model_version_is_its_base() -> None:
 
 @pytest.mark.parametrize(
     ("status", "code", "error_type", "cls"),
-    SEED_ERRORS,
+    ERROR_TABLE,
 )
-def test_seed_error_table_maps_to_classes(
+def test_error_table_maps_to_classes(
     status: int, code: str, error_type: str, cls: type[errors.BatchrunError]
 ) -> None:
     body = (

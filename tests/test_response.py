@@ -19,7 +19,8 @@ from batchrun.api.response import (
 )
 from batchrun.core import errors
 
-SEED_RESPONSE: dict[str, Any] = {
+# The example answer in the gateway's API reference (https://api.aivideoapi.ai).
+REFERENCE_RESPONSE: dict[str, Any] = {
     "id": "chatcmpl-20260417001546375193862M1p62g7j",
     "object": "chat.completion",
     "created": 1776356269,
@@ -43,7 +44,7 @@ SEED_RESPONSE: dict[str, Any] = {
 
 
 def with_message(**message: Any) -> dict[str, Any]:
-    body = copy.deepcopy(SEED_RESPONSE)
+    body = copy.deepcopy(REFERENCE_RESPONSE)
     body["choices"][0]["message"] = {"role": "assistant", **message}
     return body
 
@@ -51,8 +52,8 @@ def with_message(**message: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------- non-streamed answers
 
 
-def test_seed_example() -> None:
-    completion = parse_completion(SEED_RESPONSE)
+def test_reference_example() -> None:
+    completion = parse_completion(REFERENCE_RESPONSE)
     assert completion.content == "Tomorrow (April 17, 2026) Shanghai…"
     assert completion.thoughts == ""
     assert completion.finish_reason == "stop"
@@ -154,7 +155,7 @@ def test_tool_call_answer_with_null_content() -> None:
 
 
 def test_missing_usage_and_credits() -> None:
-    body = copy.deepcopy(SEED_RESPONSE)
+    body = copy.deepcopy(REFERENCE_RESPONSE)
     del body["usage"], body["credits_consumed"]
     completion = parse_completion(body)
     assert not completion.has_usage
@@ -163,7 +164,7 @@ def test_missing_usage_and_credits() -> None:
 
 
 def test_odd_usage_values() -> None:
-    body = copy.deepcopy(SEED_RESPONSE)
+    body = copy.deepcopy(REFERENCE_RESPONSE)
     body["usage"] = {"prompt_tokens": "12", "completion_tokens": 3.0, "total_tokens": None,
                      "reasoning_tokens": 5, "credits_consumed": "0.5"}
     del body["credits_consumed"]
@@ -176,14 +177,14 @@ def test_odd_usage_values() -> None:
 
 
 def test_no_choices() -> None:
-    body = copy.deepcopy(SEED_RESPONSE)
+    body = copy.deepcopy(REFERENCE_RESPONSE)
     body["choices"] = []
     completion = parse_completion(body)
     assert completion.content == "" and completion.finish_reason is None
 
 
 def test_http_status_is_recorded() -> None:
-    assert parse_completion(SEED_RESPONSE, http_status=201).http_status == 201
+    assert parse_completion(REFERENCE_RESPONSE, http_status=201).http_status == 201
 
 
 @pytest.mark.parametrize("obj", [[], "text", 3, None])
@@ -216,7 +217,7 @@ def test_error_object_in_a_200_body(error: Any, cls: type[errors.BatchrunError],
 
 
 def test_null_error_field_is_not_an_error() -> None:
-    body = copy.deepcopy(SEED_RESPONSE)
+    body = copy.deepcopy(REFERENCE_RESPONSE)
     body["error"] = None
     assert parse_completion(body).content
 
@@ -420,7 +421,7 @@ def test_stream_matches_body_for_the_same_answer() -> None:
     whole = parse_completion(body)
     streamed = run_stream([
         chunk("<thought>pl"), chunk("an</thought>Do", annotations=[{"u": 1}]),
-        chunk("ne.", finish="stop", usage=SEED_RESPONSE["usage"], credits=0.25),
+        chunk("ne.", finish="stop", usage=REFERENCE_RESPONSE["usage"], credits=0.25),
     ])
     for name in ("content", "thoughts", "finish_reason", "prompt_tokens", "completion_tokens",
                  "reasoning_tokens", "total_tokens", "credits_consumed", "extra"):

@@ -75,7 +75,7 @@ def test_streaming_run_keeps_thoughts_apart_from_content(
 
 
 # (emulator knobs, job fields, expected exit code, expected error code, fatal?)
-SEED_ERRORS = [
+ERROR_TABLE = [
     pytest.param({}, {"extra_body": {"reasoning_effort": "medium"}}, 1, "invalid_request",
                  False, id="400-invalid_request"),
     pytest.param({"revoke_after": 0}, {}, 3, "invalid_api_key", True, id="401-invalid_api_key"),
@@ -93,8 +93,8 @@ SEED_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize(("knobs", "job_fields", "exit_code", "code", "fatal"), SEED_ERRORS)
-def test_every_seed_error_ends_as_designed(
+@pytest.mark.parametrize(("knobs", "job_fields", "exit_code", "code", "fatal"), ERROR_TABLE)
+def test_every_gateway_error_ends_as_documented(
     tmp_path: Path,
     make_emulator: Callable[..., EmulatorServer],
     knobs: dict[str, Any],

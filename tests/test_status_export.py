@@ -24,7 +24,7 @@ from batchrun.emulator.server import EmulatorServer
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "sk-status-test-0123456789"
-DESIGN_KEYS = {"rows_total", "rows_ok", "rows_failed", "rows_pending", "errors_by_code",
+STATUS_KEYS = {"rows_total", "rows_ok", "rows_failed", "rows_pending", "errors_by_code",
                "prompt_tokens", "completion_tokens", "reasoning_tokens", "credits", "usd",
                "resume_command"}
 BATCH_KEYS = {"id", "custom_id", "response", "error"}
@@ -38,7 +38,7 @@ def status_of(out: Path) -> dict[str, Any]:
     result = cli_run(["status", str(out), "--json"])
     assert result.exit_code == 0, result.output
     data: dict[str, Any] = json.loads(result.stdout)
-    assert set(data) >= DESIGN_KEYS
+    assert set(data) >= STATUS_KEYS
     return data
 
 

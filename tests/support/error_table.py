@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from batchrun.core import errors
 
-SEED_ERRORS = [
+ERROR_TABLE = [
     (400, "invalid_request", "invalid_request_error", errors.InvalidRequestError),
     (401, "invalid_api_key", "authentication_error", errors.AuthenticationError),
     (402, "insufficient_credits", "billing_error", errors.InsufficientCreditsError),
