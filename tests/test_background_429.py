@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from support.kit import by_id, run_cli, write_job, write_manifest
 
 from batchrun.emulator.server import EmulatorServer
@@ -39,6 +40,7 @@ def _timed_run(tmp_path: Path, name: str, server: EmulatorServer) -> tuple[float
     return (ROWS * 8 // 10) / (last - first), result.exit_code
 
 
+@pytest.mark.slow  # ~30 s: two runs of 3,000 rows
 def test_background_429s_cost_their_share_not_the_run(
     tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
 ) -> None:
@@ -56,6 +58,7 @@ def test_background_429s_cost_their_share_not_the_run(
     assert busy_rate >= 0.9 * (1 - share) * clean_rate, (busy_rate, clean_rate)
 
 
+@pytest.mark.slow  # ~25 s: a real process interrupted, then resumed
 def test_ctrl_c_under_429s_stops_waiting_rows_at_once_and_resumes_exactly(
     tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
 ) -> None:

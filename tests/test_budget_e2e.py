@@ -33,6 +33,7 @@ def estimate_credits(manifest: Path, job: Path) -> float:
     return float(json.loads(result.stdout)["credits"]["expected"])
 
 
+@pytest.mark.slow  # ~10 s each: 2,000 rows at 64 in flight until the cap stops them
 @pytest.mark.parametrize(
     ("bound", "latency_ms", "in_flight_at_least"),
     [

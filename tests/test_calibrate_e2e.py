@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from support.kit import fast_job, run_cli, write_manifest
 
 from batchrun.emulator.server import EmulatorServer
@@ -28,6 +29,7 @@ def write_documents(path: Path, rows: int, seed: int = 4) -> Path:
     return path
 
 
+@pytest.mark.slow  # ~15 s: 5,000 rows run for real
 def test_calibrate_50_brings_a_5000_row_estimate_within_5_percent_of_the_real_cost(
     tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
 ) -> None:
