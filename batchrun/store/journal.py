@@ -163,9 +163,17 @@ class JournalWriter:
         self._synced = max(self._synced, covered)
 
     def sync_if_unsynced(self) -> None:
-        """For a timer (any thread): fsync when lines were appended since the last fsync."""
+        """For a timer (any thread): fsync when lines were appended since the last fsync.
+
+        ``StorageError`` when the disk refuses (the index's buffered records meet a full disk,
+        an fsync fails): from then on nothing more is written, as after a failed write, and
+        the lines already written stay done.
+        """
         if self._appended > self._synced:
-            self.sync()
+            try:
+                self.sync()
+            except OSError as exc:
+                raise self._failed(exc, kept=0) from None
 
     def close_journal(self) -> None:
         """Write what is pending, fsync both files and close them."""
