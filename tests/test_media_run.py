@@ -51,6 +51,19 @@ def write_job(path: Path, **fields: Any) -> Path:
     return path
 
 
+def held_open(folder: Path) -> list[str]:
+    """Files under ``folder`` that this process holds open."""
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith(f"{folder}/"):
+            held.append(target)
+    return held
+
+
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
     """The checked-in media manifest beside freshly generated sample files."""
@@ -204,6 +217,7 @@ def test_oversize_file_and_request_are_row_errors_naming_the_file(
     assert "'a.wav'" in message and "'b.wav'" in message
     assert rows["fits"]["status"] == "ok"
     assert emulator.stats.requests_total == 1
+    assert held_open(tmp_path) == []  # a refused request's files are closed with it
 
 
 # --------------------------------------------------------------------------- byte budget

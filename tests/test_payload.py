@@ -17,19 +17,28 @@ from batchrun.api.client import ApiClient, ClientSettings
 from batchrun.core.errors import MediaError, TransportError
 from batchrun.cost.catalog import GEMINI_2_RULES, GEMINI_3_RULES, rules_for
 from batchrun.cost.limits import PromptTooLargeError
+from batchrun.cost.request_cost import RequestCost, request_cost
 from batchrun.cost.tokens import media_tokens, meta_tokens
-from batchrun.dispatch.prepare import prepare_request
 from batchrun.emulator.server import EmulatorServer
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaResolver
 from batchrun.media.meta import MediaMeta
 from batchrun.request.body import build_body, encode_body
-from batchrun.request.payload import READ_BLOCK, StreamedBody
+from batchrun.request.payload import READ_BLOCK, PreparedRequest, StreamedBody, build_request
 
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def priced(row: Row, job: JobSpec, resolver: MediaResolver | None, *, probe: bool = False,
+           counts: bool = True) -> tuple[PreparedRequest, RequestCost]:
+    """What the runner does with a row before sending it: build its request, then price it."""
+    request = build_request(row, job, resolver, probe=probe)
+    return request, request_cost(request.messages, request.metas, model=job.model,
+                                 body_bytes=len(request.skeleton),
+                                 text_only=request.text_only, counts=counts)
 
 
 @pytest.fixture
@@ -65,7 +74,7 @@ def test_prepared_body_is_byte_for_byte_the_simple_one(root: Path, row: Row) -> 
     resolver = MediaResolver(root)
     simple = encode_body(build_body(row, job, resolver))
     before = open_fds()
-    prepared = prepare_request(row, job, resolver)
+    prepared = build_request(row, job, resolver)
     assert prepared.size == len(simple)
     assert prepared.encode() == simple
     assert prepared.encode() == simple  # files are read again: encoding is repeatable
@@ -84,7 +93,7 @@ def test_prepared_body_is_byte_for_byte_the_simple_one(root: Path, row: Row) -> 
 
 def test_a_file_that_changes_after_preparing_is_a_media_error(root: Path) -> None:
     row = Row(id="r", line=1, prompt="x", media=("tone.wav",))
-    prepared = prepare_request(row, JobSpec(), MediaResolver(root))
+    prepared = build_request(row, JobSpec(), MediaResolver(root))
     with open(root / "tone.wav", "ab") as handle:
         handle.write(b"more")
     with pytest.raises(MediaError, match="'tone.wav' changed size while being sent"):
@@ -97,42 +106,46 @@ def test_request_limit_counts_base64_and_closes_what_it_opened(root: Path) -> No
     resolver = MediaResolver(root)
     size = len(encode_body(build_body(row, JobSpec(), resolver)))
     before = open_fds()
-    assert prepare_request(row, JobSpec(max_request_bytes=size), resolver).size == size
+    prepared = build_request(row, JobSpec(), resolver)
+    assert prepared.size == size
+    prepared.check_size(size)  # at the limit: accepted
     with pytest.raises(MediaError, match=f"would be {size:,} bytes") as info:
-        prepare_request(row, JobSpec(max_request_bytes=size - 1), resolver)
+        prepared.check_size(size - 1)
     assert "'tone.wav' (16,044 bytes)" in info.value.message
-    assert open_fds() == before + 2  # the first, accepted one is still open (not closed here)
+    assert open_fds() == before + 2  # open and checked, not read, until closed
+    prepared.close()
+    assert open_fds() == before
 
 
 def test_probed_metadata_drives_the_estimate(root: Path) -> None:
     row = Row(id="r", line=1, prompt="", media=("report.pdf", "tone.wav", "clip.mp4"))
-    prepared = prepare_request(row, JobSpec(), MediaResolver(root), probe=True)
+    prepared, cost = priced(row, JobSpec(), MediaResolver(root), probe=True)
     prepared.close()
     metas = sorted(prepared.metas.values(), key=lambda meta: meta.kind)
     assert [(m.kind, m.pages, m.seconds) for m in metas] == [
         ("audio", None, 1.0), ("pdf", 3, None), ("video", None, 2.0)]
     media = 3 * 560 + 25 + (2 * 70 + 50)
-    assert prepared.estimate is not None
-    assert prepared.estimate.prompt_tokens == 4 + media  # one message, no text
-    assert prepared.estimate.kind == "pdf"
+    assert cost.estimate is not None
+    assert cost.estimate.prompt_tokens == 4 + media  # one message, no text
+    assert cost.estimate.kind == "pdf"
 
 
 def test_without_counts_a_small_text_row_is_not_counted_but_everything_else_is(
         root: Path) -> None:
     """counts=False (no --tpm, no budget): the runner needs no count for a plain short text."""
     text = Row(id="t", line=1, prompt="a short prompt")
-    prepared = prepare_request(text, JobSpec(), None, counts=False)
-    assert (prepared.estimate, prepared.prompt_bound) == (None, 0)
-    counted = prepare_request(text, JobSpec(), None)
+    _, cost = priced(text, JobSpec(), None, counts=False)
+    assert (cost.estimate, cost.prompt_bound) == (None, 0)
+    _, counted = priced(text, JobSpec(), None)
     assert counted.estimate is not None and counted.prompt_bound > 0
     # A data: URL is short on the wire but costs a whole image: always counted.
     image = Row(id="i", line=2, prompt="x", media=("data:image/png;base64,iVBORw0KGgo=",))
-    assert prepare_request(image, JobSpec(), None, counts=False).estimate is not None
+    assert priced(image, JobSpec(), None, counts=False)[1].estimate is not None
     # So is a local file, and a text long enough to pass the window.
     local = Row(id="l", line=3, prompt="x", media=("report.pdf",))
-    with_file = prepare_request(local, JobSpec(), MediaResolver(root), counts=False)
+    with_file, file_cost = priced(local, JobSpec(), MediaResolver(root), counts=False)
     with_file.close()
-    assert with_file.estimate is not None
+    assert file_cost.estimate is not None
 
 
 @given(prompt=st.text(max_size=300), system=st.none() | st.text(max_size=100))
@@ -141,15 +154,15 @@ def test_a_text_body_has_at_least_as_many_bytes_as_estimated_tokens(
         prompt: str, system: str | None) -> None:
     """What lets counts=False skip the count: the context check cannot fire below the bytes."""
     row = Row(id="p", line=1, prompt=prompt, system=system)
-    prepared = prepare_request(row, JobSpec(), None)
-    assert prepared.estimate is not None
-    assert prepared.estimate.prompt_tokens <= len(prepared.skeleton)
+    prepared, cost = priced(row, JobSpec(), None)
+    assert cost.estimate is not None
+    assert cost.estimate.prompt_tokens <= len(prepared.skeleton)
 
 
 def test_without_counts_a_text_beyond_the_window_is_still_refused() -> None:
     huge = Row(id="h", line=1, prompt="word " * 1_300_000)  # 6.5 MB: ~1.6M estimated tokens
     with pytest.raises(PromptTooLargeError):
-        prepare_request(huge, JobSpec(), None, counts=False)
+        priced(huge, JobSpec(), None, counts=False)
 
 
 def test_rules_per_model_family() -> None:
@@ -169,7 +182,7 @@ def test_a_file_changed_mid_send_surfaces_as_its_media_error(
     root: Path, emulator: EmulatorServer
 ) -> None:
     row = Row(id="r", line=1, prompt="x", media=("tone.wav",))
-    prepared = prepare_request(row, JobSpec(stream=False), MediaResolver(root))
+    prepared = build_request(row, JobSpec(stream=False), MediaResolver(root))
     (root / "tone.wav").write_bytes(b"RIFF" + bytes(100))  # shrinks after the check
 
     async def send() -> StreamedBody:

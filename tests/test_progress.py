@@ -12,7 +12,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from batchrun.dispatch.progress import RunCounters, progress_table
+from batchrun.cli.progress import progress_table
+from batchrun.dispatch.progress import RunCounters
 from batchrun.emulator.server import EmulatorServer
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -14,10 +14,10 @@ import click
 from batchrun import __version__
 from batchrun.cli.common import err
 from batchrun.cli.estimate import estimate
+from batchrun.cli.exit_codes import EXIT_FATAL, EXIT_USAGE
 from batchrun.cli.inspect import export, report, status
 from batchrun.cli.run import run
 from batchrun.core.errors import BatchrunError, InputError
-from batchrun.dispatch.runner import EXIT_FATAL, EXIT_USAGE
 from batchrun.emulator.command import emulator_command
 
 

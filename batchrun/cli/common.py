@@ -11,6 +11,9 @@ from typing import Any
 import click
 import orjson
 
+from batchrun.cli.progress import progress_display
+from batchrun.dispatch.plan import Progress
+
 
 def err(message: str) -> None:
     click.echo(message, err=True)
@@ -23,8 +26,9 @@ def emit_json(data: dict[str, Any]) -> None:
 class ClickConsole:
     """``plan.session.Console`` on the terminal: lines on stderr, questions on a TTY."""
 
-    def __init__(self, *, quiet: bool = False) -> None:
+    def __init__(self, *, quiet: bool = False, progress_every: float = 5.0) -> None:
         self.quiet = quiet
+        self.progress_every = progress_every  # seconds between plain progress lines
 
     def info(self, line: str) -> None:
         if not self.quiet:
@@ -38,6 +42,15 @@ class ClickConsole:
 
     def ask(self, question: str) -> bool:
         return click.confirm(question, err=True)
+
+    def notice(self, line: str) -> None:
+        # On a line of its own, off the progress line. ``sys.stderr`` itself rather than
+        # click's wrapper of its buffer: while the live panel shows, rich stands in for
+        # ``sys.stderr`` and prints the line above the panel instead of under its redraw.
+        sys.stderr.write(f"\n{line}\n")
+
+    def progress(self) -> Progress | None:
+        return None if self.quiet else progress_display(self.progress_every)
 
     def end_progress(self) -> None:
         if not self.quiet and sys.stderr.isatty():

@@ -10,7 +10,7 @@ import click
 
 from batchrun.cli.common import ClickConsole, emit_json, err, start_emulator
 from batchrun.cli.options import estimate_options
-from batchrun.cli.run import print_summary
+from batchrun.cli.run import exit_code, print_summary
 from batchrun.cost.calibrate import as_dict as calibration_dict
 from batchrun.cost.estimate import estimate_lines
 from batchrun.plan.estimating import (
@@ -62,7 +62,7 @@ def render_calibrated(report: CalibratedEstimate, as_json: bool) -> None:
     if stopped is not None:
         assert report.summary is not None
         print_summary(report.summary, stopped, report.run_dir)
-        sys.exit(stopped.exit_code)
+        sys.exit(exit_code(stopped, report.summary))
     err(f"the sample's answers are kept in {report.run_dir}; to run the rest without paying "
         f"for them again:\n  {report.resume_command}")
     if as_json:

@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from batchrun.cli.common import ClickConsole, emit_json, err, start_emulator
+from batchrun.cli.exit_codes import run_exit_code
 from batchrun.cli.options import run_options
 from batchrun.cost.budget import CreditLedger, cap_reached_lines
-from batchrun.dispatch.runner import EXIT_OK, EXIT_ROWS_FAILED, STOP_BUDGET, RunOutcome
+from batchrun.dispatch.plan import STOP_BUDGET, RunOutcome
 from batchrun.plan.options import RunOptions
 from batchrun.plan.running import RunReport, run_job
 from batchrun.store.summary import RunSummary
@@ -35,7 +36,8 @@ def run(**params: Any) -> None:
     sent again; a fatal API answer or Ctrl-C stops cleanly and prints the resume command.
     """
     options = RunOptions(**params)
-    report = run_job(options, ClickConsole(quiet=options.quiet), start_emulator)
+    console = ClickConsole(quiet=options.quiet, progress_every=options.progress_every)
+    report = run_job(options, console, start_emulator)
     render_run(report, options.out, quiet=options.quiet, as_json=options.as_json)
     sys.exit(exit_code(report.outcome, report.summary))
 
@@ -52,9 +54,9 @@ def render_run(report: RunReport, out: Path, *, quiet: bool, as_json: bool) -> N
 
 
 def exit_code(outcome: RunOutcome, summary: RunSummary) -> int:
-    if outcome.stop_reason is not None:
-        return outcome.exit_code
-    return EXIT_ROWS_FAILED if (summary.rows_failed or summary.rows_pending) else EXIT_OK
+    """The run's exit code: why it stopped, else the whole run directory's rows."""
+    return run_exit_code(outcome.stop_reason, rows_failed=summary.rows_failed,
+                         rows_pending=summary.rows_pending)
 
 
 def print_warnings(outcome: RunOutcome) -> None:

@@ -1,18 +1,12 @@
-"""Counters of a running job and the progress line printed on stderr."""
+"""Counters of a running job, updated by the workers, and the figures read from them (pace, ETA,
+one plain line); showing them is the caller's (``RunPlan.progress``)."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TextIO
-
-import anyio
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from batchrun.cost.catalog import USD_PER_CREDIT
 
@@ -82,53 +76,3 @@ def _duration(seconds: float) -> str:
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
-
-
-def progress_table(counters: RunCounters, now: float | None = None) -> Table:
-    """The live TTY display: one labelled line per figure (pure given ``now``)."""
-    elapsed, done, rate, eta = counters.pace(now)
-    tokens = counters.prompt_tokens + counters.completion_tokens
-    spend = f"{counters.credits:,.4f} credits (${counters.credits * USD_PER_CREDIT:,.4f})"
-    if counters.estimate_credits:
-        share = counters.credits / counters.estimate_credits
-        spend += f" of ≈{counters.estimate_credits:,.4f} estimated ({share:.0%})"
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("rows", f"{done:,} / {counters.rows_total:,} done · {counters.rows_ok:,} ok · "
-                  f"{counters.rows_failed:,} failed · {counters.rows_skipped:,} from before")
-    table.add_row("in flight", f"{counters.in_flight:,} on the wire · {counters.waiting:,} waiting "
-                  f"(rate limit or backoff) · {counters.requests_sent:,} sent")
-    table.add_row("rate", counters.rate_text())
-    table.add_row("speed", f"{rate:,.1f} rows/s · {counters.requests_sent / elapsed:,.1f} req/s · "
-                  f"{tokens / elapsed:,.0f} tokens/s")
-    table.add_row("spent", spend)
-    table.add_row("ETA", eta)
-    if counters.errors_by_code:
-        table.add_row("errors", ", ".join(
-            f"{code} ×{count:,}" for code, count in counters.errors_by_code.most_common(4)))
-        table.add_row("recent", ", ".join(reversed(counters.recent_errors)))
-    return table
-
-
-async def report_progress(
-    counters: RunCounters, *, interval_s: float, stream: TextIO | None = None
-) -> None:
-    """Show progress until cancelled: a live panel on a TTY, a plain line every
-    ``interval_s`` otherwise (CI, log files)."""
-    out = stream or sys.stderr
-    if out.isatty():
-        console = Console(file=out, stderr=out is sys.stderr)
-        with Live(progress_table(counters), console=console, refresh_per_second=4,
-                  transient=False) as live:
-            try:
-                while True:
-                    await anyio.sleep(0.25)
-                    live.update(progress_table(counters))
-            finally:
-                live.update(progress_table(counters))
-        return
-    while True:
-        await anyio.sleep(interval_s)
-        out.write(counters.line() + "\n")
-        out.flush()

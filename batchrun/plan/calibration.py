@@ -34,7 +34,8 @@ from batchrun.cost.estimate import (
     estimate_lines,
 )
 from batchrun.dispatch.eventloop import run_dispatch
-from batchrun.dispatch.runner import RunOutcome, RunPlan, execute
+from batchrun.dispatch.plan import RunOutcome, RunPlan
+from batchrun.dispatch.runner import execute
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import iter_rows
 from batchrun.manifest.rows import Row

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from batchrun.cost.calibrate import CalibrationFit
-from batchrun.dispatch.runner import RunOutcome, finish
+from batchrun.dispatch.plan import RunOutcome
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import manifest_fingerprint
 from batchrun.plan.calibration import Calibration, calibrate_in_session, default_run_dir
+from batchrun.plan.finish import finish
 from batchrun.plan.options import RunOptions
 from batchrun.plan.preflight import Preflight, scan_manifest
 from batchrun.plan.session import (
@@ -110,5 +111,5 @@ def calibrate_estimate(options: CalibrateOptions, console: Console,
             summary = None
             if calibration.outcome is not None:
                 summary = finish(plan, calibration.outcome, fingerprint=fingerprint,
-                                 resume_command=resume)
+                                 resume_command=resume, warn=console.warn)
     return CalibratedEstimate(spec, session.preflight, calibration, run_path, resume, summary)

@@ -13,12 +13,13 @@ import pyarrow.compute as pc
 from batchrun.core.errors import RowError
 from batchrun.cost.catalog import Price, rules_for
 from batchrun.cost.estimate import RunEstimate, Tally, assumed_estimate
+from batchrun.cost.request_cost import request_cost
 from batchrun.cost.tokens import RowEstimate, row_estimate
-from batchrun.dispatch.prepare import prepare_request
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import iter_rows
 from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaResolver, media_root_for
+from batchrun.request.payload import build_request
 
 
 def estimate_of(row: Row, job: JobSpec, media: MediaResolver | None = None) -> RowEstimate:
@@ -35,10 +36,16 @@ def estimate_of(row: Row, job: JobSpec, media: MediaResolver | None = None) -> R
             row.system if row.system is not None else job.system)
         return row_estimate(row.messages, row.prompt, system, row.media,
                             rules=rules_for(job.model))
-    prepared = prepare_request(row, job, media, probe=True, rules=rules_for(job.model))
-    prepared.close()
-    assert prepared.estimate is not None  # counts=True (the default) always estimates
-    return prepared.estimate
+    request = build_request(row, job, media, probe=True)
+    try:
+        cost = request_cost(request.messages, request.metas, model=job.model,
+                            body_bytes=len(request.skeleton), text_only=request.text_only,
+                            rules=rules_for(job.model))
+        request.check_size(job.max_request_bytes)
+    finally:
+        request.close()
+    assert cost.estimate is not None  # counts=True (the default) always estimates
+    return cost.estimate
 
 
 @dataclass

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 
 from batchrun.cost.budget import CreditLedger, budget_lines, suggested_cap
 from batchrun.dispatch.eventloop import run_dispatch
-from batchrun.dispatch.runner import STOP_BUDGET, RunOutcome, RunPlan, execute, finish
+from batchrun.dispatch.plan import STOP_BUDGET, RunOutcome, RunPlan
+from batchrun.dispatch.runner import execute
 from batchrun.plan.calibration import calibrate_in_session
 from batchrun.plan.diskspace import check_free_space
+from batchrun.plan.finish import finish
 from batchrun.plan.options import RunOptions
 from batchrun.plan.session import (
     DEFAULT_CONFIRM_ABOVE,
@@ -77,9 +79,8 @@ def _run_session(session: Session, options: RunOptions) -> RunReport:
                              expected_output_tokens=spec.expected_output_tokens)
     if space is not None:
         console.warn(space)
-    plan = session.plan(retry_failed=options.retry_failed, show_progress=not options.quiet,
-                        budget=ledger, reuse=session.cache,
-                        progress_interval_s=options.progress_every, estimate_credits=expected)
+    plan = session.plan(retry_failed=options.retry_failed, budget=ledger, reuse=session.cache,
+                        estimate_credits=expected)
     outcome = _dispatch(session, plan, options, threshold=threshold, ask=ask)
     console.end_progress()
     resume_command = options.resume_command()
@@ -89,7 +90,7 @@ def _run_session(session: Session, options: RunOptions) -> RunReport:
         resume_command = options.resume_command(max_credits=suggested_cap(
             ledger, rows_pending=pending, credits_per_row=credits_per_row(index)))
     summary = finish(plan, outcome, fingerprint=session.fingerprint,
-                     resume_command=resume_command)
+                     resume_command=resume_command, warn=console.warn)
     return RunReport(outcome, summary, ledger)
 
 

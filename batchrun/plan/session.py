@@ -23,7 +23,7 @@ from batchrun.core.errors import InputError
 from batchrun.cost.budget import CreditLedger
 from batchrun.cost.catalog import Price
 from batchrun.cost.estimate import estimate_lines
-from batchrun.dispatch.runner import RunPlan
+from batchrun.dispatch.plan import Progress, RunPlan
 from batchrun.manifest.job import JobSpec, load_job
 from batchrun.manifest.reader import manifest_fingerprint
 from batchrun.plan.preflight import Preflight, scan_manifest
@@ -53,6 +53,13 @@ class Console(Protocol):
 
     def ask(self, question: str) -> bool:
         """Ask yes/no; True for yes."""
+
+    def notice(self, line: str) -> None:
+        """Something that changed a run as it happened (an interrupt): shown at once, on a line
+        of its own, even with ``--quiet``."""
+
+    def progress(self) -> Progress | None:
+        """What shows a run's counters while its rows are sent; None: nothing is shown."""
 
     def end_progress(self) -> None:
         """The progress display is over (a terminal's live line ends)."""
@@ -169,11 +176,13 @@ class Session:
         ))
 
     def plan(self, **settings: Any) -> RunPlan:
-        """The runner's plan for this session; ``settings`` are RunPlan's optional fields."""
+        """The runner's plan for this session; ``settings`` are RunPlan's optional fields. Its
+        progress display and notices are the console's."""
         return RunPlan(manifest=self.manifest, run_dir=self.run_dir, job=self.spec,
                        endpoint=self.endpoint, api_key=self.api_key,
                        rows_total=self.preflight.rows_total, index=self.opened.index,
-                       media_root=self.media_root, **settings)
+                       media_root=self.media_root, progress=self.console.progress(),
+                       notice=self.console.notice, **settings)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 
@@ -190,9 +190,6 @@ class PreparedRequest:
         )
 
 
-Prepared = TypeVar("Prepared", bound=PreparedRequest)
-
-
 def _encoded_blocks(item: _Pending) -> Iterator[bytes]:
     """base64 of a file, block by block; MediaError if it is not the size it was checked at."""
     expected = item.info.size
@@ -217,16 +214,13 @@ def build_request(
     resolver: MediaResolver | None,
     *,
     probe: bool = False,
-    into: type[Prepared] = PreparedRequest,  # type: ignore[assignment]
-) -> Prepared:
+) -> PreparedRequest:
     """Build the body of ``row`` with its local media checked and open but unread.
 
     MediaError (a RowError) when a file cannot be sent: outside the root, missing, of an
     unsupported type, oversize. ``probe`` reads each file's metadata (pages, seconds, pixels)
-    for the token estimate; ``into`` is the class to build (a caller's subclass that carries
-    fields of its own, made once per row rather than copied). The caller checks the size
-    (``check_size``) once it decided the row is worth it, and closes the request (its files)
-    when done with it.
+    for the token estimate. The caller checks the size (``check_size``) once it decided the
+    row is worth it, and closes the request (its files) when done with it.
     """
     # A prompt without media names no file: no resolver to make for it (most rows).
     text_only = not row.media and row.messages is None and row.body is None
@@ -249,7 +243,7 @@ def build_request(
         if deferring is not None:
             deferring.close()
         raise
-    return into(
+    return PreparedRequest(
         row_id=row.id, skeleton=skeleton, media=list(pending), size=size, metas=metas,
         messages=body.get("messages") or (), text_only=text_only,
     )
