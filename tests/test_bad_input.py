@@ -7,9 +7,11 @@ CliRunner with ``catch_exceptions=False``, where any traceback fails the test ju
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -352,3 +354,56 @@ def test_bad_input_output_dir_fills_midrun(
     assert len(final) == rows and all(row["status"] == "ok" for row in final.values())
     # Paid twice: exactly the answers the first run said it could not keep, no others.
     assert sum(server.stats.billed_by_body.values()) == rows + unrecorded
+
+
+def test_bad_input_fsync_refused_midrun_stops_like_a_failed_write(
+    tmp_path: Path, make_emulator: MakeEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal's fsync timer meeting a full disk (the index's buffered records, or the
+    fsync itself): the run stops with the disk's message as after a failed write, never a
+    traceback, and what it could not keep it says and sends again on resume."""
+    server = make_emulator(latency_ms=40)
+    rows = 200  # 200 rows x 40 ms / 4 in flight: 2 s, several turns of the 0.5 s timer
+    manifest = write_manifest(tmp_path / "m.jsonl", rows)
+    out = tmp_path / "run"
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if threading.current_thread() is not threading.main_thread():  # the timer's thread
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "fsync", fsync)
+        done = run_inline(manifest, out, server, "--concurrency", "4")
+    assert done.exit_code == 3, done.output
+    assert "storage_error" in done.output and "No space left on device" in done.output
+    assert f"--out {out}" in done.output  # the resume command
+    recorded = [line for line in journal(out) if line["status"] == "ok"]
+    assert 0 < len(recorded) < rows
+    unrecorded = server.stats.billed_requests - len(recorded)
+    if unrecorded:
+        assert f"warning: {unrecorded:,} answers arrived but could not be written" in done.output
+
+    resumed = run_inline(manifest, out, server)
+    assert resumed.exit_code == 0, resumed.output
+    final = by_id(out)
+    assert len(final) == rows and all(row["status"] == "ok" for row in final.values())
+    # Paid twice: exactly the answers the first run said it could not keep, no others.
+    assert sum(server.stats.billed_by_body.values()) == rows + unrecorded
+
+
+def test_bad_input_results_file_unwritable_is_a_warning(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    manifest = write_manifest(tmp_path / "m.jsonl", 3)
+    out = tmp_path / "run"
+    assert run_inline(manifest, out, emulator).exit_code == 0
+    (out / "results.parquet").unlink()
+    (out / "results.parquet").mkdir()  # os.replace cannot put the new file in its place
+    (out / "results.parquet" / "keep").write_text("x")
+    again = run_inline(manifest, out, emulator, "--quiet")
+    assert again.exit_code == 0, again.output  # every row is done, in the journal
+    assert (f"warning: cannot write {out / 'results.parquet'}: " in again.output
+            and "; every finished row is in the journal: free space, then run the same "
+                "command to write it\n" in again.output)

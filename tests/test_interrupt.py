@@ -37,6 +37,10 @@ def test_sigint_stops_dispatch_keeps_answers_and_prints_resume(
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
     assert "interrupt" in stderr and f"--out {out}" in stderr
+    # Said as the signal came, on a line of its own (off the progress line).
+    assert ("\ninterrupt: no new requests; waiting for the ones in flight (Ctrl-C again to "
+            "abandon them)\n") in stderr
+    assert stderr.index("interrupt: no new requests") < stderr.index("done: ")
     rows = pq.read_table(out / "results.parquet").to_pylist()
     assert 16 <= len(rows) < 400
     assert all(row["status"] == "ok" for row in rows)
