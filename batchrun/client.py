@@ -257,13 +257,14 @@ class ApiClient:
         decoder = SSEDecoder()
         accumulator = StreamAccumulator(response.status)
         content = response.content
-        async for data in content.iter_any():
-            for event in decoder.feed(data):
-                if accumulator.feed_event(event):
-                    completion = accumulator.finish(saw_done=True)
-                    if not content.at_eof():
-                        await _drain(content)
-                    return completion
+        # readany() itself, not iter_any(): one awaitable less per read; b"" is the end.
+        while data := await content.readany():
+            # Events as bytes: orjson parses them without a decoded copy.
+            if accumulator.feed_payloads(decoder.feed_bytes(data)):
+                completion = accumulator.finish(saw_done=True)
+                if not content.at_eof():
+                    await _drain(content)
+                return completion
         return _finish_stream(decoder, accumulator)
 
     async def _api_error(self, response: aiohttp.ClientResponse) -> BatchrunError:
@@ -333,9 +334,8 @@ def _error_event(raw: bytes) -> bytes | None:
 def _parse_sse_bytes(raw: bytes, http_status: int) -> Completion:
     decoder = SSEDecoder()
     accumulator = StreamAccumulator(http_status)
-    for event in decoder.feed(raw):
-        if accumulator.feed_event(event):
-            return accumulator.finish(saw_done=True)
+    if accumulator.feed_payloads(decoder.feed_bytes(raw)):
+        return accumulator.finish(saw_done=True)
     return _finish_stream(decoder, accumulator)
 
 
