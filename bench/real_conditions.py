@@ -13,8 +13,9 @@ no row fails from background 429s.
 Cases:
   background  200 ms, concurrency 64, --rows rows: --fail-429 0.01 / 0.05 / 0.10 (Retry-After:
               1) and 0.05 without Retry-After, each right after a fault-free run of the same
-              rows (its baseline: the machine's speed drifts over minutes). Want: rows/s >= 0.9 x (1 - p) x the fault-free rate, every row ok,
-              and the emulator received exactly rows + 429s + other faults (no extra retries).
+              rows (its baseline: the machine's speed drifts over minutes). Want: rows/s >=
+              0.9 x (1 - p) x the fault-free rate, every row ok, and the emulator received
+              exactly rows + 429s + other faults (no extra retries).
   bucket      emulator --rpm 600 (token bucket, rate headers on), batchrun told rpm = 3000,
               600 rows/min x --minutes: achieved/min from the journal's first sends (as
               bench/limiter_precision.py), want within 2% of 600 and < 3% 429s; then the same
