@@ -500,6 +500,80 @@ async def test_stalled_stream_hits_the_read_timeout(
                 await client.complete(chat_body(), stream=True)
 
 
+def paced_answer(events: list[bytes], pause_s: float, stall_s: float = 0.0,
+                 headers_after_s: float = 0.0) -> Handler:
+    """Each event ``pause_s`` after the one before; then silence for ``stall_s``."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(headers_after_s)
+        response = web.StreamResponse()
+        response.content_type = "text/event-stream"
+        await response.prepare(request)
+        for event in events:
+            await asyncio.sleep(pause_s)
+            await response.write(event)
+        if stall_s:
+            await asyncio.sleep(stall_s)
+        await response.write_eof()
+        return response
+    return handler
+
+
+async def test_a_slow_stream_that_keeps_coming_is_not_a_stall(
+    raw_server: Callable[[Handler], RawServer]
+) -> None:
+    # 0.15 s between parts, 1 s in all, against a 0.3 s read timeout: every read counts.
+    events = [sse(stream_chunk(str(number))) for number in range(6)] + GOOD_EVENTS
+    server = raw_server(paced_answer(events, pause_s=0.15))
+    async with ApiClient(settings_for(server.base_url, read_timeout_s=0.3)) as client:
+        completion = await client.complete(chat_body(), stream=True)
+    assert completion.content == "012345Hello"
+
+
+async def test_a_stall_after_some_parts_hits_the_read_timeout_soon(
+    raw_server: Callable[[Handler], RawServer]
+) -> None:
+    events = [sse(stream_chunk(str(number))) for number in range(4)]
+    server = raw_server(paced_answer(events, pause_s=0.05, stall_s=3.0))
+    async with ApiClient(settings_for(server.base_url, read_timeout_s=0.3)) as client:
+        started = anyio.current_time()
+        with pytest.raises(errors.TransportError, match=r"read timed out: no data for 0.3s"):
+            await client.complete(chat_body(), stream=True)
+        # the last part at ~0.2 s, then 0.3 s of silence, found within one tick of the watch
+        assert anyio.current_time() - started < 0.2 + 0.3 + 0.3
+        # the stalled connection is dropped, not handed to the next request
+        server.handler = sse_answer(GOOD_EVENTS)
+        assert (await client.complete(chat_body(), stream=True)).content == "Hello"
+    assert len(server.peers) == 2
+
+
+async def test_headers_that_never_come_hit_the_read_timeout(
+    raw_server: Callable[[Handler], RawServer]
+) -> None:
+    server = raw_server(paced_answer(GOOD_EVENTS, pause_s=0.0, headers_after_s=3.0))
+    async with ApiClient(settings_for(server.base_url, read_timeout_s=0.3)) as client:
+        with anyio.fail_after(2.5):
+            with pytest.raises(errors.TransportError, match="read timed out"):
+                await client.complete(chat_body(), stream=True)
+
+
+async def test_streams_on_one_connection_after_a_stream_keep_their_read_timeout(
+    raw_server: Callable[[Handler], RawServer]
+) -> None:
+    answers = iter([sse_answer(GOOD_EVENTS), sse_answer([sse(stream_chunk("Hel"))],
+                                                         stall_s=3.0)])
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await next(answers)(request)
+
+    server = raw_server(handler)
+    settings = settings_for(server.base_url, read_timeout_s=0.3, max_connections=1)
+    async with ApiClient(settings) as client:
+        assert (await client.complete(chat_body(), stream=True)).content == "Hello"
+        with anyio.fail_after(2.5):
+            with pytest.raises(errors.TransportError, match="read timed out"):
+                await client.complete(chat_body(), stream=True)
+
+
 async def test_reset_mid_stream(raw_server: Callable[[Handler], RawServer]) -> None:
     server = raw_server(sse_answer([sse(stream_chunk("Hel"))], abort=True))
     async with ApiClient(settings_for(server.base_url)) as client:

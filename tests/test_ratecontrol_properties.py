@@ -26,7 +26,7 @@ def test_background_refusals_cost_their_share_and_never_drive_the_rate_below_the
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(limit=st.floats(min_value=120, max_value=3000), headers=st.booleans(),
+@given(limit=st.floats(min_value=120, max_value=5000), headers=st.booleans(),
        told=st.sampled_from([None, 2.0, 5.0]), seed=st.integers(0, 10_000))
 def test_overload_always_converges_under_the_limit(limit: float, headers: bool,
                                                    told: float | None, seed: int) -> None:
@@ -34,6 +34,9 @@ def test_overload_always_converges_under_the_limit(limit: float, headers: bool,
                    server_rpm=lambda now: limit, headers=headers, seed=seed)
     # Under the limit, and not far under it (blind, probing costs some of it).
     late = run.ok_rate_between(45, 90)
-    assert 0.7 * limit <= late <= 1.02 * limit
+    assert 0.85 * limit <= late <= 1.02 * limit
     sent_late = run.sent_between(45, 90)
-    assert sent_late - late * 45 / 60 <= 0.1 * sent_late  # refused: a tenth at the most
+    # Refused once settled: a tenth at the most when told a rate or told the limit; an
+    # unknown limit with nothing to go by but refusals may cost up to a fifth.
+    bound = 0.1 if headers or told is not None else 0.2
+    assert sent_late - late * 45 / 60 <= bound * sent_late

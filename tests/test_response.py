@@ -436,3 +436,74 @@ def test_the_whole_text_shortcut_splits_as_the_splitter_does(fragments: list[str
     splitter = _ThoughtSplitter()
     splitter.feed(text)
     assert split_thoughts(text) == splitter.finish()
+
+
+class _GeneralOnly(StreamAccumulator):
+    """The accumulator without its shortcut for the usual chunk: the reference for it."""
+
+    def _add_plain(self, chunk: dict[str, Any]) -> bool:
+        return False
+
+
+_text = st.one_of(st.text(max_size=6), st.sampled_from(["<thought>", "</thought>", " "]))
+_odd = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.lists(_text, max_size=2),
+                 st.dictionaries(st.sampled_from(["text", "type"]), _text, max_size=2))
+
+
+@st.composite
+def _shaped(draw: st.DrawFn, usual: dict[str, st.SearchStrategy[Any]],
+            unusual: list[str]) -> dict[str, Any]:
+    """Each usual key there or not (with a usual value, or now and then an odd one); now and
+    then a key of another kind."""
+    item: dict[str, Any] = {}
+    for key, value in usual.items():
+        if draw(st.booleans()):
+            item[key] = draw(_odd) if draw(st.integers(0, 5)) == 0 else draw(value)
+    if unusual and draw(st.integers(0, 5)) == 0:
+        item[draw(st.sampled_from(unusual))] = draw(st.one_of(_text, _odd))
+    return item
+
+
+_delta = _shaped({"role": st.just("assistant"), "content": _text, "reasoning_content": _text},
+                 ["reasoning", "tool_calls", "annotations"])
+_choice = _shaped({"index": st.sampled_from([0, 0, 1]), "delta": _delta,
+                   "finish_reason": st.sampled_from(["stop", "length"])},
+                  ["message", "logprobs"])
+_chunk = _shaped({"id": _text, "object": st.just("chat.completion.chunk"), "model": _text,
+                  "choices": st.one_of(st.lists(_choice, min_size=1, max_size=1),
+                                       st.lists(_choice, max_size=2)),
+                  "usage": st.fixed_dictionaries({"prompt_tokens": st.integers(0, 9),
+                                                  "completion_tokens": st.integers(0, 9)}),
+                  "credits_consumed": st.floats(0, 1)},
+                 ["error", "system_fingerprint"])
+
+
+def _outcome(accumulator: StreamAccumulator, chunks: list[dict[str, Any]],
+             saw_done: bool) -> Any:
+    try:
+        for item in chunks:
+            accumulator.add(item)
+        completion = accumulator.finish(saw_done)
+    except errors.BatchrunError as exc:
+        return (type(exc), exc.message)
+    return (completion, accumulator.events)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(_chunk, max_size=6), st.booleans())
+def test_the_usual_chunk_shortcut_takes_every_chunk_as_the_general_way(
+    chunks: list[dict[str, Any]], saw_done: bool
+) -> None:
+    # Any chunk shape, usual or not: the shortcut takes what it knows and hands the rest on,
+    # so the answer (content, thoughts, usage, extra …) and any error are the same.
+    assert _outcome(StreamAccumulator(), copy.deepcopy(chunks), saw_done) == _outcome(
+        _GeneralOnly(), copy.deepcopy(chunks), saw_done)
+
+
+def test_the_shortcut_is_taken_for_the_usual_chunks() -> None:
+    accumulator = StreamAccumulator()
+    for item in [chunk("", role="assistant"), chunk(reasoning="t"), chunk("a"),
+                 chunk("b", finish="stop"), {"id": "x", "choices": [], "usage": USAGE}]:
+        assert accumulator._add_plain(item)
+    assert not accumulator._add_plain(chunk("a", annotations=[1]))
+    assert not accumulator._add_plain({"choices": [chunk("a")["choices"][0]] * 2})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -142,3 +144,59 @@ def test_any_split_gives_the_same_events(
 def test_byte_by_byte_gives_the_same_events(stream: tuple[bytes, list[str]]) -> None:
     raw, expected = stream
     assert decode_all([raw[i:i + 1] for i in range(len(raw))]) == expected
+
+
+def reference_events(raw: bytes) -> list[str]:
+    """The event-stream rules applied to a whole body at once, with no state to get wrong:
+    what the decoder must give however the body is cut (the unterminated last line counts,
+    as ``flush`` hands it on)."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    events: list[str] = []
+    data: list[bytes] = []
+    for line in [*re.split(rb"\r\n|\r|\n", raw), b""]:
+        if not line:
+            if data:
+                events.append(b"\n".join(data).decode("utf-8", "replace"))
+                data = []
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+        elif line == b"data":
+            data.append(b"")
+    return events
+
+
+# Byte soup from the pieces that matter: line ends of every kind, blank lines, data lines
+# with and without their space, comments, other fields, a BOM, a cut UTF-8 character.
+_piece = st.sampled_from([b"data: ", b"data:", b"data", b": c", b"event: e", b"x", b" ",
+                          b'{"a":1}', b"\n", b"\n", b"\n\n", b"\r", b"\r\n",
+                          "é".encode(), "é".encode()[:1], b"\xef\xbb\xbf"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_piece, max_size=40), st.lists(st.integers(0, 10_000), max_size=12))
+def test_any_bytes_any_split_decode_as_the_rules_say(pieces: list[bytes],
+                                                     cuts: list[int]) -> None:
+    # Reads of whole one-line events take the decoder's shortcut, anything else its line by
+    # line way, and a stream may go from one to the other at any read: all by the same rules.
+    raw = b"".join(pieces)
+    points = sorted({cut % (len(raw) + 1) for cut in cuts})
+    chunks = [raw[start:end] for start, end in zip([0, *points], [*points, len(raw)],
+                                                   strict=True)]
+    expected = reference_events(raw)
+    assert decode_all([raw]) == expected
+    assert decode_all(chunks) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_piece, max_size=40), st.lists(st.integers(0, 10_000), max_size=12))
+def test_bytes_and_text_feeds_agree(pieces: list[bytes], cuts: list[int]) -> None:
+    raw = b"".join(pieces)
+    points = sorted({cut % (len(raw) + 1) for cut in cuts})
+    chunks = [raw[start:end] for start, end in zip([0, *points], [*points, len(raw)],
+                                                   strict=True)]
+    decoder = SSEDecoder()
+    events = [event for chunk in chunks for event in decoder.feed_bytes(chunk)]
+    events.extend(decoder.flush_bytes())
+    assert [event.decode("utf-8", "replace") for event in events] == decode_all(chunks)

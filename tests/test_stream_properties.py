@@ -90,6 +90,16 @@ def parse_chunks(chunks: list[bytes]) -> Completion:
     decoder = SSEDecoder()
     accumulator = StreamAccumulator(200)
     for data in chunks:
+        if accumulator.feed_payloads(decoder.feed_bytes(data)):
+            return accumulator.finish(saw_done=True)
+    return _finish_stream(decoder, accumulator)
+
+
+def parse_chunks_as_text(chunks: list[bytes]) -> Completion:
+    """The same through the text API (events decoded, then parsed one by one)."""
+    decoder = SSEDecoder()
+    accumulator = StreamAccumulator(200)
+    for data in chunks:
         for event in decoder.feed(data):
             if accumulator.feed_event(event):
                 return accumulator.finish(saw_done=True)
@@ -118,6 +128,7 @@ def test_any_split_of_a_valid_stream_parses_like_the_json_answer(
     expected = summary(parse_completion(json_body(answer)))
     assert summary(parse_chunks([raw])) == expected
     assert summary(parse_chunks(split(raw, cuts))) == expected
+    assert summary(parse_chunks_as_text(split(raw, cuts))) == expected
     content, thoughts = expected[0], expected[1]
     text = "".join(answer["pieces"])
     tagged = answer["style"] == "tag" and answer["thoughts"]
@@ -150,3 +161,34 @@ def test_the_generator_covers_tag_and_field_thoughts() -> None:
     assert (completion.content, completion.thoughts) == ("Hello", "think")
     with pytest.raises(TransportError):
         parse_chunks([sse_stream(answer, "\n", True)[:-40]])
+
+
+def _outcome(parse: Any, chunks: list[bytes]) -> Any:
+    try:
+        completion = parse(chunks)
+    except TransportError as exc:
+        return exc.message
+    return (summary(completion), completion.extra)
+
+
+# Events of every kind the bytes path must take as the text path does: JSON with odd
+# whitespace around it, bad UTF-8, garbage, blank events, [DONE] with spaces, an error.
+_odd_event = st.sampled_from([
+    b'{"choices": [{"index": 0, "delta": {"content": "a"}}]}',
+    b'{"choices": [{"delta": {"reasoning_content": "r", "content": "b"}}]} \x0c',
+    b'{"choices": [{"delta": {"content": "\xff\xfe"}}]}',
+    b'{"choices": [{"delta": {"content": "\xc3\xa9"}, "finish_reason": "stop"}]}',
+    b'{"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}',
+    b'{"choices": [{"index": 1, "delta": {"content": "other"}}], "model": "m"}',
+    b'{"id": "x", "choices": [{"delta": {"content": "c", "annotations": [1]}}]}',
+    b"{truncated", b"[1, 2]", b'"text"', b"", b"   ", b" [DONE] ", b"[DONE]",
+    b'{"error": {"message": "boom"}}',
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_odd_event, max_size=8), st.lists(st.integers(0, 10_000), max_size=6))
+def test_bytes_and_text_paths_take_any_event_alike(events: list[bytes], cuts: list[int]) -> None:
+    raw = b"".join(b"data: " + event + b"\n\n" for event in events)
+    chunks = split(raw, cuts)
+    assert _outcome(parse_chunks, chunks) == _outcome(parse_chunks_as_text, chunks)

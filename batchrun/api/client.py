@@ -12,6 +12,7 @@ a message: error bodies are scrubbed and transport errors are re-raised without 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -91,6 +92,50 @@ class ClientSettings:
     request_timeout_s: float | None = None
 
 
+class StallWatch:
+    """The read timeout of every stream of a client, once its headers are in: a stream that
+    has read nothing for ``timeout`` seconds is failed as aiohttp's own read timer fails it
+    (``SocketTimeoutError``, so the same error and message), at most ``tick`` late.
+
+    aiohttp re-arms its timer on every read from the socket, and on uvloop a re-arm (cancel
+    plus a new timer) costs ~4 us: a stream in N parts paid it N + 1 times. Here a read costs
+    a clock read and a dict store, and one timer serves all streams, only while any is read.
+    """
+
+    __slots__ = ("timeout", "tick", "last_read", "_loop", "_handle")
+
+    def __init__(self, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+        self.timeout = timeout
+        self.tick = min(1.0, timeout / 8)  # 1 s late at most at the 300-s default
+        self.last_read: dict[aiohttp.StreamReader, float] = {}  # stream -> loop time
+        self._loop = loop
+        self._handle: asyncio.TimerHandle | None = None
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    def watch(self, stream: aiohttp.StreamReader) -> None:
+        self.last_read[stream] = self._loop.time()
+        if self._handle is None:
+            self._handle = self._loop.call_later(self.tick, self._check)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self.last_read.clear()
+
+    def _check(self) -> None:
+        stalled_since = self._loop.time() - self.timeout
+        for stream, last in list(self.last_read.items()):
+            if last <= stalled_since:
+                del self.last_read[stream]
+                stream.set_exception(
+                    aiohttp.SocketTimeoutError("Timeout on reading data from socket"))
+        self._handle = (self._loop.call_later(self.tick, self._check) if self.last_read
+                        else None)
+
+
 def rate_limit_of(headers: Mapping[str, str]) -> RateLimitInfo | None:
     """The ``x-ratelimit-*`` headers of an answer, or None when it has none (the usual case,
     checked cheaply: this runs for every answer)."""
@@ -113,6 +158,7 @@ class ApiClient:
         self._key = settings.api_key
         self._key_bytes = settings.api_key.encode() if settings.api_key else b""
         self._session: aiohttp.ClientSession | None = None
+        self._stall_watch: StallWatch | None = None
         self._closed = False
         # The session sends these with every request; a stream only changes Accept (headers
         # merged per request cost more than the whole of some rows' own work).
@@ -146,6 +192,7 @@ class ApiClient:
             # so a POST rarely lands on a socket the server has just closed.
             keepalive_timeout=15.0,
         )
+        self._stall_watch = StallWatch(self.settings.read_timeout_s, asyncio.get_running_loop())
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
@@ -178,6 +225,8 @@ class ApiClient:
         """Close the pool; safe to call twice."""
         self._closed = True
         session, self._session = self._session, None
+        if self._stall_watch is not None:
+            self._stall_watch.close()
         if session is not None:
             await session.close()
 
@@ -257,14 +306,28 @@ class ApiClient:
         decoder = SSEDecoder()
         accumulator = StreamAccumulator(response.status)
         content = response.content
-        async for data in content.iter_any():
-            for event in decoder.feed(data):
-                if accumulator.feed_event(event):
+        watch = self._stall_watch
+        assert watch is not None  # made with the session
+        connection = response.connection
+        if connection is not None and connection.protocol is not None:
+            # The body's reads are timed by the watch; aiohttp's timer (re-armed per socket
+            # read) still timed the wait for the headers. Reset for the connection's next use.
+            connection.protocol.read_timeout = None
+        last_read = watch.last_read
+        watch.watch(content)
+        try:
+            # readany() itself, not iter_any(): one awaitable less per read; b"" is the end.
+            while data := await content.readany():
+                last_read[content] = watch.now()
+                # Events as bytes: orjson parses them without a decoded copy.
+                if accumulator.feed_payloads(decoder.feed_bytes(data)):
                     completion = accumulator.finish(saw_done=True)
                     if not content.at_eof():
                         await _drain(content)
                     return completion
-        return _finish_stream(decoder, accumulator)
+            return _finish_stream(decoder, accumulator)
+        finally:
+            last_read.pop(content, None)
 
     async def _api_error(self, response: aiohttp.ClientResponse) -> BatchrunError:
         body = await response.read()
@@ -333,9 +396,8 @@ def _error_event(raw: bytes) -> bytes | None:
 def _parse_sse_bytes(raw: bytes, http_status: int) -> Completion:
     decoder = SSEDecoder()
     accumulator = StreamAccumulator(http_status)
-    for event in decoder.feed(raw):
-        if accumulator.feed_event(event):
-            return accumulator.finish(saw_done=True)
+    if accumulator.feed_payloads(decoder.feed_bytes(raw)):
+        return accumulator.finish(saw_done=True)
     return _finish_stream(decoder, accumulator)
 
 

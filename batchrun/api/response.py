@@ -31,6 +31,11 @@ _USAGE_KNOWN = frozenset({"prompt_tokens", "completion_tokens", "total_tokens"})
 _DETAILS_KNOWN = frozenset({"reasoning_tokens"})
 # String fields that arrive in pieces inside stream deltas.
 _CONCAT_KEYS = frozenset({"arguments", "refusal", "reasoning"})
+# The usual stream chunk, choice and delta: nothing in them needs the general merge.
+_PLAIN_CHUNK = frozenset({"id", "object", "created", "model", "choices", "usage",
+                          "credits_consumed"})
+_PLAIN_CHOICE = frozenset({"index", "delta", "finish_reason"})
+_PLAIN_DELTA = frozenset({"role", "content", "reasoning_content"})
 
 _LOOKING, _IN_THOUGHT, _CONTENT = 0, 1, 2
 
@@ -135,8 +140,29 @@ class StreamAccumulator:
         self.add(decode_event(data))
         return False
 
+    def feed_payloads(self, payloads: list[bytes]) -> bool:
+        """``feed_event`` for each undecoded payload in turn (``SSEDecoder.feed_bytes``); True
+        at ``[DONE]``, and what follows it is left alone. Same results: a JSON object is
+        parsed from its bytes, anything else (or bytes orjson refuses: bad UTF-8, odd
+        whitespace) goes the text way, decoded as ``SSEDecoder.feed`` would."""
+        for payload in payloads:
+            chunk: Any = None
+            if payload[:1] == b"{":
+                try:
+                    chunk = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    chunk = None  # the text way names the error, as it always did
+            if type(chunk) is not dict:  # [DONE], a blank keep-alive, garbage
+                if self.feed_event(payload.decode("utf-8", "replace")):
+                    return True
+            elif not (chunk.keys() <= _PLAIN_CHUNK and self._add_plain(chunk)):
+                self.add(chunk)
+        return False
+
     def add(self, chunk: dict[str, Any]) -> None:
         """Take one decoded chunk; an ``error`` object in it is raised at once."""
+        if type(chunk) is dict and chunk.keys() <= _PLAIN_CHUNK and self._add_plain(chunk):
+            return
         if not isinstance(chunk, dict):
             raise TransportError(f"stream event is a JSON {type(chunk).__name__}, not an object")
         self.events += 1
@@ -160,6 +186,61 @@ class StreamAccumulator:
                 # Chunk-level fields are usually repeated whole (citations …): last one wins.
                 self._extra[key] = value
 
+    def _add_plain(self, chunk: dict[str, Any]) -> bool:
+        """``add`` for the usual chunk: known fields only (no error, nothing for ``extra``), at
+        most one choice of index, delta and finish_reason, a delta of role, content and
+        reasoning_content as strings. Each field is taken as the general loop takes it, by
+        lookup instead of a walk through merges. False, with nothing taken, for any other
+        shape: ``add`` then goes the general way."""
+        choices = chunk.get("choices")
+        if type(choices) is list and choices:
+            if len(choices) != 1:
+                return False
+            choice = choices[0]
+            if type(choice) is not dict or not choice.keys() <= _PLAIN_CHOICE:
+                return False
+            delta = choice.get("delta")
+            content = reasoning = None
+            if delta is not None:
+                if type(delta) is not dict or not delta.keys() <= _PLAIN_DELTA:
+                    return False
+                content = delta.get("content")
+                reasoning = delta.get("reasoning_content")
+                if not ((content is None or type(content) is str)
+                        and (reasoning is None or type(reasoning) is str)):
+                    return False
+            index = choice.get("index")
+            if not isinstance(index, int):
+                index = 0  # its position
+            state = self._choices.get(index)
+            if state is None:
+                state = self._choices[index] = _ChoiceState()
+            if reasoning is not None:
+                state.thought_parts.append(reasoning)
+            if content is not None:
+                state.splitter.feed(content)
+            finish_reason = choice.get("finish_reason")
+            if finish_reason is not None:
+                state.finish_reason = _str_or_none(finish_reason)
+        elif choices is not None and type(choices) is not list:
+            return False  # kept in extra by the general way
+        self.events += 1
+        value = chunk.get("usage")
+        if value is not None:
+            self._usage = value
+        value = chunk.get("credits_consumed")
+        if value is not None:
+            self._credits = value
+        if self._id is None:
+            self._id = _str_or_none(chunk.get("id"))
+        value = chunk.get("model")
+        if type(value) is str:  # every chunk names it: no call for the usual string
+            if value:
+                self._model = value
+        elif value is not None:
+            self._model = _str_or_none(value) or self._model
+        return True
+
     def finish(self, saw_done: bool) -> Completion:
         """The answer so far. Without ``[DONE]`` it must at least carry finish_reason and usage."""
         primary = self._choices[min(self._choices)] if self._choices else None
@@ -177,17 +258,20 @@ class StreamAccumulator:
             content, thoughts, message_rest, choice_rest = primary.result()
             _put(extra, "message", message_rest)
             _put(extra, "choice", choice_rest)
-        others = [state.as_choice(index) for index, state in sorted(self._choices.items())
-                  if state is not primary]
-        if others:
-            extra["choices"] = others
+        if len(self._choices) > 1:
+            extra["choices"] = [state.as_choice(index)
+                                for index, state in sorted(self._choices.items())
+                                if state is not primary]
+        credits = self._credits
+        if credits is None and isinstance(self._usage, dict):
+            credits = self._usage.get("credits_consumed")
         completion = Completion(
             content=content,
             thoughts=thoughts,
             finish_reason=finish_reason,
             model=self._model,
             response_id=self._id,
-            credits_consumed=_credits({"credits_consumed": self._credits, "usage": self._usage}),
+            credits_consumed=_float(credits),
             http_status=self.http_status,
             extra=extra,
         )

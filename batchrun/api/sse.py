@@ -28,6 +28,19 @@ class SSEDecoder:
 
     def feed(self, data: bytes) -> list[str]:
         """Take the next bytes of the stream; return the data of the events they complete."""
+        return [event.decode("utf-8", "replace") for event in self.feed_bytes(data)]
+
+    def flush(self) -> list[str]:
+        """End of stream: dispatch what is pending, even without its final blank line.
+
+        The standard drops an event the stream cut short; we hand it on instead, so the caller
+        can tell a cut-off JSON chunk (an error) from a server that omits the last blank line.
+        """
+        return [event.decode("utf-8", "replace") for event in self.flush_bytes()]
+
+    def feed_bytes(self, data: bytes) -> list[bytes]:
+        """``feed`` without the decoding: each completed event's data as bytes (a JSON parser
+        takes bytes; decoding first would only copy them)."""
         if self._skip_lf and data:
             self._skip_lf = False
             if data[0] == 0x0A:
@@ -36,26 +49,37 @@ class SSEDecoder:
             data = self._strip_bom(data)
         if not data:
             return []
-        if b"\n" not in data and b"\r" not in data:
+        has_cr = b"\r" in data  # held bytes never have one: it would have ended their line
+        if not has_cr and b"\n" not in data:
             self._tail.append(data)
             return []
         if self._tail:
             self._tail.append(data)
             data = b"".join(self._tail)
         # Servers end lines with "\n" nearly always; bytes.split is several times the regex.
-        lines = _LINE_END.split(data) if b"\r" in data else data.split(b"\n")
+        lines = _LINE_END.split(data) if has_cr else data.split(b"\n")
         last = lines.pop()  # the unterminated rest ("" when data ends with a line end)
         self._tail = [last] if last else []
         if not last and data[-1] == 0x0D:
             self._skip_lf = True
-        return self._take_lines(lines)
+        events: list[bytes] = []
+        heads = lines[::2]
+        if not self._data and len(lines) & 1 == 0 and all(heads) and not any(lines[1::2]):
+            # The usual read: whole events of one line each, a blank line after every one.
+            # Each line is then an event by itself (data) or nothing (comment, other field).
+            for line in heads:
+                if line.startswith(b"data: "):
+                    events.append(line[6:])
+                elif line.startswith(b"data:"):
+                    events.append(line[5:])
+                elif line == b"data":
+                    events.append(b"")
+        else:
+            self._take_lines(lines, events)
+        return events
 
-    def flush(self) -> list[str]:
-        """End of stream: dispatch what is pending, even without its final blank line.
-
-        The standard drops an event the stream cut short; we hand it on instead, so the caller
-        can tell a cut-off JSON chunk (an error) from a server that omits the last blank line.
-        """
+    def flush_bytes(self) -> list[bytes]:
+        """``flush`` without the decoding."""
         lines: list[bytes] = []
         if self._at_start:
             self._tail = []  # only part of a BOM ever arrived
@@ -64,7 +88,9 @@ class SSEDecoder:
             self._tail = []
         lines.append(b"")
         self._skip_lf = False
-        return self._take_lines(lines)
+        events: list[bytes] = []
+        self._take_lines(lines, events)
+        return events
 
     def _strip_bom(self, data: bytes) -> bytes:
         """Drop a leading UTF-8 BOM, even when it arrives split across feeds."""
@@ -77,14 +103,13 @@ class SSEDecoder:
         self._tail = []
         return head[len(_BOM):] if head.startswith(_BOM) else head
 
-    def _take_lines(self, lines: list[bytes]) -> list[str]:
-        events: list[str] = []
+    def _take_lines(self, lines: list[bytes], events: list[bytes]) -> None:
         data_lines = self._data
         for line in lines:
             if not line:
                 if data_lines:
-                    joined = data_lines[0] if len(data_lines) == 1 else b"\n".join(data_lines)
-                    events.append(joined.decode("utf-8", "replace"))
+                    events.append(data_lines[0] if len(data_lines) == 1
+                                  else b"\n".join(data_lines))
                     data_lines = self._data = []
             elif line.startswith(b"data:"):
                 value = line[5:]
@@ -92,4 +117,3 @@ class SSEDecoder:
             elif line == b"data":
                 data_lines.append(b"")
             # anything else is a ":" comment (keep-alive) or a field we do not use
-        return events

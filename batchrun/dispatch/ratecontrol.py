@@ -27,7 +27,9 @@ to weigh, not an order:
   last measured, then by ``probe_per_s`` of the rate a second (the limit is likely still
   there), and once ``beyond`` that limit without overload (it moved up) by a probe that
   doubles every ``probe_double_s``, so a raised limit is found in seconds, not hours; never
-  above ``--rpm`` or a limit the server announced.
+  above ``--rpm`` or a limit the server announced. A cut decided on a flood (refusals within
+  instants, too few to measure the server by) is a floor, not a limit: from it the rate
+  doubles each second until refusals show where the limit is (TCP's slow start).
 - A limit the server announces (``x-ratelimit-limit-requests``) is kept to at once, up or down
   (at 99% of it when it is below ``--rpm``).
 
@@ -120,6 +122,7 @@ class RateController:
     _trial_epochs: int = field(default=0, init=False)
     _fast_step_per_s: float = field(default=0.0, init=False)
     _probing_s: float = field(default=0.0, init=False)
+    _rough_estimate: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.rate = self.configured
@@ -170,7 +173,9 @@ class RateController:
             return False
         epoch.refused += 1
         if epoch.refused > epoch.outcomes * self.background + 1:
-            self._probing_s = 0.0  # more refused than the background explains: probe gently
+            # More refused than the background explains: probe gently from here.
+            self._probing_s = 0.0
+            self._rough_estimate = False
         return self._maybe_decide(now)
 
     def overloaded(self, epoch: Epoch) -> bool:
@@ -266,6 +271,8 @@ class RateController:
         self._at_cut = _sum(epoch, *self._recent)
         self._recent.clear()
         self.estimate = min(measures)
+        # A flood's measure spans instants: a floor, not the limit; no gentle probe near it.
+        self._rough_estimate = elapsed < self.epoch_s
         self.rate = max(self.min_rpm, self.estimate * self.decrease)
         self.reason = REASON_CUT
         self._fast_step_per_s = max(0.0, 0.95 * self.estimate - self.rate) / self.recover_s
@@ -291,7 +298,11 @@ class RateController:
         if ceiling is not None and self.rate >= ceiling:
             return False
         estimate = self.estimate if self.estimate is not None else 0.0
-        if self.rate < 0.95 * estimate and self._fast_step_per_s > 0:
+        if self._rough_estimate:
+            # Cut on a flood's rough measure: double each second until refusals say where
+            # the limit is (TCP's slow start), rather than creep up from a guess.
+            grown = self.rate * 2.0 ** seconds
+        elif self.rate < 0.95 * estimate and self._fast_step_per_s > 0:
             grown = min(0.95 * estimate, self.rate + self._fast_step_per_s * seconds)
         elif self.rate < self.beyond * estimate:
             # Near the limit last measured: probe gently, it is likely still there.
