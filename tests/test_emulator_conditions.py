@@ -18,7 +18,6 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from batchrun.emulator.server import EmulatorConfig, EmulatorServer
 from batchrun.emulator.command import emulator_command
 from batchrun.emulator.model import parse_chat_request
 from batchrun.emulator.schedule import (
@@ -28,6 +27,7 @@ from batchrun.emulator.schedule import (
     parse_rpm_schedule,
     rpm_at,
 )
+from batchrun.emulator.server import EmulatorConfig, EmulatorServer
 from batchrun.emulator.state import EmulatorState, EmulatorStats
 
 KEY = {"Authorization": "Bearer sk-test"}
