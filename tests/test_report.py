@@ -24,8 +24,9 @@ from support.kit import write_job
 
 from batchrun.cli import cli
 from batchrun.emulator.server import EmulatorServer
+from batchrun.manifest.reader import manifest_fingerprint
 from batchrun.reporting.axes import histogram, time_buckets, value_ticks
-from batchrun.reporting.estimated import ManifestEstimate
+from batchrun.reporting.estimated import ManifestEstimate, estimate_manifest
 from batchrun.reporting.report_charts import latency_chart
 from batchrun.reporting.report_data import CAUSE_NOT_RECORDED, aggregate
 from batchrun.reporting.report_html import render
@@ -91,6 +92,30 @@ def test_a_rate_is_never_taken_over_less_than_a_second() -> None:
     assert "12 rows<" in html and "in 5.5 ms" in html
     assert html.count("too short for a chart over time") == 2  # throughput and spend
     assert html.count("<svg") == 2  # latency and cost by kind still drawn
+
+
+def test_without_the_manifest_the_report_says_why_and_shows_what_is_there(
+    tmp_path: Path
+) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"id": "a", "prompt": "hello"}\n')
+    info = {"manifest": str(manifest), "manifest_fingerprint": manifest_fingerprint(manifest),
+            "job": {"expected_output_tokens": 300}}
+    found = estimate_manifest(info)
+    assert found.note is None and found.estimate is not None and found.kinds == {"a": "text"}
+    assert found.estimate.rows_sendable == 1
+    manifest.write_text('{"id": "a", "prompt": "hello again"}\n')
+    changed = estimate_manifest(info)
+    assert changed.estimate is None and changed.note == (
+        f"no estimate: the manifest {manifest} has changed since the run began")
+    manifest.unlink()
+    assert estimate_manifest(info).note == f"no estimate: the manifest {manifest} is gone"
+    lines = [{"id": "a", "status": "ok", "completion_tokens": 120, "attempts": 1,
+              "started_at": 0.0, "finished_at": 1.0}]
+    html = render(FACTS, aggregate(1, lines, {}), changed)
+    assert f"no estimate: the manifest {manifest} has changed since the run began." in html
+    assert ("<td class=\"\">output tokens per answered row</td><td class=\"num\">500 expected"
+            "</td><td class=\"num\">120</td>") in html
 
 
 # --- figures -------------------------------------------------------------------------------

@@ -48,9 +48,10 @@ def cost_chart(data: ReportData, estimate: RunEstimate | None) -> str:
 
 
 def _too_short(title: str, buckets: Buckets) -> str:
-    took = duration_label(buckets.span_s) if buckets.span_s > 0 else "no time"
-    return empty_chart(title, f"the rows finished within {took}: too short for a chart over "
-                              "time")
+    if not buckets.rows:
+        return empty_chart(title, "no row has finished yet")
+    return empty_chart(title, f"the rows finished within {duration_label(buckets.span_s)}: "
+                              "too short for a chart over time")
 
 
 def throughput_chart(buckets: Buckets) -> str:
