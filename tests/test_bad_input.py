@@ -224,11 +224,11 @@ def test_bad_input_manifest_path_does_not_exist_or_is_wrong(
     manifest = {
         "missing": tmp_path / "nowhere" / "m.jsonl",
         "directory": tmp_path,
-        "extension": tmp_path / "m.csv",
+        "extension": tmp_path / "m.xlsx",
         "json-array": tmp_path / "m.json",
     }[kind]
     if kind == "extension":
-        manifest.write_text("id,prompt\n")
+        manifest.write_text("id,prompt\n")  # a spreadsheet's CSV, saved under the wrong name
     if kind == "json-array":
         manifest.write_text('[{"id": "a", "prompt": "x"}]\n')
     # The commonest mistake runs as a real process, the others in-process.
@@ -240,7 +240,7 @@ def test_bad_input_manifest_path_does_not_exist_or_is_wrong(
     expected = {
         "missing": f"error: manifest not found: {manifest}",
         "directory": f"error: manifest is a directory, not a file: {manifest}",
-        "extension": "unknown extension '.csv'",
+        "extension": "unknown extension '.xlsx'",
         "json-array": "starts with a JSON array; batchrun reads JSON Lines",
     }[kind]
     assert expected in inline.output

@@ -353,8 +353,9 @@ def test_many_rows_unique(tmp_path: Path) -> None:
 def test_file_level_input_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="manifest not found"):
         iter_rows(tmp_path / "none.jsonl", JOB)
-    with pytest.raises(InputError, match="unknown extension '.csv'"):
-        iter_rows(tmp_path / "m.csv", JOB)
+    with pytest.raises(InputError, match="unknown extension '.xlsx'; use .jsonl, .json, "
+                                         ".ndjson, .parquet, .csv"):
+        iter_rows(tmp_path / "m.xlsx", JOB)
     (tmp_path / "d.jsonl").mkdir()
     with pytest.raises(InputError, match="not a regular file"):
         iter_rows(tmp_path / "d.jsonl", JOB)
@@ -377,6 +378,7 @@ def test_manifest_format_by_extension() -> None:
     assert manifest_format(Path("a.ndjson")) == "jsonl"
     assert manifest_format(Path("a.json")) == "jsonl"
     assert manifest_format(Path("a.parquet")) == "parquet"
+    assert manifest_format(Path("a.csv")) == "csv"
 
 
 def test_fingerprint_is_stable_and_tracks_bytes(tmp_path: Path) -> None:

@@ -119,6 +119,19 @@ def test_root_given_through_a_symlink(root: Path, tmp_path: Path) -> None:
     assert MediaResolver(link).to_url("img/a.png").startswith("data:image/png;base64,")
 
 
+def test_absolute_path_inside_the_root_is_read_like_a_relative_one(root: Path) -> None:
+    # Finding 10: absolute media paths were refused even inside --media-root.
+    resolver = MediaResolver(root)
+    absolute = str(root / "img" / "a.png")
+    assert resolver.to_url(absolute) == resolver.to_url("img/a.png")
+    info = resolver.inspect(absolute)
+    assert info is not None and info.path == (root / "img" / "a.png").resolve()
+    # Named through a symlink to the root, it is still inside.
+    link = root.parent / "root-link"
+    link.symlink_to(root)
+    assert resolver.to_url(str(link / "doc.pdf")).startswith("data:application/pdf;base64,")
+
+
 def test_symlink_inside_the_root_is_fine(root: Path) -> None:
     (root / "alias.png").symlink_to(root / "img" / "a.png")
     info = MediaResolver(root).inspect("alias.png")
@@ -158,7 +171,8 @@ def test_audit_hook_sees_opens(root: Path, opened_files: list[str]) -> None:
         ("img/../../outside.png", "resolves outside the media root"),
         ("escape.png", "resolves outside the media root"),  # symlink to ../outside.png
         ("escape-dir/outside.png", "resolves outside the media root"),  # symlinked folder
-        ("ABSOLUTE", "absolute paths are not allowed"),
+        ("ABSOLUTE", "is outside the media root"),
+        ("ABSOLUTE-VIA-LINK", "is outside the media root"),  # /root/escape.png → ../outside
         ("file:///etc/passwd", "file:// URLs are not supported"),
         ("gs://bucket/a.png", "gs:// URLs are not supported"),
         ("a\x00.png", "NUL byte"),
@@ -171,6 +185,8 @@ def test_confinement(root: Path, ref: str, message: str, opened_files: list[str]
     (root / "escape-dir").symlink_to(root.parent)
     if ref == "ABSOLUTE":
         ref = str(outside)
+    if ref == "ABSOLUTE-VIA-LINK":
+        ref = str(root / "escape.png")
     resolver = MediaResolver(root)
     returned: list[str] = []
     with pytest.raises(MediaError) as info:

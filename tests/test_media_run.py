@@ -105,6 +105,41 @@ def test_mixed_manifest_runs_all_ok_and_the_emulator_sees_each_type(
     assert set(emulator.stats.billed_by_body.values()) == {1}
 
 
+def test_absolute_media_paths_inside_the_media_root_are_sent(
+    corpus: Path, tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    # Finding 10: absolute paths were refused even inside --media-root; outside it they still
+    # are, and such a file is never sent.
+    media = corpus / "media"
+    elsewhere = tmp_path / "elsewhere"  # the manifest's folder holds no media
+    elsewhere.mkdir()
+    manifest = write_rows(elsewhere / "rows.jsonl", [
+        {"id": "png", "prompt": "Describe.", "media": [str(media / "chart.png")]},
+        {"id": "pdf", "prompt": "Read.", "media": [str(media / "report.pdf")]},
+        {"id": "in-messages", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "Describe."},
+            {"type": "image_url", "image_url": {"url": str(media / "photo.jpg")}}]}]},
+    ])
+    out = tmp_path / "run"
+    refused = run_cli(["run", str(manifest), "--out", str(out), "--endpoint", emulator.base_url,
+                       "--yes", "--quiet"])  # the media root is the manifest's folder
+    assert refused.exit_code == 1, refused.output
+    assert emulator.stats.requests_total == 0
+    root = elsewhere.resolve()
+    for row in results(out).values():
+        assert row["error_code"] == "media_error", row
+        assert f"is outside the media root {root}; an absolute path" in row["error_message"]
+
+    out = tmp_path / "run2"
+    done = run_cli(["run", str(manifest), "--out", str(out), "--endpoint", emulator.base_url,
+                    "--media-root", str(media), "--yes", "--quiet"])
+    assert done.exit_code == 0, done.output
+    assert {row["status"] for row in results(out).values()} == {"ok"}
+    assert sorted(emulator.stats.media_seen) == sorted(
+        (EXPECTED_MIME[name], (media / name).stat().st_size)
+        for name in ("chart.png", "report.pdf", "photo.jpg"))
+
+
 def test_estimate_reads_pages_and_seconds_like_the_emulator_counts_them(
     corpus: Path, emulator: EmulatorServer
 ) -> None:
@@ -177,7 +212,7 @@ def test_paths_escaping_the_media_root_are_row_errors_never_sent(
     rows = results(out)
     assert rows["good"]["status"] == rows["text"]["status"] == "ok"
     messages = {
-        "absolute": "absolute paths are not allowed",
+        "absolute": "is outside the media root",
         "dotdot": "resolves outside the media root",
         "symlink": "resolves outside the media root",
         "symlinked-dir": "resolves outside the media root",

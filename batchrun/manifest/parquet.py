@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Generator
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,7 +12,8 @@ import pyarrow.parquet as pq
 
 from batchrun.core.errors import InputError
 from batchrun.manifest.job import JobSpec
-from batchrun.manifest.rows import ID_KEYS, NEEDS, Row, build_row, drop_nulls
+from batchrun.manifest.rows import Row, build_row, drop_nulls
+from batchrun.manifest.tabular import batch_records, check_column_names
 from batchrun.manifest.template import Template
 
 _COLUMN_RULES: dict[str, tuple[str, ...]] = {
@@ -47,12 +49,8 @@ def check_parquet_schema(path: Path, job: JobSpec, template: Template | None) ->
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"manifest {path} is not a readable Parquet file: {exc}") from None
     names = set(schema.names)
-    found = ", ".join(schema.names) or "(none)"
-    if not names & set(ID_KEYS):
-        raise InputError(f"manifest {path} has no `id` or `custom_id` column; columns: {found}")
     has_body = "body" in names and _type_kind(schema.field("body").type) in ("struct", "string")
-    if not (has_body or template or names & {"messages", "prompt"}):
-        raise InputError(f"manifest {path}: no usable columns; {NEEDS}. Columns: {found}")
+    check_column_names(path, schema.names, job, template, has_body=has_body)
     for name, allowed in _COLUMN_RULES.items():
         if name not in names:
             continue
@@ -63,13 +61,6 @@ def check_parquet_schema(path: Path, job: JobSpec, template: Template | None) ->
                 f"manifest {path}: column {name!r} has type {arrow_type}; "
                 f"it must hold {' or '.join(allowed)} values"
             )
-    wanted = list(template.columns if template else ()) + list(job.media_columns)
-    missing = [name for name in dict.fromkeys(wanted) if name not in names]
-    if missing:
-        raise InputError(
-            f"manifest {path}: the job names column(s) {', '.join(map(repr, missing))}, "
-            f"which it lacks; columns: {found}"
-        )
     for name in job.media_columns:
         arrow_type = schema.field(name).type
         if _type_kind(arrow_type) not in ("string", "list", "null"):
@@ -90,31 +81,14 @@ def iter_parquet(
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"manifest {path} is not a readable Parquet file: {exc}") from None
-    row_no = 0
     with contextlib.closing(parquet):
-        batch_iter = iter(parquet.iter_batches(batch_size=batch_size))
-        while True:
-            try:
-                batch = next(batch_iter)
-            except StopIteration:
-                return
-            except (pa.ArrowException, OSError) as exc:
-                raise InputError(
-                    f"manifest {path}: cannot read rows after row {row_no}: {exc}"
-                ) from None
-            first = row_no + 1
-            row_no += batch.num_rows
-            numbers: list[int] | range = range(first, row_no + 1)
-            if done_lines is not None:
-                window = done_lines[first : row_no + 1]
-                if len(window) == batch.num_rows and window.find(0) < 0:
-                    continue
-                keep = [at for at in range(batch.num_rows) if at >= len(window) or not window[at]]
-                if len(keep) < batch.num_rows:
-                    batch = batch.take(pa.array(keep, type=pa.int64()))
-                    numbers = [first + at for at in keep]
-            for number, record in zip(numbers, batch.to_pylist(), strict=True):
-                for key in ("messages", "body"):
-                    if isinstance(record.get(key), list | dict):
-                        record[key] = drop_nulls(record[key])
-                yield build_row(record, number, f"row {number}", f"row-{number}", job, template)
+        batches = iter(parquet.iter_batches(batch_size=batch_size))
+        for number, record in batch_records(batches, done_lines, partial(_read_error, path)):
+            for key in ("messages", "body"):
+                if isinstance(record.get(key), list | dict):
+                    record[key] = drop_nulls(record[key])
+            yield build_row(record, number, f"row {number}", f"row-{number}", job, template)
+
+
+def _read_error(path: Path, rows_read: int, exc: Exception) -> InputError:
+    return InputError(f"manifest {path}: cannot read rows after row {rows_read}: {exc}")

@@ -1,11 +1,12 @@
-"""Streaming manifest readers: JSONL, Parquet and OpenAI-batch lines become ``Row`` values.
+"""Streaming manifest readers: JSONL, Parquet, CSV and OpenAI-batch lines become ``Row`` values.
 
-A manifest is never loaded whole: JSONL is read line by line, Parquet batch by batch. A row
+A manifest is never loaded whole: JSONL is read line by line, Parquet and CSV batch by batch. A row
 that cannot be used becomes ``Row(error=...)`` (a row error; the run goes on). Only problems of
 the whole file raise ``InputError``: unknown format, unreadable, duplicate ids, a bad
-``prompt_template``, Parquet columns that cannot work.
+``prompt_template``, Parquet or CSV columns that cannot work.
 
-How one record becomes a ``Row`` is ``rows``'s part; the formats are ``jsonl`` and ``parquet``.
+How one record becomes a ``Row`` is ``rows``'s part; the formats are ``jsonl``, ``parquet`` and
+``csv``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from batchrun.core.errors import InputError
+from batchrun.manifest.csv import check_csv_header, iter_csv, iter_csv_records
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.jsonl import MAX_LINE_BYTES, UTF8_BOM, iter_jsonl, read_lines
 from batchrun.manifest.parquet import check_parquet_schema, iter_parquet
@@ -29,6 +31,7 @@ from batchrun.manifest.template import Template, compile_template
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
+CSV_SUFFIXES = (".csv",)
 _READ_CHUNK = 1024 * 1024  # bytes read at a time to hash or count a file
 
 
@@ -42,13 +45,16 @@ _READ_CHUNK = 1024 * 1024  # bytes read at a time to hash or count a file
 
 
 def manifest_format(path: Path) -> str:
-    """``"jsonl"`` or ``"parquet"`` by extension; anything else is an input error."""
+    """``"jsonl"``, ``"parquet"`` or ``"csv"`` by extension; anything else is an input
+    error."""
     suffix = Path(path).suffix.lower()
     if suffix in JSONL_SUFFIXES:
         return "jsonl"
     if suffix in PARQUET_SUFFIXES:
         return "parquet"
-    known = ", ".join(JSONL_SUFFIXES + PARQUET_SUFFIXES)
+    if suffix in CSV_SUFFIXES:
+        return "csv"
+    known = ", ".join(JSONL_SUFFIXES + PARQUET_SUFFIXES + CSV_SUFFIXES)
     raise InputError(f"manifest {path}: unknown extension {suffix or '(none)'!r}; use {known}")
 
 
@@ -63,8 +69,8 @@ def iter_rows(
 ) -> Iterator[Row]:
     """Stream the rows of a manifest. File-level problems raise ``InputError`` at once.
 
-    ``done_lines[n] == 1``: line n (JSONL) or row n (Parquet, 1-based) is passed over unparsed,
-    which is how a resume walks past the rows already done.
+    ``done_lines[n] == 1``: line n (JSONL) or row n (Parquet or CSV, 1-based) is passed over
+    unparsed, which is how a resume walks past the rows already done.
     """
     path = Path(path)
     fmt = manifest_format(path)
@@ -72,6 +78,8 @@ def iter_rows(
     template = compile_template(job.prompt_template)
     if fmt == "parquet":
         check_parquet_schema(path, job, template)
+    if fmt == "csv":
+        check_csv_header(path, job, template)
     rows = _source(path, fmt, job, template, batch_size, max_line_bytes, done_lines)
     if not check_duplicates:
         return rows
@@ -94,10 +102,13 @@ def manifest_fingerprint(path: Path) -> str:
 
 
 def count_rows(path: Path) -> int:
-    """Rows in the manifest: Parquet metadata, or the non-blank lines of a JSONL file."""
+    """Rows in the manifest: Parquet metadata, the rows of a CSV file (read through: a quoted
+    cell may hold line breaks), or the non-blank lines of a JSONL file."""
     path = Path(path)
     fmt = manifest_format(path)
     _check_readable(path)
+    if fmt == "csv":
+        return sum(1 for _ in iter_csv_records(path))
     if fmt == "parquet":
         try:
             return int(pq.ParquetFile(path).metadata.num_rows)
@@ -122,7 +133,12 @@ def iter_records(path: Path, *, batch_size: int = 4096) -> Iterator[tuple[int, d
     """(line or row number, the row as written) for every row that is an object: the
     manifest's own columns, for joining results back onto them (``export --with-input``)."""
     path = Path(path)
-    if manifest_format(path) == "parquet":
+    fmt = manifest_format(path)
+    if fmt == "csv":
+        for row_no, cells in iter_csv_records(path):
+            yield row_no, {name: value.decode("utf-8", "replace") for name, value in cells.items()}
+        return
+    if fmt == "parquet":
         parquet = pq.ParquetFile(path)
         with contextlib.closing(parquet):
             row_no = 0
@@ -173,6 +189,8 @@ def _source(
 ) -> Generator[Row, None, None]:
     if fmt == "jsonl":
         return iter_jsonl(path, job, template, max_line_bytes, done_lines)
+    if fmt == "csv":
+        return iter_csv(path, job, template, done_lines)
     return iter_parquet(path, job, template, batch_size, done_lines)
 
 

@@ -182,15 +182,19 @@ class MediaResolver:
         if scheme:
             raise MediaError(
                 f"media {ref!r}: {scheme.group(1)}:// URLs are not supported; "
-                "use http(s), data: or a path relative to the media root"
+                "use http(s), data: or a path under the media root"
             )
-        if os.path.isabs(ref):
-            raise MediaError(
-                f"media {ref!r}: absolute paths are not allowed; give a path relative to "
-                f"the media root {self.root}"
-            )
+        # An absolute path is judged like a relative one: by where its real path lies (join
+        # keeps an absolute ``ref`` as it is), so a file under the root is read whichever way
+        # the manifest names it, and nothing outside is ever opened.
         real = Path(os.path.realpath(os.path.join(self.root, ref)))
         if not real.is_relative_to(self.root):
+            if os.path.isabs(ref):
+                raise MediaError(
+                    f"media {ref!r} is outside the media root {self.root}; an absolute path "
+                    "must lie under it (set --media-root, or the job's media_root, to a folder "
+                    "that holds the files)"
+                )
             raise MediaError(
                 f"media {ref!r} resolves outside the media root {self.root} "
                 "(.. and symlinks may not leave it)"

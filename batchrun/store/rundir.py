@@ -212,11 +212,16 @@ class RunDir(JournalWriter):
     def latest_records(self, fields: tuple[str, ...]) -> dict[str, dict[str, Any]]:
         """id → ``fields`` of its latest journal line. Reads the whole journal: for the
         calibration sample and the report, not for the hot path."""
-        latest: dict[str, dict[str, Any]] = {}
+        return {record["id"]: {name: record.get(name) for name in fields}
+                for record in self.journal_records()}
+
+    def journal_records(self) -> Iterator[dict[str, Any]]:
+        """Every journal line with an id, oldest first (a row resent by a resume has one line
+        per session): for the report's retries, not for the hot path."""
         try:
             journal = open(self.journal_path, "rb")  # noqa: SIM115 - closed below
         except (FileNotFoundError, NotADirectoryError):
-            return latest
+            return
         except OSError as exc:
             raise InputError(f"cannot read {self.journal_path}: {exc.strerror or exc}") from None
         with journal:
@@ -226,8 +231,7 @@ class RunDir(JournalWriter):
                 except orjson.JSONDecodeError:
                     continue  # a torn line of a killed process
                 if isinstance(record, dict) and "id" in record:
-                    latest[record["id"]] = {name: record.get(name) for name in fields}
-        return latest
+                    yield record
 
     # --- results -----------------------------------------------------------------------
     def latest(self) -> Iterator[tuple[int, dict[str, Any]]]:
