@@ -178,8 +178,10 @@ class RateController:
             self._rough_estimate = False
         return self._maybe_decide(now)
 
-    def overloaded(self, epoch: Epoch) -> bool:
-        """Does ``epoch`` show more refusals than the background explains?"""
+    def overloaded(self, epoch: Epoch, extra_margin: float = 0.0) -> bool:
+        """Does ``epoch`` show more refusals than the background explains? (A flood, judged
+        on a few instants, must clear ``extra_margin`` more: a cluster of background
+        refusals right after a decision is not one.)"""
         outcomes = epoch.outcomes
         if epoch.refused < 3 or outcomes == 0:
             return False
@@ -188,7 +190,7 @@ class RateController:
         # of a binomial draw of this size (a floor of 1% keeps a quiet start from twitching).
         excess = epoch.refused - outcomes * base
         spread = math.sqrt(outcomes * max(base, 0.01) * (1.0 - base))
-        return excess > self.margin * outcomes + 3.0 * spread
+        return excess > (self.margin + extra_margin) * outcomes + 3.0 * spread
 
     @staticmethod
     def fell(before: Epoch, after: Epoch) -> bool:
@@ -206,7 +208,8 @@ class RateController:
     def _maybe_decide(self, now: float) -> bool:
         epoch = self.epoch
         elapsed = now - epoch.starts_at
-        flood = epoch.refused >= self.flood_refusals and epoch.refused * 2 > epoch.outcomes
+        flood = epoch.refused >= self.flood_refusals and epoch.refused * 2 > epoch.outcomes \
+            and self.overloaded(epoch, extra_margin=0.25)
         # A trial compares two shares: it needs more answers than spotting a flood does.
         wanted = self.min_outcomes * (2 if self.state == TRIAL else 1)
         if not flood and elapsed < self.epoch_max_s and (
