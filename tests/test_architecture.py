@@ -18,12 +18,6 @@ ARCHITECTURE_DOC = ROOT / "docs" / "architecture.md"
 MAX_MODULE_LINES = 400
 MAX_COMMAND_LINES = 40  # a click command's function, ``def`` line to its last line
 
-# Modules being rewritten on main while the packages were laid out: they were moved, not
-# split. Each entry names what it still breaks; RENOVATION-TODO.md says how it is resolved.
-# Empty these sets, then delete them.
-PENDING_SPLIT = {
-    "batchrun/api/response.py",  # 544 lines; stream accumulation apart from one-shot parsing
-}
 # Command functions still too long (none left).
 PENDING_THIN: set[str] = set()
 # Where the emulator may write to the terminal and exit: its own command.
@@ -199,12 +193,8 @@ def test_no_import_cycle_between_packages() -> None:
 def test_no_module_is_over_the_size_limit() -> None:
     sizes = {relative(path): len(path.read_text(encoding="utf-8").splitlines())
              for path in modules().values()}
-    large = {name: lines for name, lines in sizes.items()
-             if lines > MAX_MODULE_LINES and name not in PENDING_SPLIT}
+    large = {name: lines for name, lines in sizes.items() if lines > MAX_MODULE_LINES}
     assert not large, f"modules over {MAX_MODULE_LINES} lines (split them): {large}"
-    done = sorted(name for name in PENDING_SPLIT
-                  if sizes.get(name, 0) <= MAX_MODULE_LINES)
-    assert not done, f"no longer too large: take them off PENDING_SPLIT: {done}"
 
 
 def _is_click_command(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:

@@ -10,13 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.api.response import (
-    StreamAccumulator,
-    _ThoughtSplitter,
-    decode_event,
-    parse_completion,
-    split_thoughts,
-)
+from batchrun.api.response import parse_completion
+from batchrun.api.stream import StreamAccumulator, decode_event
+from batchrun.api.thoughts import ThoughtSplitter as _ThoughtSplitter
+from batchrun.api.thoughts import split_thoughts
 from batchrun.core import errors
 
 # The example answer in the gateway's API reference (https://api.aivideoapi.ai).

@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.api.client import _finish_stream
-from batchrun.api.response import StreamAccumulator, parse_completion
+from batchrun.api.response import parse_completion
 from batchrun.api.sse import SSEDecoder
+from batchrun.api.stream import StreamAccumulator
+from batchrun.api.stream_reader import _finish_stream
 from batchrun.core.errors import TransportError
 from batchrun.core.result import Completion
 

@@ -5,9 +5,11 @@ serve every request of a run. httpx's model layer on top of the same aiohttp tra
 2.7-3x the CPU per request of bare aiohttp (``bench/http_stack.py``, ``bench/RESULTS.md``), more
 than all of batchrun's own per-row work, so the project speaks aiohttp only.
 
-Every failure leaves as a ``BatchrunError``: API errors by the seed's table, everything on the
-wire (timeouts, resets, cut bodies, garbage) as ``TransportError``. The API key never appears in
-a message: error bodies are scrubbed and transport errors are re-raised without their cause.
+Every failure leaves as a ``BatchrunError``: API errors by the API's error table (the gateway's
+API reference, https://api.aivideoapi.ai), everything on the wire (timeouts, resets, cut bodies,
+garbage) as ``TransportError``. The API key never appears in a message: error bodies are
+scrubbed and transport errors are re-raised without their cause. Reading a streamed body is
+``stream_reader``'s part.
 """
 
 from __future__ import annotations
@@ -15,21 +17,20 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
 import aiohttp
-import anyio
 import certifi
 import orjson
-from aiohttp.http_exceptions import HttpProcessingError
 
 from batchrun import __version__
-from batchrun.api.response import StreamAccumulator, decode_event, parse_completion
-from batchrun.api.retry_after import RateLimitInfo, parse_ratelimit_headers, parse_retry_after
+from batchrun.api.response import parse_completion
+from batchrun.api.retry_after import parse_retry_after, rate_limit_of
 from batchrun.api.sse import SSEDecoder
+from batchrun.api.stream_reader import WIRE_FAILURES, StallWatch, parse_sse_bytes, read_stream
 from batchrun.core.errors import (
     BatchrunError,
     RateLimitedError,
@@ -41,20 +42,6 @@ from batchrun.core.result import Completion
 
 USER_AGENT = f"batchrun/{__version__}"
 _AIOHTTP_MESSAGE = re.compile(r"message='([^']*)'")
-# How long to wait for the end of the body once [DONE] is in (see ``_drain``).
-DRAIN_AFTER_DONE_S = 0.5
-# Any of these in an answer means the server publishes its limits (see ``rate_limit_of``).
-_RATE_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
-                 "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens")
-
-# Everything that means "no usable answer came over the wire".
-_WIRE_FAILURES: tuple[type[BaseException], ...] = (
-    aiohttp.ClientError,  # connection, payload, timeouts (ServerTimeoutError) …
-    HttpProcessingError,
-    TimeoutError,  # asyncio.TimeoutError is this on 3.11
-    OSError,  # ConnectionResetError, ssl.SSLError …
-    EOFError,
-)
 
 
 def mask_key(text: str, key: str) -> str:
@@ -90,59 +77,6 @@ class ClientSettings:
     # The whole request, first byte sent to last byte read: a stream that trickles forever
     # (a keep-alive now and then, never [DONE]) is dropped after this. None: no limit.
     request_timeout_s: float | None = None
-
-
-class StallWatch:
-    """The read timeout of every stream of a client, once its headers are in: a stream that
-    has read nothing for ``timeout`` seconds is failed as aiohttp's own read timer fails it
-    (``SocketTimeoutError``, so the same error and message), at most ``tick`` late.
-
-    aiohttp re-arms its timer on every read from the socket, and on uvloop a re-arm (cancel
-    plus a new timer) costs ~4 us: a stream in N parts paid it N + 1 times. Here a read costs
-    a clock read and a dict store, and one timer serves all streams, only while any is read.
-    """
-
-    __slots__ = ("timeout", "tick", "last_read", "_loop", "_handle")
-
-    def __init__(self, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
-        self.timeout = timeout
-        self.tick = min(1.0, timeout / 8)  # 1 s late at most at the 300-s default
-        self.last_read: dict[aiohttp.StreamReader, float] = {}  # stream -> loop time
-        self._loop = loop
-        self._handle: asyncio.TimerHandle | None = None
-
-    def now(self) -> float:
-        return self._loop.time()
-
-    def watch(self, stream: aiohttp.StreamReader) -> None:
-        self.last_read[stream] = self._loop.time()
-        if self._handle is None:
-            self._handle = self._loop.call_later(self.tick, self._check)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        self.last_read.clear()
-
-    def _check(self) -> None:
-        stalled_since = self._loop.time() - self.timeout
-        for stream, last in list(self.last_read.items()):
-            if last <= stalled_since:
-                del self.last_read[stream]
-                stream.set_exception(
-                    aiohttp.SocketTimeoutError("Timeout on reading data from socket"))
-        self._handle = (self._loop.call_later(self.tick, self._check) if self.last_read
-                        else None)
-
-
-def rate_limit_of(headers: Mapping[str, str]) -> RateLimitInfo | None:
-    """The ``x-ratelimit-*`` headers of an answer, or None when it has none (the usual case,
-    checked cheaply: this runs for every answer)."""
-    for name in _RATE_HEADERS:
-        if name in headers:
-            return parse_ratelimit_headers(headers)
-    return None
 
 
 class ApiClient:
@@ -246,7 +180,7 @@ class ApiClient:
             response = await session.post(
                 self._chat_url, data=body, allow_redirects=False, headers=headers,
             )
-        except _WIRE_FAILURES as exc:
+        except WIRE_FAILURES as exc:
             raise self._wire_error(exc, "request failed") from None
         try:
             if not 200 <= response.status < 300:
@@ -256,12 +190,12 @@ class ApiClient:
                 raw = await response.read()
                 raise TransportError(f"HTTP {response.status} answer is {describe_body(raw)}")
             if "event-stream" in content_type or (stream and "json" not in content_type):
-                completion = await self._read_stream(response)
+                completion = await read_stream(response, self._stall_watch)
             else:
                 completion = await self._read_json(response)
             completion.rate_limit = rate_limit_of(response.headers)
             return completion
-        except _WIRE_FAILURES as exc:
+        except WIRE_FAILURES as exc:
             raise self._wire_error(exc, "reading the answer failed") from None
         except BatchrunError as exc:
             raise self._scrubbed(exc) from None
@@ -283,7 +217,7 @@ class ApiClient:
                 if response.status != 200:
                     return None
                 raw = await response.read()
-        except _WIRE_FAILURES as exc:
+        except WIRE_FAILURES as exc:
             raise self._wire_error(exc, "GET /credits failed") from None
         try:
             payload = orjson.loads(raw)
@@ -297,37 +231,10 @@ class ApiClient:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
             if raw.lstrip()[:5] == b"data:":  # an event stream with a JSON content type
-                return _parse_sse_bytes(raw, response.status)
+                return parse_sse_bytes(raw, response.status)
             raise TransportError(
                 f"HTTP {response.status} answer is {describe_body(raw)}") from None
         return parse_completion(payload, response.status)
-
-    async def _read_stream(self, response: aiohttp.ClientResponse) -> Completion:
-        decoder = SSEDecoder()
-        accumulator = StreamAccumulator(response.status)
-        content = response.content
-        watch = self._stall_watch
-        assert watch is not None  # made with the session
-        connection = response.connection
-        if connection is not None and connection.protocol is not None:
-            # The body's reads are timed by the watch; aiohttp's timer (re-armed per socket
-            # read) still timed the wait for the headers. Reset for the connection's next use.
-            connection.protocol.read_timeout = None
-        last_read = watch.last_read
-        watch.watch(content)
-        try:
-            # readany() itself, not iter_any(): one awaitable less per read; b"" is the end.
-            while data := await content.readany():
-                last_read[content] = watch.now()
-                # Events as bytes: orjson parses them without a decoded copy.
-                if accumulator.feed_payloads(decoder.feed_bytes(data)):
-                    completion = accumulator.finish(saw_done=True)
-                    if not content.at_eof():
-                        await _drain(content)
-                    return completion
-            return _finish_stream(decoder, accumulator)
-        finally:
-            last_read.pop(content, None)
 
     async def _api_error(self, response: aiohttp.ClientResponse) -> BatchrunError:
         body = await response.read()
@@ -352,34 +259,6 @@ class ApiClient:
         return exc
 
 
-async def _drain(content: aiohttp.StreamReader) -> None:
-    """Read the few bytes after [DONE] (the chunked-body terminator) so that aiohttp sees a
-    complete body and puts the connection back in the pool instead of closing it. Bounded:
-    a server that keeps the stream open after [DONE] only costs us that connection."""
-    with anyio.move_on_after(DRAIN_AFTER_DONE_S):
-        try:
-            while await content.readany():
-                pass
-        except _WIRE_FAILURES:
-            pass
-
-
-def _finish_stream(decoder: SSEDecoder, accumulator: StreamAccumulator) -> Completion:
-    """End of body without [DONE]: take what is left, then judge whether it is complete."""
-    for event in decoder.flush():
-        data = event.strip()
-        if data == "[DONE]":
-            return accumulator.finish(saw_done=True)
-        if not data:
-            continue
-        try:
-            chunk = decode_event(data)
-        except TransportError as exc:
-            raise TransportError(f"stream cut mid-event before [DONE] ({exc.message})") from None
-        accumulator.add(chunk)
-    return accumulator.finish(saw_done=False)
-
-
 def _error_event(raw: bytes) -> bytes | None:
     """The ``{"error": …}`` event of an error status sent as an event stream, if there is one."""
     decoder = SSEDecoder()
@@ -391,14 +270,6 @@ def _error_event(raw: bytes) -> bytes | None:
         if isinstance(obj, dict) and obj.get("error"):
             return event.encode()
     return None
-
-
-def _parse_sse_bytes(raw: bytes, http_status: int) -> Completion:
-    decoder = SSEDecoder()
-    accumulator = StreamAccumulator(http_status)
-    if accumulator.feed_payloads(decoder.feed_bytes(raw)):
-        return accumulator.finish(saw_done=True)
-    return _finish_stream(decoder, accumulator)
 
 
 def describe_failure(exc: BaseException, settings: ClientSettings) -> str:

@@ -11,6 +11,10 @@ from email.utils import parsedate_to_datetime
 
 from batchrun.core.ratelimit_info import RateLimitInfo
 
+# Any of these in an answer means the server publishes its limits (see ``rate_limit_of``).
+_RATE_HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                 "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens")
+
 # A wait longer than this is not a wait but a misreading (an epoch timestamp, a typo):
 # fall back to our own backoff rather than sleep for it.
 ABSURD_WAIT_S = 86_400.0
@@ -56,6 +60,15 @@ def parse_ratelimit_headers(headers: Mapping[str, str]) -> RateLimitInfo:
         reset_requests_s=parse_duration(_header(headers, "x-ratelimit-reset-requests")),
         reset_tokens_s=parse_duration(_header(headers, "x-ratelimit-reset-tokens")),
     )
+
+
+def rate_limit_of(headers: Mapping[str, str]) -> RateLimitInfo | None:
+    """The ``x-ratelimit-*`` headers of an answer, or None when it has none (the usual case,
+    checked cheaply: this runs for every answer)."""
+    for name in _RATE_HEADERS:
+        if name in headers:
+            return parse_ratelimit_headers(headers)
+    return None
 
 
 def parse_duration(text: str | None) -> float | None:
