@@ -40,22 +40,29 @@ def _timed_run(tmp_path: Path, name: str, server: EmulatorServer) -> tuple[float
     return (ROWS * 8 // 10) / (last - first), result.exit_code
 
 
-@pytest.mark.slow  # ~30 s: two runs of 3,000 rows
+@pytest.mark.slow  # ~45 s: three runs of 3,000 rows
 def test_background_429s_cost_their_share_not_the_run(
     tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
 ) -> None:
     share = 0.05
-    clean = make_emulator(latency_ms=200, stream_parts=4)
-    clean_rate, clean_exit = _timed_run(tmp_path, "clean", clean)
+    # Fault-free runs before and after: the machine's speed drifts, the pair brackets it.
+    before_rate, before_exit = _timed_run(
+        tmp_path, "before", make_emulator(latency_ms=200, stream_parts=4))
     busy = make_emulator(latency_ms=200, stream_parts=4, fail_429=share, retry_after="seconds")
     busy_rate, busy_exit = _timed_run(tmp_path, "busy", busy)
-    assert clean_exit == busy_exit == 0
+    after_rate, after_exit = _timed_run(
+        tmp_path, "after", make_emulator(latency_ms=200, stream_parts=4))
+    clean_rate = (before_rate + after_rate) / 2
+    assert before_exit == busy_exit == after_exit == 0
     refused = busy.stats.faults["429"]
     assert refused > 0
     # Every 429 is sent again once, and nothing else is sent twice.
     assert busy.stats.requests_total == ROWS + refused
-    # Measured as a ratio to the fault-free run of the same test (the machine is noisy).
-    assert busy_rate >= 0.9 * (1 - share) * clean_rate, (busy_rate, clean_rate)
+    # Measured as a ratio to the fault-free runs of the same test (the machine is noisy). The
+    # bench holds 0.9 x (1 - p) on a quiet machine (bench/real_conditions.py); a test shares
+    # the machine with whatever else runs, so it asks 0.8 x (1 - p): a controller that slows
+    # down for refusals that are not its doing falls far below that (it did not finish).
+    assert busy_rate >= 0.8 * (1 - share) * clean_rate, (busy_rate, clean_rate)
 
 
 @pytest.mark.slow  # ~25 s: a real process interrupted, then resumed

@@ -87,7 +87,7 @@ def sse_stream(answer: dict[str, Any], eol: str, comments: bool) -> bytes:
 
 
 def parse_chunks(chunks: list[bytes]) -> Completion:
-    """What ``ApiClient._read_stream`` does with the bytes as they arrive."""
+    """What ``stream_reader.read_stream`` does with the bytes as they arrive."""
     decoder = SSEDecoder()
     accumulator = StreamAccumulator(200)
     for data in chunks:
