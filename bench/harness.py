@@ -242,3 +242,20 @@ def table(rows: list[list[str]]) -> str:
              for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+def journal_times(out: Path) -> tuple[list[float], list[float]]:
+    """First-send times of every row and finish times of the ok ones (epoch seconds), from
+    a run directory's journal; empty when the run wrote none."""
+    sent: list[float] = []
+    done_ok: list[float] = []
+    path = out / "journal.jsonl"
+    if not path.exists():
+        return sent, done_ok
+    with open(path, "rb") as journal:
+        for line in journal:
+            record = orjson.loads(line)
+            sent.append(record["started_at"])
+            if record["status"] == "ok":
+                done_ok.append(record["finished_at"])
+    return sorted(sent), sorted(done_ok)

@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import orjson
 from harness import (
     batchrun_client,
     emulator,
+    journal_times,
     machine_note,
     table,
     workdir,
@@ -30,19 +30,6 @@ from harness import (
 )
 
 CASES = ("exact", "adaptive", "blind", "unknown")
-
-
-def _journal_times(out: Path) -> tuple[list[float], list[float]]:
-    """First-send times of every row and finish times of the ok ones."""
-    sent: list[float] = []
-    done_ok: list[float] = []
-    with open(out / "journal.jsonl", "rb") as journal:
-        for line in journal:
-            record = orjson.loads(line)
-            sent.append(record["started_at"])
-            if record["status"] == "ok":
-                done_ok.append(record["finished_at"])
-    return sorted(sent), sorted(done_ok)
 
 
 def run_case(case: str, rpm: float, duration_s: float, work: Path) -> list[str]:
@@ -58,7 +45,7 @@ def run_case(case: str, rpm: float, duration_s: float, work: Path) -> list[str]:
     with emulator(*server_args) as emu:
         figures = batchrun_client(manifest, job, out, emu.base_url)
         stats = emu.stats()
-    sent, done_ok = _journal_times(out)
+    sent, done_ok = journal_times(out)
     achieved = (len(sent) - 1) / (sent[-1] - sent[0]) * 60.0 if len(sent) > 1 else 0.0
     half = done_ok[0] + (done_ok[-1] - done_ok[0]) / 2 if done_ok else 0.0
     late = [t for t in done_ok if t >= half]

@@ -49,7 +49,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pyarrow.parquet as pq
 from harness import (
     CLIENT_CORE,
@@ -59,6 +58,7 @@ from harness import (
     batchrun_client,
     emulator,
     host_speed_probe,
+    journal_times,
     machine_note,
     pinned,
     table,
@@ -131,22 +131,6 @@ def read_outcome(out: Path) -> Outcome:
     columns = pq.read_table(path, columns=["id", "status"]).to_pydict()
     ids, statuses = columns["id"], columns["status"]
     return Outcome(len(ids), sum(s == "ok" for s in statuses), len(set(ids)) == len(ids))
-
-
-def journal_times(out: Path) -> tuple[list[float], list[float]]:
-    """First-send times of every row and finish times of the ok ones (epoch seconds)."""
-    sent: list[float] = []
-    done_ok: list[float] = []
-    path = out / "journal.jsonl"
-    if not path.exists():
-        return sent, done_ok
-    with open(path, "rb") as journal:
-        for line in journal:
-            record = orjson.loads(line)
-            sent.append(record["started_at"])
-            if record["status"] == "ok":
-                done_ok.append(record["finished_at"])
-    return sorted(sent), sorted(done_ok)
 
 
 def per_minute(times: list[float]) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from batchrun.emulator.server import EmulatorConfig, EmulatorServer
@@ -30,3 +31,10 @@ def make_emulator() -> Iterator[Callable[..., EmulatorServer]]:
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def http() -> Iterator[httpx.Client]:
+    """A plain sync HTTP client for poking the emulator."""
+    with httpx.Client(timeout=10) as client:
+        yield client

@@ -13,7 +13,7 @@ import struct
 import subprocess
 import sys
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +21,16 @@ import httpx
 import orjson
 import pytest
 from click.testing import CliRunner
+from support.emulator_http import MODEL, chat_body
 
 from batchrun.emulator.command import emulator_command
 from batchrun.emulator.media import mp4_seconds, pdf_pages, wav_seconds
 from batchrun.emulator.server import EmulatorServer
 
 KEY = {"Authorization": "Bearer sk-test"}
-MODEL = "gemini-3.1-pro"
 MakeEmulator = Callable[..., EmulatorServer]
 
 
-def chat_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": "Hi, introduce yourself"}],
-    }
-    body.update(overrides)
-    return body
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as client:
-        yield client
 
 
 def post(

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -17,6 +17,7 @@ import httpx
 import orjson
 import pytest
 from click.testing import CliRunner
+from support.emulator_http import chat_body
 
 from batchrun.emulator.command import emulator_command
 from batchrun.emulator.model import parse_chat_request
@@ -31,22 +32,10 @@ from batchrun.emulator.server import EmulatorConfig, EmulatorServer
 from batchrun.emulator.state import EmulatorState, EmulatorStats
 
 KEY = {"Authorization": "Bearer sk-test"}
-MODEL = "gemini-3.1-pro"
 LIMIT = "x-ratelimit-limit-requests"
 MakeEmulator = Callable[..., EmulatorServer]
 
 
-def chat_body(**overrides: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": MODEL,
-                            "messages": [{"role": "user", "content": "Hi, introduce yourself"}]}
-    body.update(overrides)
-    return body
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as client:
-        yield client
 
 
 def post(http: httpx.Client, server: EmulatorServer, body: dict[str, Any]) -> httpx.Response:
