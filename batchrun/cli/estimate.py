@@ -50,9 +50,10 @@ def estimate(manifest: Path, job_file: Path | None, as_json: bool, media_root: P
     if as_json:
         emit_json({**found.preflight.to_send.as_dict(), "model": found.spec.model})
         return
-    err(f"estimate for {manifest} ({found.spec.model}):")
+    # The table is the command's output (stdout: `> file` keeps it); talk stays on stderr.
+    click.echo(f"estimate for {manifest} ({found.spec.model}):")
     for line in estimate_lines(found.preflight.to_send, rows_total=found.preflight.rows_total):
-        err(line)
+        click.echo(line)
 
 
 def render_calibrated(report: CalibratedEstimate, as_json: bool) -> None:
