@@ -101,6 +101,8 @@ class RunPlan:
     # The spending cap's ledger (--max-credits); shared by a calibration sample and the run.
     budget: CreditLedger | None = None
     reuse: AnswerCache | None = None  # --reuse: answers of an earlier run, by request
+    # What the cache keys name the endpoint by, when not its URL (store.keys.EMULATOR_ENDPOINT).
+    key_endpoint: str | None = None
     estimate_credits: float | None = None
 
 
@@ -497,7 +499,7 @@ class Runner:
     def _reuse(self, row: Row, request_sha: str) -> bool:
         """Answer the row from --reuse when its request was answered there; True if so."""
         assert self.plan.reuse is not None
-        key = cache_key(self.plan.endpoint, request_sha)
+        key = cache_key(self.plan.key_endpoint or self.plan.endpoint, request_sha)
         record = self.plan.reuse.lookup(key)
         if record is None:
             return False
@@ -514,7 +516,8 @@ class Runner:
         """
         result.line = row.line
         if result.cache_key is None and result.request_sha256 is not None:
-            result.cache_key = cache_key(self.plan.endpoint, result.request_sha256)
+            result.cache_key = cache_key(self.plan.key_endpoint or self.plan.endpoint,
+                                         result.request_sha256)
         result = self.breaker.after_trip(result)
         try:
             self.plan.run_dir.append(result, flush=False)

@@ -94,7 +94,8 @@ def calibrate_estimate(options: CalibrateOptions, console: Console,
             options.manifest, fingerprint, spec,
             "emulator" if options.emulate else spec.resolved_endpoint())
         with open_session(options.manifest, spec, run_path, api_key=key, console=console,
-                          media_root=options.media_root, fingerprint=fingerprint) as session:
+                          media_root=options.media_root, fingerprint=fingerprint,
+                          emulated=options.emulate) as session:
             session.print_estimate(
                 f"uncalibrated estimate for {options.manifest} ({spec.model}):", always=True)
             session.begin()

@@ -29,6 +29,7 @@ from batchrun.manifest.reader import manifest_fingerprint
 from batchrun.plan.preflight import Preflight, scan_manifest
 from batchrun.plan.resume import OpenedRun, open_reuse, open_run, reuse_predicate
 from batchrun.store.cache import AnswerCache
+from batchrun.store.keys import EMULATOR_ENDPOINT
 from batchrun.store.rundir import RunDir, run_info
 
 API_KEY_ENV = "BATCHRUN_API_KEY"
@@ -128,6 +129,7 @@ class Session:
     cache: AnswerCache | None
     console: Console
     media_root: Path | None = None
+    key_endpoint: str | None = None  # the endpoint's name in cache keys, when not its URL
 
     def print_estimate(self, heading: str, *, always: bool = False) -> None:
         say = self.console.warn if always else self.console.info
@@ -173,7 +175,7 @@ class Session:
         return RunPlan(manifest=self.manifest, run_dir=self.run_dir, job=self.spec,
                        endpoint=self.endpoint, api_key=self.api_key,
                        rows_total=self.preflight.rows_total, index=self.opened.index,
-                       media_root=self.media_root, **settings)
+                       media_root=self.media_root, key_endpoint=self.key_endpoint, **settings)
 
 
 @contextlib.contextmanager
@@ -188,11 +190,14 @@ def open_session(
     reuse: Path | None = None,
     media_root: Path | None = None,
     fingerprint: str | None = None,
+    emulated: bool = False,
 ) -> Iterator[Session]:
     """Lock ``out``, read its journal, open the --reuse cache, scan the manifest. ``spec``
-    carries its final endpoint. On the way out: the lock is released, the cache closed, and a
-    run directory this session created but never began is removed."""
+    carries its final endpoint (``emulated``: the embedded emulator's, whose port changes every
+    time, so cache keys name it ``EMULATOR_ENDPOINT``). On the way out: the lock is released,
+    the cache closed, and a run directory this session created but never began is removed."""
     endpoint = spec.resolved_endpoint()
+    key_endpoint = EMULATOR_ENDPOINT if emulated else None
     if (insecure := plain_http_warning(endpoint)) is not None:
         console.warn(insecure)
     fingerprint = fingerprint or manifest_fingerprint(manifest)
@@ -206,10 +211,10 @@ def open_session(
         preflight = scan_manifest(
             manifest, spec, price, is_done=opened.is_done, done_lines=opened.done_lines,
             rows_total=opened.rows_total,
-            will_reuse=reuse_predicate(cache, spec, endpoint) if cache else None,
+            will_reuse=reuse_predicate(cache, spec, key_endpoint or endpoint) if cache else None,
         )
         yield Session(manifest, spec, price, endpoint, api_key, fingerprint, run_dir, opened,
-                      preflight, cache, console, media_root)
+                      preflight, cache, console, media_root, key_endpoint)
     finally:
         run_dir.release()
         if cache is not None:
