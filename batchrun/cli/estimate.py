@@ -49,11 +49,14 @@ def estimate(manifest: Path, job_file: Path | None, as_json: bool, media_root: P
                               endpoint=calibration["endpoint"])
     if as_json:
         emit_json({**found.preflight.to_send.as_dict(), "model": found.spec.model})
-        return
-    # The table is the command's output (stdout: `> file` keeps it); talk stays on stderr.
-    click.echo(f"estimate for {manifest} ({found.spec.model}):")
-    for line in estimate_lines(found.preflight.to_send, rows_total=found.preflight.rows_total):
-        click.echo(line)
+    else:
+        # The table is the command's output (stdout: `> file` keeps it); talk stays on stderr.
+        click.echo(f"estimate for {manifest} ({found.spec.model}):")
+        for line in estimate_lines(found.preflight.to_send,
+                                   rows_total=found.preflight.rows_total):
+            click.echo(line)
+    if found.problem is not None:
+        raise found.problem  # no row can be sent: exit 2, saying why
 
 
 def render_calibrated(report: CalibratedEstimate, as_json: bool) -> None:

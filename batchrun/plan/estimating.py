@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchrun.core.errors import InputError
 from batchrun.cost.calibrate import CalibrationFit
 from batchrun.dispatch.runner import RunOutcome, finish
 from batchrun.manifest.job import JobSpec
@@ -13,6 +14,7 @@ from batchrun.manifest.reader import manifest_fingerprint
 from batchrun.plan.calibration import Calibration, calibrate_in_session, default_run_dir
 from batchrun.plan.options import RunOptions
 from batchrun.plan.preflight import Preflight, scan_manifest
+from batchrun.plan.sendable import unsendable_manifest
 from batchrun.plan.session import (
     API_KEY_ENV,
     Console,
@@ -30,6 +32,7 @@ from batchrun.store.summary import RunSummary
 class Estimate:
     spec: JobSpec
     preflight: Preflight
+    problem: InputError | None = None  # no row can be sent: the command's error, after its table
 
 
 @dataclass
@@ -58,7 +61,8 @@ def estimate_manifest(manifest: Path, job_file: Path | None, *,
     check_manifest(manifest)
     spec = load_spec(job_file, endpoint=endpoint,
                      media_root=str(media_root) if media_root else None)
-    return Estimate(spec, scan_manifest(manifest, spec, spec.resolved_price()))
+    preflight = scan_manifest(manifest, spec, spec.resolved_price())
+    return Estimate(spec, preflight, unsendable_manifest(manifest, spec, preflight))
 
 
 @dataclass(frozen=True)

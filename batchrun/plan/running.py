@@ -13,6 +13,7 @@ from batchrun.dispatch.runner import STOP_BUDGET, RunOutcome, RunPlan, execute, 
 from batchrun.plan.calibration import calibrate_in_session
 from batchrun.plan.diskspace import check_free_space
 from batchrun.plan.options import RunOptions
+from batchrun.plan.sendable import refuse_unsendable
 from batchrun.plan.session import (
     DEFAULT_CONFIRM_ABOVE,
     Console,
@@ -59,6 +60,7 @@ def _run_session(session: Session, options: RunOptions) -> RunReport:
     session.print_estimate(f"estimate for {options.manifest}"
                            + (f" (resuming: {resumed:,} rows already done)" if resumed is not None
                               else "") + ":")
+    refuse_unsendable(session)
     if session.cache is not None:
         console.info(f"  reuse: {preflight.rows_reused:,} rows answered by {options.reuse} "
                      f"({len(session.cache):,} answers there; rows with local media are checked "
