@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from batchrun.cli.common import ClickConsole, emit_json, err, start_emulator
+from batchrun.cli.key_hint import api_key_hint
 from batchrun.cli.options import run_options
 from batchrun.cost.budget import CreditLedger, cap_reached_lines
 from batchrun.dispatch.runner import EXIT_OK, EXIT_ROWS_FAILED, STOP_BUDGET, RunOutcome
@@ -37,6 +38,9 @@ def run(**params: Any) -> None:
     options = RunOptions(**params)
     report = run_job(options, ClickConsole(quiet=options.quiet), start_emulator)
     render_run(report, options.out, quiet=options.quiet, as_json=options.as_json)
+    if report.summary.resume_command and (
+            hint := api_key_hint(options.api_key, emulate=options.emulate)):
+        err(hint)
     sys.exit(exit_code(report.outcome, report.summary))
 
 
