@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from batchrun.cost.budget import CreditLedger, budget_lines, suggested_cap
+from batchrun.cost.cap_advice import cap_warnings
 from batchrun.dispatch.eventloop import run_dispatch
 from batchrun.dispatch.runner import STOP_BUDGET, RunOutcome, RunPlan, execute, finish
 from batchrun.plan.calibration import calibrate_in_session
@@ -73,6 +74,9 @@ def _run_session(session: Session, options: RunOptions) -> RunReport:
         for line in budget_lines(ledger, session.price, expected=expected,
                                  concurrency=spec.concurrency):
             console.info(line)
+        for line in cap_warnings(ledger, session.price, concurrency=spec.concurrency,
+                                 rows=preflight.to_send.rows_sendable, expected=expected):
+            console.warn(line)
     if options.calibrate is None:
         session.confirm(expected, threshold, ask=ask)
     session.begin(options.resume_command())
@@ -90,7 +94,8 @@ def _run_session(session: Session, options: RunOptions) -> RunReport:
         index = session.run_dir.load_index()
         pending = max(0, preflight.rows_total - index.count_done(retry_failed=False))
         resume_command = options.resume_command(max_credits=suggested_cap(
-            ledger, rows_pending=pending, credits_per_row=credits_per_row(index)))
+            ledger, rows_pending=pending, credits_per_row=credits_per_row(index),
+            concurrency=spec.concurrency))
     summary = finish(plan, outcome, fingerprint=session.fingerprint,
                      resume_command=resume_command)
     return RunReport(outcome, summary, ledger)
