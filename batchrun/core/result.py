@@ -105,6 +105,10 @@ class RowResult:
     line: int | None = None
     cache_key: str | None = None
     reused_from: str | None = None
+    # Journal only too: the cause of each failed attempt of this line, in order ("503
+    # upstream_error", "transport_error" …; ``store.retries`` counts the retries from them).
+    # The last field on purpose: ``store.retries`` passes over lines that end with it null.
+    failed_attempts: list[str] | None = None
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)

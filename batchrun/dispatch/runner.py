@@ -43,6 +43,7 @@ from batchrun.cost.budget import (
 from batchrun.cost.catalog import Price, price_for, rules_for
 from batchrun.dispatch import channel
 from batchrun.dispatch.breaker import CircuitBreaker
+from batchrun.dispatch.failures import failure_cause
 from batchrun.dispatch.membudget import ByteBudget
 from batchrun.dispatch.prepare import prepare_request
 from batchrun.dispatch.progress import RunCounters, report_progress
@@ -386,6 +387,7 @@ class Runner:
                         self.limiter.answered(completion.rate_limit)
                 if attempt.error is None:
                     break  # answered: the loop would only raise StopAsyncIteration to end
+                attempts.errors.append(failure_cause(attempt.error))  # for retries by cause
         except DispatchStopped:
             return
         except FatalError as error:
@@ -470,6 +472,7 @@ class Runner:
             error_code=MISSING_USAGE if warning else None,
             error_type="warning" if warning else None,
             error_message=warning,
+            failed_attempts=attempts.errors or None,
         )
 
     def _error_result(
@@ -494,6 +497,7 @@ class Runner:
             finished_at=time.time(),
             request_sha256=request_sha,
             retryable=retryable,
+            failed_attempts=attempts.errors or None,
         )
 
     def _reuse(self, row: Row, request_sha: str) -> bool:
