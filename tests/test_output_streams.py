@@ -31,3 +31,6 @@ def test_reuse_between_two_emulated_runs_reuses_every_answer(tmp_path: Path) -> 
     old, new = by_id(first), by_id(second)
     assert all(row["attempts"] == 0 for row in new.values())  # nothing sent, nothing paid
     assert {i: r["content"] for i, r in new.items()} == {i: r["content"] for i, r in old.items()}
+    # And a resume of an emulated run is under the same endpoint, whatever the port.
+    resumed = run_cli(["run", str(manifest), "--job", str(job), "--out", str(first), "--emulate"])
+    assert resumed.exit_code == 0, resumed.output

@@ -50,7 +50,7 @@ def run_job(options: RunOptions, console: Console, emulator: Emulator | None = N
     with endpoint_for(spec, emulator if options.emulate else None) as spec, open_session(
         options.manifest, spec, options.out, api_key=key, console=console,
         retry_failed=options.retry_failed, reuse=options.reuse, media_root=options.media_root,
-        emulated=options.emulate,
+        emulated=options.emulate, allow_job_change=options.allow_job_change,
     ) as session:
         return _run_session(session, options)
 

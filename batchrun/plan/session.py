@@ -26,6 +26,8 @@ from batchrun.cost.estimate import estimate_lines
 from batchrun.dispatch.runner import RunPlan
 from batchrun.manifest.job import JobSpec, load_job
 from batchrun.manifest.reader import manifest_fingerprint
+from batchrun.manifest.request_shape import request_shape
+from batchrun.plan.job_change import job_change_notice
 from batchrun.plan.preflight import Preflight, scan_manifest
 from batchrun.plan.resume import OpenedRun, open_reuse, open_run, reuse_predicate
 from batchrun.store.cache import AnswerCache
@@ -168,6 +170,7 @@ class Session:
             manifest=self.manifest, fingerprint=self.fingerprint, job=self.spec.describe(),
             endpoint=self.endpoint, rows_total=self.preflight.rows_total,
             resume_command=resume_command,
+            request_shape=request_shape(self.spec, self.key_endpoint or self.endpoint),
         ))
 
     def plan(self, **settings: Any) -> RunPlan:
@@ -191,6 +194,7 @@ def open_session(
     media_root: Path | None = None,
     fingerprint: str | None = None,
     emulated: bool = False,
+    allow_job_change: bool = False,
 ) -> Iterator[Session]:
     """Lock ``out``, read its journal, open the --reuse cache, scan the manifest. ``spec``
     carries its final endpoint (``emulated``: the embedded emulator's, whose port changes every
@@ -204,7 +208,11 @@ def open_session(
     price = spec.resolved_price()
     run_dir = RunDir(out)
     created = not out.exists()
-    opened = open_run(run_dir, fingerprint, retry_failed=retry_failed)  # locks
+    shape = request_shape(spec, key_endpoint or endpoint)
+    opened = open_run(run_dir, fingerprint, retry_failed=retry_failed,  # locks
+                      job_shape=shape, allow_job_change=allow_job_change)
+    if opened.job_change is not None:
+        console.warn(job_change_notice(opened.job_change))
     cache = None
     try:
         cache = open_reuse(reuse, out) if reuse is not None else None

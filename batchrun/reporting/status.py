@@ -107,6 +107,7 @@ def run_status(path: Path) -> dict[str, Any]:
         "manifest": info.get("manifest"),
         "endpoint": info.get("endpoint"),
         "model": (info.get("job") or {}).get("model"),
+        "job_version": info.get("job_version"),
     }
 
 
@@ -140,6 +141,10 @@ def status_lines(status: dict[str, Any], path: Path) -> list[str]:
     )
     lines.append(f"spent: {status['credits']:,.6f} credits (${status['usd']:,.6f})")
     lines.extend(retry_lines(status["retries"]))
+    if (status.get("job_version") or 1) > 1:
+        lines.append(f"job: version {status['job_version']} since a resume changed it (run.json's "
+                     "job_versions say what changed; the results' job_version column marks "
+                     "which version answered each row)")
     if status.get("rows_missing_usage"):
         lines.append(f"warning: {status['rows_missing_usage']:,} answers came without usage; "
                      "their cost is not in the total")
