@@ -156,12 +156,13 @@ def test_loopback_hosts() -> None:
 
 
 def test_plain_http_endpoint_to_a_remote_host_warns_on_stderr(tmp_path: Path) -> None:
-    # Every row is unsendable, so nothing is sent anywhere: the warning comes first regardless.
+    # Every row is unsendable, so the run is refused before anything is sent anywhere (exit
+    # 2): the warning comes first regardless.
     manifest = tmp_path / "m.jsonl"
     manifest.write_text('{"id": "a"}\n{"id": "b"}\n')
     done = run_process(["run", str(manifest), "--out", str(tmp_path / "run"),
                         "--endpoint", "http://203.0.113.7:8080/v1", "--yes"])
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr
     assert ("warning: --endpoint http://203.0.113.7:8080/v1 is plain http to 203.0.113.7: the "
             "API key and every prompt and answer cross the network unencrypted; use https"
             ) in done.stderr

@@ -56,7 +56,8 @@ def test_estimate_json_follows_the_contract_and_names_unsendable_rows(tmp_path: 
     assert sum(k["tokens"] for k in kinds.values()) == data["prompt_tokens"]
     assert sum(k["credits"] for k in kinds.values()) == pytest.approx(data["credits"]["expected"])
     human = run_cli(["estimate", str(manifest)])
-    assert "unsendable: line 8" in human.stderr and human.stdout == ""
+    # The table is the command's output: on stdout, so `> file` keeps it.
+    assert "unsendable: line 8" in human.stdout and human.stderr == ""
 
 
 def test_above_confirm_above_off_a_tty_it_refuses_without_yes(

@@ -121,7 +121,8 @@ def test_batch_body_taken_as_written() -> None:
     row = Row(id="b", line=1, messages=tuple(source["messages"]), body=source)
     job = JobSpec(stream=True, reasoning_effort="low", google_search=True, system="ignored")
     body = build_body(row, job, None)
-    assert body == {"model": "other-model", "messages": [{"role": "user", "content": "Hi"}],
+    # But the model and stream are the job's: one model per run (what was estimated and priced).
+    assert body == {"model": "gemini-3.1-pro", "messages": [{"role": "user", "content": "Hi"}],
                     "include_thoughts": False, "stream": True, "temperature": 0,
                     "reasoning_effort": "low", "tools": [SEARCH_TOOL]}
     assert source["stream"] is False  # the row's body is untouched

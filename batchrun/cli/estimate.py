@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from batchrun.cli.common import ClickConsole, emit_json, err, start_emulator
+from batchrun.cli.key_hint import api_key_hint
 from batchrun.cli.options import estimate_options
 from batchrun.cli.run import exit_code, print_summary
 from batchrun.cost.calibrate import as_dict as calibration_dict
@@ -43,28 +44,38 @@ def estimate(manifest: Path, job_file: Path | None, as_json: bool, media_root: P
     if calibrate is not None:
         options = CalibrateOptions(manifest, calibrate, job_file=job_file,
                                    media_root=media_root, **calibration)
-        render_calibrated(calibrate_estimate(options, ClickConsole(), start_emulator), as_json)
+        render_calibrated(calibrate_estimate(options, ClickConsole(), start_emulator), as_json,
+                          key_hint=api_key_hint(options.api_key, emulate=options.emulate))
         return
     found = estimate_manifest(manifest, job_file, media_root=media_root,
                               endpoint=calibration["endpoint"])
     if as_json:
         emit_json({**found.preflight.to_send.as_dict(), "model": found.spec.model})
-        return
-    err(f"estimate for {manifest} ({found.spec.model}):")
-    for line in estimate_lines(found.preflight.to_send, rows_total=found.preflight.rows_total):
-        err(line)
+    else:
+        # The table is the command's output (stdout: `> file` keeps it); talk stays on stderr.
+        click.echo(f"estimate for {manifest} ({found.spec.model}):")
+        for line in estimate_lines(found.preflight.to_send,
+                                   rows_total=found.preflight.rows_total):
+            click.echo(line)
+    if found.problem is not None:
+        raise found.problem  # no row can be sent: exit 2, saying why
 
 
-def render_calibrated(report: CalibratedEstimate, as_json: bool) -> None:
+def render_calibrated(report: CalibratedEstimate, as_json: bool,
+                      key_hint: str | None = None) -> None:
     """A stopped sample: its summary and exit code. Otherwise where the sample's answers are,
-    and with --json the calibrated estimate."""
+    and with --json the calibrated estimate. ``key_hint`` goes with a printed command."""
     stopped = report.stopped
     if stopped is not None:
         assert report.summary is not None
         print_summary(report.summary, stopped, report.run_dir)
+        if key_hint:
+            err(key_hint)
         sys.exit(exit_code(stopped, report.summary))
     err(f"the sample's answers are kept in {report.run_dir}; to run the rest without paying "
         f"for them again:\n  {report.resume_command}")
+    if key_hint:
+        err(key_hint)
     if as_json:
         emit_json(calibrated_json(report))
 

@@ -43,6 +43,10 @@ _RUN_OPTIONS = [
                  help="Run against the embedded API emulator on 127.0.0.1 (no key, no network)."),
     click.option("--retry-failed", is_flag=True,
                  help="On resume, also send again rows that ended in a final error."),
+    click.option("--allow-job-change", is_flag=True,
+                 help="Resume under a job whose requests differ (template, system, model, "
+                 "settings, media, endpoint) from the answered rows': run.json records the new "
+                 "job version and results mark each row's (job_version)."),
     click.option("--ignore-balance", is_flag=True,
                  help="Start even when GET /credits says the balance is below the estimate."),
     click.option("--calibrate", type=click.IntRange(min=1),

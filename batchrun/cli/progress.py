@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from typing import TextIO
 
 import anyio
@@ -69,5 +70,6 @@ async def report_progress(
         return
     while True:
         await anyio.sleep(interval_s)
-        out.write(counters.line() + "\n")
+        # A log read the next morning needs the time of each line.
+        out.write(time.strftime("%Y-%m-%d %H:%M:%S ") + counters.line() + "\n")
         out.flush()

@@ -10,11 +10,13 @@ import click
 
 from batchrun.cli.common import ClickConsole, emit_json, err, start_emulator
 from batchrun.cli.exit_codes import run_exit_code
+from batchrun.cli.key_hint import api_key_hint
 from batchrun.cli.options import run_options
 from batchrun.cost.budget import CreditLedger, cap_reached_lines
 from batchrun.dispatch.plan import STOP_BUDGET, RunOutcome
 from batchrun.plan.options import RunOptions
 from batchrun.plan.running import RunReport, run_job
+from batchrun.reporting.status import run_retry_lines
 from batchrun.store.summary import RunSummary
 
 
@@ -39,6 +41,9 @@ def run(**params: Any) -> None:
     console = ClickConsole(quiet=options.quiet, progress_every=options.progress_every)
     report = run_job(options, console, start_emulator)
     render_run(report, options.out, quiet=options.quiet, as_json=options.as_json)
+    if report.summary.resume_command and (
+            hint := api_key_hint(options.api_key, emulate=options.emulate)):
+        err(hint)
     sys.exit(exit_code(report.outcome, report.summary))
 
 
@@ -86,6 +91,8 @@ def print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: Path, *,
     if summary.errors_by_code:
         errors = ", ".join(f"{code} ×{count}" for code, count in summary.errors_by_code.items())
         err(f"errors: {errors}")
+    for line in run_retry_lines(run_dir):
+        err(line)
     err(f"results: {run_dir / 'results.parquet'}")
     error = outcome.stop_error
     if error is not None:

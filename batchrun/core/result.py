@@ -37,6 +37,9 @@ RESULTS_SCHEMA = pa.schema(
         ("request_sha256", pa.string()),
         ("response_id", pa.string()),
         ("extra", pa.string()),
+        # Added after the others: the version of the job (run.json's job_versions) that
+        # answered the row; null in lines written before versions were kept.
+        ("job_version", pa.int32()),
     ]
 )
 
@@ -98,6 +101,7 @@ class RowResult:
     request_sha256: str | None = None
     response_id: str | None = None
     extra: str | None = None
+    job_version: int | None = None
     # Journal only (not in the Parquet schema): whether a resume should send this row again,
     # the manifest line it answers, the cache key of its request, and for an answer reused
     # from an earlier run (``--reuse``) that run's directory.
@@ -105,6 +109,10 @@ class RowResult:
     line: int | None = None
     cache_key: str | None = None
     reused_from: str | None = None
+    # Journal only too: the cause of each failed attempt of this line, in order ("503
+    # upstream_error", "transport_error" …; ``store.retries`` counts the retries from them).
+    # The last field on purpose: ``store.retries`` passes over lines that end with it null.
+    failed_attempts: list[str] | None = None
 
     def to_record(self) -> dict[str, Any]:
         return asdict(self)

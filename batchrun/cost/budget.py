@@ -51,6 +51,9 @@ MEDIA_MARGIN = 2.0
 # Credits: the API reference's example answer bills 0.25 where the formula gives 0.2509.
 ROUNDING_MARGIN = 0.01
 _EPSILON = 1e-9  # float sums of many small costs must not refuse the reservation that fits
+# A suggested cap leaves this much more than the reservations it is sized for: a longer prompt
+# than the one measured reserves a little more.
+CAP_HEADROOM = 1.05
 
 
 def prompt_token_bound(
@@ -230,22 +233,31 @@ class BudgetGate:
         self._changed = anyio.Event()
 
 
+def least_reservation(ledger: CreditLedger, price: Price) -> float:
+    """What a request with an empty prompt reserves: the floor of every reservation."""
+    return price.credits(0, ledger.output_bound) + ROUNDING_MARGIN
+
+
+def in_flight_under_cap(ledger: CreditLedger, per_request: float, concurrency: int) -> int:
+    """How many requests reserving ``per_request`` each the cap's room holds at once."""
+    if per_request <= 0:
+        return concurrency
+    return min(concurrency, int((ledger.room + _EPSILON) // per_request))
+
+
 def budget_lines(
     ledger: CreditLedger, price: Price, *, expected: float, concurrency: int
 ) -> list[str]:
-    """How the cap will work on this run, before anything is sent (stderr)."""
-    per_request = price.credits(0, ledger.output_bound) + ROUNDING_MARGIN
-    fit_in_flight = int(ledger.room // per_request) if per_request > 0 else concurrency
+    """How the cap will work on this run, before anything is sent (stderr). What it does to
+    concurrency is ``cap_advice.cap_warnings``' to say."""
+    per_request = least_reservation(ledger, price)
     lines = [
         f"budget: cap {ledger.cap:,.4f} credits, {ledger.spent:,.4f} already spent by this run; "
         f"each request reserves its prompt bound + {ledger.output_bound:,} output tokens "
         f"({ledger.output_bound_source}), at least {per_request:,.4f} credits",
     ]
-    if fit_in_flight < concurrency:
-        lines.append(
-            f"  at most {fit_in_flight:,} requests fit in flight under the cap (not "
-            f"{concurrency}); set max_output_tokens_bound in the job to reserve less per request"
-        )
+    if in_flight_under_cap(ledger, per_request, concurrency) == 0:
+        return lines  # nothing can start: no share of the rows to speak of
     if expected > ledger.room:
         share = ledger.room / expected if expected > 0 else 0.0
         lines.append(
@@ -269,17 +281,25 @@ def cap_reached_lines(ledger: CreditLedger, *, rows_pending: int, credits_per_ro
             f"  {ledger.overshoots} answers cost more than their reservation "
             f"(+{ledger.overshoot_credits:,.4f} credits): max_output_tokens_bound was too low"
         )
-    if rows_pending:
+    if rows_pending and credits_per_row > 0:
         lines.append(
             f"  {rows_pending:,} rows left, about {rows_pending * credits_per_row:,.4f} credits "
             "at the cost per row so far"
         )
+    elif rows_pending:  # "about 0 credits" would read as free
+        lines.append(f"  {rows_pending:,} rows left; none answered yet to tell their cost")
     lines.append(f"to go on, raise the cap and resume:\n  {resume_command}")
     return lines
 
 
-def suggested_cap(ledger: CreditLedger, *, rows_pending: int, credits_per_row: float) -> float:
+def suggested_cap(ledger: CreditLedger, *, rows_pending: int, credits_per_row: float,
+                  concurrency: int = 1) -> float:
     """A cap that should let the rest finish: spend so far, the rest at the rate so far +10%,
-    and room for the last request's reservation."""
-    needed = ledger.spent + rows_pending * credits_per_row * 1.1 + ledger.largest_reservation
+    and room for ``concurrency`` reservations (or one a row left, when fewer) of the largest
+    size met, so the rest runs as wide as configured to its end. It always holds the request
+    that did not fit (a cap sized without it would be suggested again, forever)."""
+    per_request = max(ledger.refused or 0.0, ledger.largest_reservation)
+    in_flight = max(1, min(concurrency, rows_pending))
+    needed = (ledger.spent + rows_pending * credits_per_row * 1.1
+              + per_request * CAP_HEADROOM * in_flight)
     return float(math.ceil(max(needed, ledger.cap * 1.1)))

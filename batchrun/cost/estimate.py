@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -273,15 +274,35 @@ def estimate_lines(
     ]
     if len(kinds) > 1:
         lines.append("  by kind: " + " · ".join(kinds))
-    shown = estimate.unsendable[:10]
-    for row in shown:
-        lines.append(f"  unsendable: {row.reason}")
-    if estimate.rows_unsendable > len(shown):
+    shown = 0
+    for places, reason in _by_reason(estimate.unsendable)[:10]:
+        shown += len(places)
+        if len(places) == 1:
+            lines.append(f"  unsendable: {places[0]}: {reason}")
+        else:  # one line for rows that fail alike, not the same reason ten times
+            where = ", ".join(places[:3]) + (", …" if len(places) > 3 else "")
+            lines.append(f"  unsendable ×{len(places):,} ({where}): {reason}")
+    if estimate.rows_unsendable > shown:
         lines.append(
-            f"  … and {estimate.rows_unsendable - len(shown):,} more unsendable rows "
+            f"  … and {estimate.rows_unsendable - shown:,} more unsendable rows "
             f"(--json lists the first {UNSENDABLE_LISTED})"
         )
     if estimate.basis:
         lines.append(f"  basis: {estimate.basis}")
     lines.append("  (an estimate: exact token counts exist only after each call)")
     return lines
+
+
+_PLACE = re.compile(r"(?:line|row) \d+(?=: )")
+
+
+def _by_reason(rows: list[Unsendable]) -> list[tuple[list[str], str]]:
+    """(places, reason) of the listed unsendable rows, rows with the same reason together, in
+    the order first met. A reason that starts with its place ("line 7: …") is cut there."""
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        match = _PLACE.match(row.reason)
+        place, reason = ((match.group(0), row.reason[match.end() + 2:]) if match
+                         else (row.id, row.reason.removeprefix(f"{row.id}: ")))
+        groups.setdefault(reason, []).append(place)
+    return [(places, reason) for reason, places in groups.items()]

@@ -4,7 +4,7 @@ attempts did so far. One object a row: this path runs thousands of times a secon
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from batchrun.cost.catalog import MediaRules
 from batchrun.cost.request_cost import request_cost
@@ -25,6 +25,7 @@ class Flight:
     attempts: int = 0
     first_sent_at: float | None = None
     send_started: float = 0.0  # perf_counter() when the last attempt went on the wire
+    failures: list[str] = field(default_factory=list)  # each failed attempt's cause
 
 
 def prepare(row: Row, job: JobSpec, media: MediaResolver, *, started_at: float, counts: bool,

@@ -53,6 +53,8 @@ class RunPlan:
     # The spending cap's ledger (--max-credits); shared by a calibration sample and the run.
     budget: CreditLedger | None = None
     reuse: AnswerCache | None = None  # --reuse: answers of an earlier run, by request
+    # What the cache keys name the endpoint by, when not its URL (store.keys.EMULATOR_ENDPOINT).
+    key_endpoint: str | None = None
     estimate_credits: float | None = None
 
 

@@ -46,7 +46,7 @@ class Recorder:
 
     # --- a row's result --------------------------------------------------------------
     def ok(self, row: Row, completion: Completion, *, attempts: int, started_at: float,
-           request_sha: str, latency_ms: float) -> None:
+           request_sha: str, latency_ms: float, failed_attempts: list[str] | None = None) -> None:
         """Record an answer; ``started_at`` is when its first attempt was sent."""
         credits_computed = None
         if completion.has_usage:
@@ -82,10 +82,11 @@ class Recorder:
             error_code=MISSING_USAGE if warning else None,
             error_type="warning" if warning else None,
             error_message=warning,
+            failed_attempts=failed_attempts,
         ))
 
     def error(self, row: Row, error: BatchrunError, *, attempts: int, started_at: float,
-              request_sha: str | None) -> None:
+              request_sha: str | None, failed_attempts: list[str] | None = None) -> None:
         """Record a row error. Retries exhausted and fatal answers are the run's trouble, not
         the row's: a resume sends the row again. A fatal answer stops the run."""
         self.record(row, RowResult(
@@ -100,6 +101,7 @@ class Recorder:
             finished_at=time.time(),
             request_sha256=request_sha,
             retryable=isinstance(error, FatalError | RetryableError),
+            failed_attempts=failed_attempts,
         ))
         if isinstance(error, FatalError):
             self.stop(STOP_FATAL, error)

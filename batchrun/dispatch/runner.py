@@ -34,6 +34,7 @@ from batchrun.cost.catalog import Price, price_for, rules_for
 from batchrun.dispatch import channel
 from batchrun.dispatch.background import sync_journal, watch_interrupts
 from batchrun.dispatch.breaker import CircuitBreaker
+from batchrun.dispatch.failures import failure_cause
 from batchrun.dispatch.flight import Flight, prepare
 from batchrun.dispatch.membudget import ByteBudget
 from batchrun.dispatch.plan import STOP_BUDGET, STOP_FATAL, RunOutcome, RunPlan
@@ -76,8 +77,8 @@ class Runner:
             rows_total=plan.rows_total, estimate_credits=plan.estimate_credits
         )
         self.recorder = Recorder(
-            plan.run_dir, endpoint=plan.endpoint, api_key=plan.api_key, price=self.price,
-            counters=self.counters, stop=self.stop,
+            plan.run_dir, endpoint=plan.key_endpoint or plan.endpoint, api_key=plan.api_key,
+            price=self.price, counters=self.counters, stop=self.stop,
             breaker=CircuitBreaker(plan.job.breaker_first, plan.job.breaker_window,
                                    plan.job.breaker_rate))
         self.stop_reason: str | None = None
@@ -245,11 +246,13 @@ class Runner:
                     completion = await self._attempt(flight)
                 if attempt.error is None:
                     break  # answered: the loop would only raise StopAsyncIteration to end
+                flight.failures.append(failure_cause(attempt.error))  # retries by cause
         except DispatchStopped:
             return
         except BatchrunError as error:
             self.recorder.error(row, error, attempts=flight.attempts, request_sha=flight.sha,
-                                started_at=flight.first_sent_at or started_at)
+                                started_at=flight.first_sent_at or started_at,
+                                failed_attempts=flight.failures or None)
             return
         finally:
             flight.request.close()
@@ -330,7 +333,8 @@ class Runner:
         latency_ms = (time.perf_counter() - flight.send_started) * 1000.0
         self.recorder.ok(flight.row, completion, attempts=flight.attempts,
                          started_at=flight.first_sent_at or flight.started_at,
-                         request_sha=flight.sha, latency_ms=latency_ms)
+                         request_sha=flight.sha, latency_ms=latency_ms,
+                         failed_attempts=flight.failures or None)
         if completion.prompt_tokens is not None:
             self.limiter.settle_tokens(
                 flight.tokens, completion.prompt_tokens + (completion.completion_tokens or 0))

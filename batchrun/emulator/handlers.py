@@ -93,6 +93,7 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
         chat = parse_chat_request(body, config.chars_per_token)
     except BadRequest as exc:
         return _count(stats, error_response("invalid_request", str(exc)))
+    stats.models_requested[chat.model] += 1
     if chat.model not in config.models:
         return _count(stats, error_response(
             "model_not_found", f"Model '{chat.model}' does not exist or is inactive."))

@@ -111,6 +111,7 @@ class EmulatorStats:
     credits_billed: float = 0.0
     billed_by_body: Counter[str] = field(default_factory=Counter)  # sha256(raw body) -> times
     media_seen: list[tuple[str, int]] = field(default_factory=list)  # (mime, decoded bytes)
+    models_requested: Counter[str] = field(default_factory=Counter)  # body's model -> times
     dropped: int = 0  # resets and truncated answers
     # Every fault served, by kind: the drawn ones ("503", "reset", "stall" …) and the
     # refusals of the key's state ("revoked", "no_credits", "spend_limit", "rpm").
@@ -136,6 +137,7 @@ class EmulatorStats:
             "credits_billed": round(self.credits_billed, 10),
             "billed_by_body": dict(self.billed_by_body),
             "media_seen": [list(item) for item in list(self.media_seen)],
+            "models_requested": dict(self.models_requested),
             "dropped": self.dropped,
             "faults": dict(self.faults),
             "in_flight": self.in_flight,

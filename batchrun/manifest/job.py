@@ -11,6 +11,7 @@ from typing import Any
 
 from batchrun.core.errors import InputError
 from batchrun.cost.catalog import DEFAULT_MODEL, Price, price_for
+from batchrun.manifest.job_price import job_price
 from batchrun.media.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUEST_BYTES
 
 DEFAULT_ENDPOINT = "https://api.aivideoapi.ai/v1"
@@ -128,27 +129,18 @@ def load_job(path: str | Path | None) -> JobSpec:
 
 def job_from_mapping(raw: dict[str, Any], *, source: str = "job") -> JobSpec:
     data = dict(raw.get("job", raw))  # accept a [job] table or top-level keys
-    pricing = data.pop("pricing", None)
+    price = job_price(data.pop("price", None), data.pop("pricing", None), source)
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
         raise InputError(
             f"{source}: unknown job field(s) {', '.join(unknown)}; "
-            f"known fields: {', '.join(sorted(_FIELDS))}"
+            f"known fields: {', '.join(sorted({*_FIELDS, 'pricing'}))}"
         )
     check_field_types(data, source)
     if "media_columns" in data:
         data["media_columns"] = tuple(data["media_columns"])
-    if pricing is not None:
-        try:
-            data["price"] = Price(
-                input_credits_per_m=float(pricing["input_credits_per_m"]),
-                output_credits_per_m=float(pricing["output_credits_per_m"]),
-                usd_per_credit=float(pricing.get("usd_per_credit", 0.005)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(
-                f"{source}: [pricing] needs input_credits_per_m and output_credits_per_m ({exc})"
-            ) from None
+    if price is not None:
+        data["price"] = price
     try:
         spec = JobSpec(**data)
     except TypeError as exc:

@@ -10,6 +10,9 @@ from typing import Any
 
 from batchrun.core.errors import InputError
 
+# How a row that lacks a column of the template is told so (``hints`` looks for it).
+MISSING_COLUMN = "prompt_template needs column"
+
 
 class BadRow(Exception):
     """A problem of one row; becomes ``Row.error``."""
@@ -59,9 +62,9 @@ def compile_template(text: str | None) -> Template | None:
 def fill_template(template: Template, record: Mapping[str, Any]) -> str:
     for column in template.columns:
         if column not in record:
-            raise BadRow(f"prompt_template needs column {column!r}, which this row lacks")
+            raise BadRow(f"{MISSING_COLUMN} {column!r}, which this row lacks")
         if record[column] is None:
-            raise BadRow(f"prompt_template needs column {column!r}, which is null in this row")
+            raise BadRow(f"{MISSING_COLUMN} {column!r}, which is null in this row")
     try:
         return template.text.format_map(record)
     except (KeyError, IndexError, AttributeError, ValueError, TypeError) as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchrun.core.errors import InputError
 from batchrun.cost.calibrate import CalibrationFit
 from batchrun.dispatch.plan import RunOutcome
 from batchrun.manifest.job import JobSpec
@@ -14,6 +15,7 @@ from batchrun.plan.calibration import Calibration, calibrate_in_session, default
 from batchrun.plan.finish import finish
 from batchrun.plan.options import RunOptions
 from batchrun.plan.preflight import Preflight, scan_manifest
+from batchrun.plan.sendable import unsendable_manifest
 from batchrun.plan.session import (
     API_KEY_ENV,
     Console,
@@ -31,6 +33,7 @@ from batchrun.store.summary import RunSummary
 class Estimate:
     spec: JobSpec
     preflight: Preflight
+    problem: InputError | None = None  # no row can be sent: the command's error, after its table
 
 
 @dataclass
@@ -59,7 +62,8 @@ def estimate_manifest(manifest: Path, job_file: Path | None, *,
     check_manifest(manifest)
     spec = load_spec(job_file, endpoint=endpoint,
                      media_root=str(media_root) if media_root else None)
-    return Estimate(spec, scan_manifest(manifest, spec, spec.resolved_price()))
+    preflight = scan_manifest(manifest, spec, spec.resolved_price())
+    return Estimate(spec, preflight, unsendable_manifest(manifest, spec, preflight))
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,8 @@ def calibrate_estimate(options: CalibrateOptions, console: Console,
             options.manifest, fingerprint, spec,
             "emulator" if options.emulate else spec.resolved_endpoint())
         with open_session(options.manifest, spec, run_path, api_key=key, console=console,
-                          media_root=options.media_root, fingerprint=fingerprint) as session:
+                          media_root=options.media_root, fingerprint=fingerprint,
+                          emulated=options.emulate) as session:
             session.print_estimate(
                 f"uncalibrated estimate for {options.manifest} ({spec.model}):", always=True)
             session.begin()

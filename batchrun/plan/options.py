@@ -46,6 +46,7 @@ class RunOptions:
     api_key: str | None = _flag("--api-key", resume=False)
     confirm_above: float | None = _flag("--confirm-above", resume=False, job="confirm_above")
     retry_failed: bool = _flag("--retry-failed", resume=False, default=False)
+    allow_job_change: bool = _flag("--allow-job-change", resume=False, default=False)
     ignore_balance: bool = _flag("--ignore-balance", resume=False, default=False)
     calibrate: int | None = _flag("--calibrate", resume=False)
     quiet: bool = _flag("--quiet", resume=False, default=False)

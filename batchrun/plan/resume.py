@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from batchrun.core.errors import BatchrunError, InputError
 from batchrun.manifest.job import JobSpec
@@ -18,7 +19,9 @@ from batchrun.manifest.rows import Row
 from batchrun.request.body import body_sha256, build_body, encode_body
 from batchrun.store.cache import AnswerCache
 from batchrun.store.index import JournalIndex
+from batchrun.store.job_versions import JobChange
 from batchrun.store.keys import cache_key
+from batchrun.store.records import OK_STATES
 from batchrun.store.rundir import RunDir
 
 
@@ -31,6 +34,7 @@ class OpenedRun:
     resumed: bool
     rows_total: int | None  # known when resuming (from run.json)
     retry_failed: bool
+    job_change: JobChange | None = None  # resumed under another job (allowed, or nothing answered)
 
     @property
     def done_lines(self) -> bytes | None:
@@ -44,9 +48,13 @@ class OpenedRun:
         return self.index.count_done(retry_failed=self.retry_failed)
 
 
-def open_run(run_dir: RunDir, fingerprint: str, *, retry_failed: bool) -> OpenedRun:
-    """Lock ``run_dir``, refuse another manifest's run, load the journal index."""
+def open_run(run_dir: RunDir, fingerprint: str, *, retry_failed: bool,
+             job_shape: dict[str, Any] | None = None,
+             allow_job_change: bool = False) -> OpenedRun:
+    """Lock ``run_dir``, refuse another manifest's run, load the journal index; refuse a job
+    whose requests (``job_shape``) differ from those of the rows answered, unless allowed."""
     run_dir.lock()
+    change = None
     try:
         resumed = run_dir.exists()
         rows_total = None
@@ -55,11 +63,15 @@ def open_run(run_dir: RunDir, fingerprint: str, *, retry_failed: bool) -> Opened
             total = run_dir.read_info().get("rows_total")
             rows_total = int(total) if isinstance(total, int) else None
         index = run_dir.load_index()
+        if resumed and job_shape is not None:
+            answered = sum(index.count(state) for state in OK_STATES)
+            change = run_dir.check_same_job(job_shape, answered=answered,
+                                            allow_change=allow_job_change)
     except BaseException:
         run_dir.release()
         raise
     return OpenedRun(run_dir, index, resumed and rows_total is not None, rows_total,
-                     retry_failed)
+                     retry_failed, change)
 
 
 def open_reuse(path: Path, out: Path) -> AnswerCache:

@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from batchrun.cost.budget import CreditLedger, budget_lines, suggested_cap
+from batchrun.cost.cap_advice import cap_warnings
 from batchrun.dispatch.eventloop import run_dispatch
 from batchrun.dispatch.plan import STOP_BUDGET, RunOutcome, RunPlan
 from batchrun.dispatch.runner import execute
@@ -15,6 +16,7 @@ from batchrun.plan.calibration import calibrate_in_session
 from batchrun.plan.diskspace import check_free_space
 from batchrun.plan.finish import finish
 from batchrun.plan.options import RunOptions
+from batchrun.plan.sendable import refuse_unsendable
 from batchrun.plan.session import (
     DEFAULT_CONFIRM_ABOVE,
     Console,
@@ -50,6 +52,7 @@ def run_job(options: RunOptions, console: Console, emulator: Emulator | None = N
     with endpoint_for(spec, emulator if options.emulate else None) as spec, open_session(
         options.manifest, spec, options.out, api_key=key, console=console,
         retry_failed=options.retry_failed, reuse=options.reuse, media_root=options.media_root,
+        emulated=options.emulate, allow_job_change=options.allow_job_change,
     ) as session:
         return _run_session(session, options)
 
@@ -60,6 +63,7 @@ def _run_session(session: Session, options: RunOptions) -> RunReport:
     session.print_estimate(f"estimate for {options.manifest}"
                            + (f" (resuming: {resumed:,} rows already done)" if resumed is not None
                               else "") + ":")
+    refuse_unsendable(session)
     if session.cache is not None:
         console.info(f"  reuse: {preflight.rows_reused:,} rows answered by {options.reuse} "
                      f"({len(session.cache):,} answers there; rows with local media are checked "
@@ -72,6 +76,9 @@ def _run_session(session: Session, options: RunOptions) -> RunReport:
         for line in budget_lines(ledger, session.price, expected=expected,
                                  concurrency=spec.concurrency):
             console.info(line)
+        for line in cap_warnings(ledger, session.price, concurrency=spec.concurrency,
+                                 rows=preflight.to_send.rows_sendable, expected=expected):
+            console.warn(line)
     if options.calibrate is None:
         session.confirm(expected, threshold, ask=ask)
     session.begin(options.resume_command())
@@ -88,7 +95,8 @@ def _run_session(session: Session, options: RunOptions) -> RunReport:
         index = session.run_dir.load_index()
         pending = max(0, preflight.rows_total - index.count_done(retry_failed=False))
         resume_command = options.resume_command(max_credits=suggested_cap(
-            ledger, rows_pending=pending, credits_per_row=credits_per_row(index)))
+            ledger, rows_pending=pending, credits_per_row=credits_per_row(index),
+            concurrency=spec.concurrency))
     summary = finish(plan, outcome, fingerprint=session.fingerprint,
                      resume_command=resume_command, warn=console.warn)
     return RunReport(outcome, summary, ledger)

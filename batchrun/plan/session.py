@@ -26,9 +26,12 @@ from batchrun.cost.estimate import estimate_lines
 from batchrun.dispatch.plan import Progress, RunPlan
 from batchrun.manifest.job import JobSpec, load_job
 from batchrun.manifest.reader import manifest_fingerprint
+from batchrun.manifest.request_shape import request_shape
+from batchrun.plan.job_change import job_change_notice
 from batchrun.plan.preflight import Preflight, scan_manifest
 from batchrun.plan.resume import OpenedRun, open_reuse, open_run, reuse_predicate
 from batchrun.store.cache import AnswerCache
+from batchrun.store.keys import EMULATOR_ENDPOINT
 from batchrun.store.rundir import RunDir, run_info
 
 API_KEY_ENV = "BATCHRUN_API_KEY"
@@ -135,6 +138,7 @@ class Session:
     cache: AnswerCache | None
     console: Console
     media_root: Path | None = None
+    key_endpoint: str | None = None  # the endpoint's name in cache keys, when not its URL
 
     def print_estimate(self, heading: str, *, always: bool = False) -> None:
         say = self.console.warn if always else self.console.info
@@ -173,6 +177,7 @@ class Session:
             manifest=self.manifest, fingerprint=self.fingerprint, job=self.spec.describe(),
             endpoint=self.endpoint, rows_total=self.preflight.rows_total,
             resume_command=resume_command,
+            request_shape=request_shape(self.spec, self.key_endpoint or self.endpoint),
         ))
 
     def plan(self, **settings: Any) -> RunPlan:
@@ -182,7 +187,7 @@ class Session:
                        endpoint=self.endpoint, api_key=self.api_key,
                        rows_total=self.preflight.rows_total, index=self.opened.index,
                        media_root=self.media_root, progress=self.console.progress(),
-                       notice=self.console.notice, **settings)
+                       notice=self.console.notice, key_endpoint=self.key_endpoint, **settings)
 
 
 @contextlib.contextmanager
@@ -197,28 +202,36 @@ def open_session(
     reuse: Path | None = None,
     media_root: Path | None = None,
     fingerprint: str | None = None,
+    emulated: bool = False,
+    allow_job_change: bool = False,
 ) -> Iterator[Session]:
     """Lock ``out``, read its journal, open the --reuse cache, scan the manifest. ``spec``
-    carries its final endpoint. On the way out: the lock is released, the cache closed, and a
-    run directory this session created but never began is removed."""
+    carries its final endpoint (``emulated``: the embedded emulator's, whose port changes every
+    time, so cache keys name it ``EMULATOR_ENDPOINT``). On the way out: the lock is released,
+    the cache closed, and a run directory this session created but never began is removed."""
     endpoint = spec.resolved_endpoint()
+    key_endpoint = EMULATOR_ENDPOINT if emulated else None
     if (insecure := plain_http_warning(endpoint)) is not None:
         console.warn(insecure)
     fingerprint = fingerprint or manifest_fingerprint(manifest)
     price = spec.resolved_price()
     run_dir = RunDir(out)
     created = not out.exists()
-    opened = open_run(run_dir, fingerprint, retry_failed=retry_failed)  # locks
+    shape = request_shape(spec, key_endpoint or endpoint)
+    opened = open_run(run_dir, fingerprint, retry_failed=retry_failed,  # locks
+                      job_shape=shape, allow_job_change=allow_job_change)
+    if opened.job_change is not None:
+        console.warn(job_change_notice(opened.job_change))
     cache = None
     try:
         cache = open_reuse(reuse, out) if reuse is not None else None
         preflight = scan_manifest(
             manifest, spec, price, is_done=opened.is_done, done_lines=opened.done_lines,
             rows_total=opened.rows_total,
-            will_reuse=reuse_predicate(cache, spec, endpoint) if cache else None,
+            will_reuse=reuse_predicate(cache, spec, key_endpoint or endpoint) if cache else None,
         )
         yield Session(manifest, spec, price, endpoint, api_key, fingerprint, run_dir, opened,
-                      preflight, cache, console, media_root)
+                      preflight, cache, console, media_root, key_endpoint)
     finally:
         run_dir.release()
         if cache is not None:

@@ -50,6 +50,7 @@ def export_metadata(info: dict[str, Any], summary: RunSummary) -> dict[str, Any]
         "endpoint": info.get("endpoint"),
         "manifest": info.get("manifest"),
         "manifest_fingerprint": info.get("manifest_fingerprint"),
+        "job_versions": info.get("job_versions"),
         "totals": summary.as_dict(),
     }
 

@@ -20,6 +20,7 @@ from batchrun.manifest.reader import manifest_fingerprint
 from batchrun.plan.preflight import scan_manifest
 from batchrun.store.index import JournalIndex
 from batchrun.store.records import STATE_OK
+from batchrun.store.retries import RetryTotals, retry_totals
 from batchrun.store.rundir import RunDir
 from batchrun.store.summary import RunSummary, summarize
 
@@ -99,12 +100,14 @@ def run_status(path: Path) -> dict[str, Any]:
     return {
         **summary.as_dict(),
         "estimate_left": left,
+        "retries": retry_totals(run).as_dict(),
         "running": run.is_running(),
         "results_current": _results_current(run),
         "journal_lines": index.records,
         "manifest": info.get("manifest"),
         "endpoint": info.get("endpoint"),
         "model": (info.get("job") or {}).get("model"),
+        "job_version": info.get("job_version"),
     }
 
 
@@ -137,6 +140,11 @@ def status_lines(status: dict[str, Any], path: Path) -> list[str]:
         f"{status['completion_tokens']:,} · reasoning {status['reasoning_tokens']:,}"
     )
     lines.append(f"spent: {status['credits']:,.6f} credits (${status['usd']:,.6f})")
+    lines.extend(retry_lines(status["retries"]))
+    if (status.get("job_version") or 1) > 1:
+        lines.append(f"job: version {status['job_version']} since a resume changed it (run.json's "
+                     "job_versions say what changed; the results' job_version column marks "
+                     "which version answered each row)")
     if status.get("rows_missing_usage"):
         lines.append(f"warning: {status['rows_missing_usage']:,} answers came without usage; "
                      "their cost is not in the total")
@@ -161,3 +169,31 @@ def status_lines(status: dict[str, Any], path: Path) -> list[str]:
         if status["rows_failed"] > status["rows_retryable"]:
             lines.append("  (add --retry-failed to send the rows with final errors again)")
     return lines
+
+
+def retry_lines(retries: dict[str, Any]) -> list[str]:
+    """``RetryTotals.as_dict()`` for people: one line, none without retries."""
+    if not retries["total"]:
+        return []
+    causes = ", ".join(f"{cause} ×{count:,}" for cause, count in retries["by_cause"].items())
+    return [f"retries: {retries['total']:,} over {retries['rows']:,} rows ({causes}); "
+            f"{duration_text(retries['seconds'])} spent on failed attempts and their waits"]
+
+
+def run_retry_lines(path: Path) -> list[str]:
+    """The retries of the run directory at ``path``, for the end of a run's summary."""
+    totals: RetryTotals = retry_totals(RunDir(path))
+    return retry_lines(totals.as_dict())
+
+
+def duration_text(seconds: float) -> str:
+    """``0.4 s``, ``42 s``, ``3 min 05 s``, ``2 h 07 min``."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+

@@ -37,8 +37,9 @@ def build_body(row: Row, job: JobSpec, media: MediaResolver | None) -> dict[str,
       is a text part followed by one ``image_url`` part per media reference.
     - messages rows: the messages, with local paths in ``image_url`` parts turned into data
       URLs; the row's or job's system prompt is put first unless a system message is there.
-    - OpenAI batch rows: the body as written; the job fills in only what it lacks (model,
-      include_thoughts, reasoning_effort, the googleSearch tool); ``stream`` is the job's.
+    - OpenAI batch rows: the body as written, but ``model`` and ``stream`` are the job's (see
+      ``_batch_body``); the job fills in what the body lacks (include_thoughts,
+      reasoning_effort, the googleSearch tool).
     """
     if row.error is not None:
         raise RowError(row.error)
@@ -140,7 +141,10 @@ def _batch_body(
 ) -> dict[str, Any]:
     body = dict(source)
     body["messages"] = _resolve_messages(body.get("messages") or (), media)
-    body.setdefault("model", job.model)
+    # One model per run, the job's: it is what the estimate, the price, the budget's bound and
+    # the context-window check were computed for, and what a 404's advice says to fix. Batch
+    # files written for another API name that API's model (``gpt-4o-mini``).
+    body["model"] = job.model
     body.setdefault("include_thoughts", job.include_thoughts)
     if job.reasoning_effort is not None:
         body.setdefault("reasoning_effort", job.reasoning_effort)

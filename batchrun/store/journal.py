@@ -49,6 +49,7 @@ class JournalWriter:
     _appended: int
     _synced: int
     write_failure: StorageError | None
+    job_version: int | None
 
     def _key_of(self, record: dict[str, Any]) -> str | None:
         raise NotImplementedError  # RunDir's: the record's cache key
@@ -89,6 +90,8 @@ class JournalWriter:
         assert self._journal is not None and self._index is not None, "open_journal() first"
         if self.write_failure is not None:
             raise self.write_failure
+        if result.job_version is None:
+            result.job_version = self.job_version  # which job answered it (run.json's versions)
         line = result.to_json() + b"\n"
         offset = self._journal_size + self._pending_bytes
         self._pending_bytes += len(line)

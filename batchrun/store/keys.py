@@ -8,6 +8,10 @@ import hashlib
 from typing import Any
 
 _KEY_VERSION = b"batchrun-cache-v1"
+# The embedded emulator (``--emulate``) listens on a new port every time while its answers
+# depend on the request body only: its requests are keyed by this name instead of its URL, so
+# ``--reuse`` between two ``--emulate`` runs finds them. Real endpoints are keyed by their URL.
+EMULATOR_ENDPOINT = "batchrun-emulator"
 
 
 def cache_key(endpoint: str, body_sha256: str) -> str:

@@ -2,7 +2,7 @@
 
 Layout of RUN_DIR:
   run.json         what was run: manifest path and fingerprint, job, endpoint, resume command
-                   (never a key)
+                   (never a key), the job versions rows were answered under (``job_versions``)
   journal.jsonl    one JSON line per finished row attempt; the latest line of a row wins
   journal.idx      56 bytes per journal line: where it is, its row's line, state, tokens, credits
   lock             flock'ed by the running process (the kernel frees it if the process dies)
@@ -29,6 +29,16 @@ from batchrun.core.errors import InputError, StorageError
 from batchrun.store.compact import compact, iter_latest
 from batchrun.store.files import atomic_write
 from batchrun.store.index import JournalIndex, load
+from batchrun.store.job_versions import (
+    JOB_VERSION,
+    JOB_VERSIONS,
+    JobChange,
+    first_versions,
+    job_change,
+    latest_version,
+    refusal,
+    with_version,
+)
 from batchrun.store.journal import JournalWriter
 from batchrun.store.keys import key_prefix, record_key
 from batchrun.store.records import OK_STATES
@@ -71,6 +81,8 @@ class RunDir(JournalWriter):
         self.write_failure: StorageError | None = None
         self._synced = 0
         self._endpoint: str | None = None
+        # The job version this session's lines are written under (set by ``begin``).
+        self.job_version: int | None = None
 
     # --- opening -----------------------------------------------------------------------
     def exists(self) -> bool:
@@ -110,18 +122,36 @@ class RunDir(JournalWriter):
 
     def begin(self, info: dict[str, Any]) -> bool:
         """Write run.json for a new run, or check the manifest of the run being resumed and
-        record this session's resume command; True when a run is resumed."""
+        record this session's resume command and job version (a new one if the job changed:
+        ``check_same_job`` refused it first unless allowed); True when a run is resumed."""
         if self.exists():
             self.check_same_manifest(info["manifest_fingerprint"])
             earlier = self.read_info()
-            if info.get("resume_command") and earlier.get("resume_command") != info.get(
-                "resume_command"
-            ):
-                atomic_write(self.run_file, _dump_info(
-                    {**earlier, "resume_command": info["resume_command"]}))
+            updated = dict(earlier)
+            if info.get("resume_command"):
+                updated["resume_command"] = info["resume_command"]
+            if info.get(JOB_VERSIONS):
+                updated, self.job_version = with_version(
+                    updated, latest_version(info)[1], info.get("job"), info.get("endpoint", ""))
+            else:
+                self.job_version = earlier.get(JOB_VERSION)
+            if updated != earlier:
+                atomic_write(self.run_file, _dump_info(updated))
             return True
         atomic_write(self.run_file, _dump_info(info))
+        self.job_version = info.get(JOB_VERSION)
         return False
+
+    def check_same_job(self, shape: dict[str, Any], *, answered: int,
+                       allow_change: bool) -> JobChange | None:
+        """Refuse to resume under a job whose requests differ from those the answered rows
+        were sent with, unless ``allow_change``; the change, if any (see ``job_versions``)."""
+        if not self.exists():
+            return None
+        change = job_change(self.read_info(), shape, answered=answered)
+        if change is not None and change.answered and not allow_change:
+            raise refusal(change, self.path)
+        return change
 
     def check_same_manifest(self, fingerprint: str) -> None:
         """Refuse to resume a run of another manifest in this directory."""
@@ -240,6 +270,8 @@ class RunDir(JournalWriter):
 
     def compact(self, metadata: dict[str, Any]) -> int:
         """Write results.parquet (the latest line of every row); returns rows written."""
+        if self.exists() and JOB_VERSIONS not in metadata:
+            metadata = {**metadata, JOB_VERSIONS: self.read_info().get(JOB_VERSIONS)}
         try:
             return compact(self.latest(), self.results_path, metadata)
         except (OSError, pa.ArrowException) as exc:
@@ -260,8 +292,9 @@ def run_info(
     endpoint: str,
     rows_total: int,
     resume_command: str | None = None,
+    request_shape: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    return {
+    info = {
         "batchrun_version": __version__,
         "manifest": str(manifest.resolve()),
         "manifest_fingerprint": fingerprint,
@@ -271,3 +304,6 @@ def run_info(
         "resume_command": resume_command,
         "created_at": time.time(),
     }
+    if request_shape is not None:
+        info.update(first_versions(request_shape))
+    return info
