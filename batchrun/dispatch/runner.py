@@ -120,9 +120,10 @@ class Runner:
             return
         counters = self.counters
         counters.waiting += 1
-        stand_in = self._workers is not None and self._rows is not None and not self.stopping
-        if stand_in:
-            self._workers.start_soon(self._work, self._rows.clone())  # type: ignore[union-attr]
+        workers, rows = self._workers, self._rows
+        stand_in = workers is not None and rows is not None and not self.stopping
+        if workers is not None and rows is not None and stand_in:
+            workers.start_soon(self._work, rows.clone())
         try:
             with anyio.move_on_after(seconds):
                 await self._stopping.wait()
