@@ -149,6 +149,26 @@ def test_retries_are_counted_by_cause_with_the_time_they_cost() -> None:
     assert data.duration_s == 41.0 and data.answer_models == {"gemini-3.1-pro-preview": 1}
 
 
+def test_retries_are_counted_by_the_causes_the_journal_recorded() -> None:
+    lines: list[dict[str, Any]] = [
+        # answered on its third try after a 503 and a 429; its answering try took 1 s of 4.
+        {"id": "a", "status": "ok", "attempts": 3, "latency_ms": 1000.0, "credits": 0.5,
+         "started_at": 0.0, "finished_at": 4.0, "finish_reason": "stop",
+         "failed_attempts": ["503 upstream_error", "429 rate_limit_exceeded"]},
+        # gave up after three tries: two retried (500, then 503), the last ended it.
+        {"id": "b", "status": "error", "error_code": "upstream_error", "attempts": 3,
+         "started_at": 0.0, "finished_at": 6.0, "retryable": True,
+         "failed_attempts": ["500 internal_error", "503 upstream_error",
+                             "503 upstream_error"]},
+    ]
+    data = aggregate(2, lines, {})
+    assert {cause: (entry.retries, entry.rows, entry.seconds)
+            for cause, entry in data.retries.items()} == {
+        "503 upstream_error": (2, 2, 1.5 + 3.0), "429 rate_limit_exceeded": (1, 1, 1.5),
+        "500 internal_error": (1, 1, 3.0)}
+    assert CAUSE_NOT_RECORDED not in data.retries
+
+
 def test_the_endpoint_is_shown_without_credentials() -> None:
     assert public_endpoint("https://user:sk-secret@gw.example:8443/v1?key=sk-x#k") == \
         "https://gw.example:8443/v1"

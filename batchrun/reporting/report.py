@@ -23,7 +23,8 @@ from batchrun.store.rundir import RunDir
 # journal, are never held.
 _FIELDS = ("id", "status", "prompt_tokens", "completion_tokens", "reasoning_tokens", "credits",
            "credits_computed", "latency_ms", "started_at", "finished_at", "error_code",
-           "error_message", "attempts", "finish_reason", "model", "reused_from")
+           "error_message", "attempts", "finish_reason", "model", "reused_from",
+           "failed_attempts")
 
 
 def _journal_lines(run_dir: RunDir) -> Iterator[dict[str, Any]]:

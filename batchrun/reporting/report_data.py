@@ -158,7 +158,7 @@ def _count_final(data: ReportData, record: dict[str, Any], kind: str) -> None:
         if attempts > 1:
             # The answering try's own time is its latency; the rest went on failed tries.
             waited = _span(record) - float(latency or 0.0) / 1000.0
-            _add_retry(data, record, CAUSE_NOT_RECORDED, attempts - 1, waited)
+            _add_retries(data, record, _recorded_causes(record, attempts - 1), waited)
         return
     data.rows_failed += 1
     code = record.get("error_code") or "error"
@@ -167,7 +167,27 @@ def _count_final(data: ReportData, record: dict[str, Any], kind: str) -> None:
     if len(examples) < ERROR_EXAMPLES:
         examples.append((str(record["id"]), record.get("error_message") or ""))
     if attempts > 1:
-        _add_retry(data, record, code, attempts - 1, _span(record))
+        # The last failure ended the row; the ones before it were retried.
+        causes = record.get("failed_attempts")
+        earlier = ([str(cause) for cause in causes[:attempts - 1]]
+                   if isinstance(causes, list) and len(causes) >= attempts - 1
+                   else [code] * (attempts - 1))
+        _add_retries(data, record, earlier, _span(record))
+
+
+def _recorded_causes(record: dict[str, Any], retries: int) -> list[str]:
+    """Each failed try's cause as the journal kept it (``failed_attempts``), else unknown."""
+    causes = record.get("failed_attempts")
+    if isinstance(causes, list) and len(causes) == retries:
+        return [str(cause) for cause in causes]
+    return [CAUSE_NOT_RECORDED] * retries
+
+
+def _add_retries(data: ReportData, record: dict[str, Any], causes: list[str],
+                 seconds: float) -> None:
+    """Count ``causes`` (one per retried try), sharing the time they cost among them."""
+    for cause, retries in Counter(causes).items():
+        _add_retry(data, record, cause, retries, seconds * retries / len(causes))
 
 
 def _add_retry(data: ReportData, record: dict[str, Any], cause: str, retries: int,
