@@ -22,6 +22,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 from support.emulator_http import MODEL, chat_body
+from support.kit import reap
 
 from batchrun.emulator.command import emulator_command
 from batchrun.emulator.media import mp4_seconds, pdf_pages, wav_seconds
@@ -656,12 +657,7 @@ def test_cli_serves_as_a_subprocess(http: httpx.Client) -> None:
         assert process.wait(timeout=10) == 0
         assert process.stdout.read() == ""  # exactly one stdout line
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for pipe in (process.stdout, process.stderr):
-            if pipe is not None:
-                pipe.close()
+        reap(process)
 
 
 def test_a_client_leaving_mid_stream_is_not_a_server_error(

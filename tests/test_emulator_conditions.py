@@ -18,6 +18,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 from support.emulator_http import chat_body
+from support.kit import reap
 
 from batchrun.emulator.command import emulator_command
 from batchrun.emulator.model import parse_chat_request
@@ -455,9 +456,4 @@ def test_cli_serves_a_mixture(http: httpx.Client) -> None:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        for pipe in (process.stdout, process.stderr):
-            if pipe is not None:
-                pipe.close()
+        reap(process)

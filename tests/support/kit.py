@@ -92,3 +92,13 @@ def journal(run_dir: Path) -> list[dict[str, Any]]:
 def latest(run_dir: Path) -> dict[str, dict[str, Any]]:
     """The latest journal line of every id (what results.parquet is built from)."""
     return {line["id"]: line for line in journal(run_dir)}
+
+
+def reap(process: subprocess.Popen[str]) -> None:
+    """Kill ``process`` if it still runs, wait for it, close its pipes (a test's teardown)."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    for pipe in (process.stdout, process.stderr):
+        if pipe is not None:
+            pipe.close()
