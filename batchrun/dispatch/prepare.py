@@ -44,9 +44,10 @@ def prepare_request(
     """
     built = build_request(row, job, resolver, probe=probe, into=PricedRequest)
     try:
-        cost = request_cost(built.messages, built.metas, model=job.model,
+        cost = request_cost(built.messages, built.metas, model=built.model,
                             body_bytes=len(built.skeleton), text_only=built.text_only,
-                            counts=counts, rules=rules)
+                            counts=counts,
+                            rules=rules if built.model == job.model else None)
         built.check_size(job.max_request_bytes)
     except BaseException:
         built.close()

@@ -365,7 +365,7 @@ class Runner:
                         send_started = time.perf_counter()  # latency: the wire, not the wait
                         self.counters.in_flight += 1
                         try:
-                            completion = await self.client.complete(body, stream=self.job.stream)
+                            completion = await self.client.complete(body, stream=prepared.sse)
                         except BaseException as error:
                             if isinstance(error, RateLimitedError):
                                 self.limiter.rate_limited(error.retry_after, error.rate_limit)
@@ -404,7 +404,7 @@ class Runner:
         assert completion is not None and request_sha is not None
         latency_ms = (time.perf_counter() - send_started) * 1000.0
         self._record(row, self._ok_result(row.id, completion, attempts, started_at, request_sha,
-                                          latency_ms))
+                                          latency_ms, price=self._price_of(prepared.model)))
         if completion.prompt_tokens is not None:
             self.limiter.settle_tokens(
                 estimated_tokens + self.job.expected_output_tokens,
@@ -424,6 +424,12 @@ class Runner:
             raise DispatchStopped
         return reservation
 
+    def _price_of(self, model: str) -> Price:
+        """The price of a row's model (a row may name its own): the job's for its model."""
+        if model == self.job.model or not model:
+            return self.price
+        return price_for(model, {self.job.model: self.job.price} if self.job.price else None)
+
     # --- results -----------------------------------------------------------------------
     def _ok_result(
         self,
@@ -433,10 +439,13 @@ class Runner:
         started_at: float,
         request_sha: str,
         latency_ms: float,
+        *,
+        price: Price | None = None,
     ) -> RowResult:
+        price = price or self.price
         credits_computed = None
         if completion.has_usage:
-            credits_computed = self.price.credits(
+            credits_computed = price.credits(
                 completion.prompt_tokens or 0, completion.completion_tokens or 0
             )
         credits = completion.credits_consumed
@@ -456,7 +465,7 @@ class Runner:
             total_tokens=completion.total_tokens,
             credits=credits,
             credits_computed=credits_computed,
-            cost_usd=self.price.usd(billed) if billed is not None else None,
+            cost_usd=price.usd(billed) if billed is not None else None,
             http_status=completion.http_status,
             attempts=attempts.count,
             latency_ms=latency_ms,

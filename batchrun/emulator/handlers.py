@@ -93,6 +93,8 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
         chat = parse_chat_request(body, config.chars_per_token)
     except BadRequest as exc:
         return _count(stats, error_response("invalid_request", str(exc)))
+    if config.record_requests:
+        stats.requests_seen.append(orjson.loads(body))
     if chat.model not in config.models:
         return _count(stats, error_response(
             "model_not_found", f"Model '{chat.model}' does not exist or is inactive."))

@@ -65,6 +65,9 @@ class EmulatorConfig:
     rpm_schedule: str | None = None
     stream_parts: int = 0  # >0: a streamed answer comes in N parts spread over the latency
     count_by_second: bool = False  # stats count chat requests per second of the clock
+    # Keep every valid chat request's body (decoded) in stats.requests_seen, so a test can
+    # check what each row asked for; off by default (bodies may be large).
+    record_requests: bool = False
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
@@ -120,6 +123,7 @@ class EmulatorStats:
     # Chat requests by whole second of the state's clock (``count_by_second``): a bench sees
     # the send rate the emulator received, retries included.
     requests_by_second: Counter[int] = field(default_factory=Counter)
+    requests_seen: list[dict[str, Any]] = field(default_factory=list)  # record_requests
 
     def reset(self) -> None:
         """Zero everything but the requests still in flight."""
@@ -141,6 +145,7 @@ class EmulatorStats:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "requests_by_second": {str(s): n for s, n in sorted(self.requests_by_second.items())},
+            "requests_seen": list(self.requests_seen),
         }
 
 
@@ -300,7 +305,7 @@ _FLOAT = {"latency_ms", "jitter_ms", "chars_per_token", "chunk_delay_ms", "max_b
           "stall_s", *FAULT_RATES}
 _OPTIONAL_FLOAT = {"rpm", "rpm_burst", "balance", "spend_limit"}
 _OPTIONAL_INT = {"revoke_after", "credits_rounding"}
-_BOOL = {"deny_ip", "echo_key", "rate_headers", "count_by_second"}
+_BOOL = {"deny_ip", "echo_key", "rate_headers", "count_by_second", "record_requests"}
 
 
 def _coerce(name: str, value: Any) -> Any:

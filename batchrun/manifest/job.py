@@ -11,10 +11,10 @@ from typing import Any
 
 from batchrun.core.errors import InputError
 from batchrun.cost.catalog import DEFAULT_MODEL, Price, price_for
+from batchrun.manifest.settings import REASONING_EFFORTS, check_column_map
 from batchrun.media.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUEST_BYTES
 
 DEFAULT_ENDPOINT = "https://api.aivideoapi.ai/v1"
-REASONING_EFFORTS = ("low", "high")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ class JobSpec:
     media_columns: tuple[str, ...] = ()
     # Merged into every request body last, for fields the gateway adds later.
     extra_body: dict[str, Any] = field(default_factory=dict)
+    # Per-row settings under the manifest's own column names: setting -> column
+    # (manifest/settings.py lists the settings); unnamed settings use their own name.
+    columns: dict[str, str] = field(default_factory=dict)
     expected_output_tokens: int = 500
     concurrency: int = 32
     rpm: float | None = None
@@ -85,6 +88,8 @@ class JobSpec:
                 f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}, "
                 f"not {self.reasoning_effort!r}"
             )
+        if (wrong := check_column_map(self.columns)) is not None:
+            raise InputError(wrong)
         if self.concurrency < 1:
             raise InputError("concurrency must be at least 1")
         if self.max_attempts < 1:

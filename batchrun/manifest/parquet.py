@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from batchrun.core.errors import InputError
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.rows import ID_KEYS, NEEDS, Row, build_row, drop_nulls
+from batchrun.manifest.settings import column_of
 from batchrun.manifest.template import Template
 
 _COLUMN_RULES: dict[str, tuple[str, ...]] = {
@@ -51,7 +52,8 @@ def check_parquet_schema(path: Path, job: JobSpec, template: Template | None) ->
     if not names & set(ID_KEYS):
         raise InputError(f"manifest {path} has no `id` or `custom_id` column; columns: {found}")
     has_body = "body" in names and _type_kind(schema.field("body").type) in ("struct", "string")
-    if not (has_body or template or names & {"messages", "prompt"}):
+    messages = column_of(job.columns, "messages")
+    if not (has_body or template or names & {messages, "prompt"}):
         raise InputError(f"manifest {path}: no usable columns; {NEEDS}. Columns: {found}")
     for name, allowed in _COLUMN_RULES.items():
         if name not in names:
@@ -91,6 +93,8 @@ def iter_parquet(
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"manifest {path} is not a readable Parquet file: {exc}") from None
     row_no = 0
+    # Struct columns whose absent fields Arrow gives back as None (dropped before use).
+    nested = {"messages", "body", column_of(job.columns, "messages")}
     with contextlib.closing(parquet):
         batch_iter = iter(parquet.iter_batches(batch_size=batch_size))
         while True:
@@ -114,7 +118,7 @@ def iter_parquet(
                     batch = batch.take(pa.array(keep, type=pa.int64()))
                     numbers = [first + at for at in keep]
             for number, record in zip(numbers, batch.to_pylist(), strict=True):
-                for key in ("messages", "body"):
+                for key in nested:
                     if isinstance(record.get(key), list | dict):
                         record[key] = drop_nulls(record[key])
                 yield build_row(record, number, f"row {number}", f"row-{number}", job, template)

@@ -6,7 +6,9 @@ Which shape a row has, first match wins:
 3. the job's ``prompt_template`` filled from the row's columns (``{title}``); the template may
    use any column, ``prompt`` included.
 4. ``prompt`` (+ optional ``system`` and ``media``).
-``media`` and the job's ``media_columns`` go with shapes 3 and 4 only.
+``media`` and the job's ``media_columns`` go with shapes 3 and 4 only. Shapes 2-4 may also
+carry per-row settings (``settings``: model, reasoning effort, …); the job may name its own
+columns for them and for ``system`` and ``messages``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from typing import Any
 import orjson
 
 from batchrun.manifest.job import JobSpec
+from batchrun.manifest.settings import (
+    REQUEST_SETTINGS,
+    BadSetting,
+    RowSettings,
+    column_of,
+    row_settings,
+)
 from batchrun.manifest.template import BadRow, Template, fill_template
 
 ID_KEYS = ("id", "custom_id")
@@ -47,6 +56,7 @@ class Row:
     fields: Mapping[str, Any] = field(default_factory=dict)
     body: Mapping[str, Any] | None = None
     error: str | None = None
+    settings: RowSettings | None = None  # what the row asks for itself (None: the job's)
 
 
 def id_key_of(record: Mapping[str, Any]) -> str | None:
@@ -114,8 +124,17 @@ def _shape(
     if isinstance(body, Mapping):
         return _batch_row(record, body, row_id, id_key, line)
 
-    if record.get("messages") is not None:
-        messages, refs = _check_messages(record["messages"], "messages")
+    columns = job.columns
+    try:
+        settings = (row_settings(record, columns)
+                    if columns or not _SETTING_KEYS.isdisjoint(record) else None)
+    except BadSetting as exc:
+        raise BadRow(str(exc)) from None
+    messages_key = column_of(columns, "messages")
+    system_key = column_of(columns, "system")
+    used = (id_key, *_setting_columns(columns))
+    if record.get(messages_key) is not None:
+        messages, refs = _check_messages(record[messages_key], messages_key)
         if record.get("media") is not None:
             raise BadRow(
                 "`media` goes with `prompt`; in a `messages` row put image_url parts in the "
@@ -125,9 +144,10 @@ def _shape(
             id=row_id,
             line=line,
             messages=messages,
-            system=_optional_str(record, "system"),
+            system=_optional_str(record, system_key),
             media=refs,
-            fields=_rest(record, (id_key, "messages", "system", "media")),
+            fields=_rest(record, (*used, messages_key, system_key, "media")),
+            settings=settings,
         )
 
     if template is not None:
@@ -136,9 +156,10 @@ def _shape(
             id=row_id,
             line=line,
             prompt=prompt,
-            system=_optional_str(record, "system"),
+            system=_optional_str(record, system_key),
             media=_media_refs(record, job),
-            fields=_rest(record, (id_key,)),
+            fields=_rest(record, used),
+            settings=settings,
         )
 
     if record.get("prompt") is not None:
@@ -152,12 +173,22 @@ def _shape(
             id=row_id,
             line=line,
             prompt=prompt,
-            system=_optional_str(record, "system"),
+            system=_optional_str(record, system_key),
             media=media,
-            fields=_rest(record, (id_key, "prompt", "system", "media")),
+            fields=_rest(record, (*used, "prompt", system_key, "media")),
+            settings=settings,
         )
 
     raise BadRow(f"no content: {NEEDS}")
+
+
+# Keys that may hold a setting under its own name: a row without any (and a job without a
+# column map) skips the settings check.
+_SETTING_KEYS = frozenset(REQUEST_SETTINGS)
+
+
+def _setting_columns(columns: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(column_of(columns, setting) for setting in REQUEST_SETTINGS)
 
 
 def _batch_row(

@@ -3,9 +3,12 @@
 Field order is fixed (model, messages, stream, include_thoughts, reasoning_effort, tools, then
 ``extra_body``), so the same row and job always encode to the same bytes and sha256.
 
-``stream`` always comes from the job, even for OpenAI batch bodies and even when
-``extra_body`` names it: the client decides from ``job.stream`` whether it parses SSE or JSON,
-and the body must agree with it.
+A row's own settings (``Row.settings``: model, reasoning effort, thoughts, stream, grounding,
+extra_body) win over the job's; the row's ``extra_body`` is merged after the job's.
+
+``stream`` comes from the row or the job, even for OpenAI batch bodies and even when an
+``extra_body`` names it: the client decides from the body's ``stream`` whether it parses SSE
+or JSON, so the body must say what the client will expect.
 """
 
 from __future__ import annotations
@@ -54,19 +57,42 @@ def build_body(row: Row, job: JobSpec, media: MediaResolver | None) -> dict[str,
     else:
         raise RowError(f"row {row.id!r} (line {row.line}) has no messages, prompt or body")
 
-    body: dict[str, Any] = {
-        "model": job.model,
+    own = row.settings
+    if own is None:
+        body: dict[str, Any] = {
+            "model": job.model,
+            "messages": messages,
+            "stream": job.stream,
+            "include_thoughts": job.include_thoughts,
+        }
+        if job.reasoning_effort is not None:
+            body["reasoning_effort"] = job.reasoning_effort
+        if job.google_search:
+            body["tools"] = [google_search_tool()]
+        body.update(job.extra_body)
+        body["stream"] = job.stream
+        return body
+    stream = _pick(own.stream, job.stream)
+    body = {
+        "model": _pick(own.model, job.model),
         "messages": messages,
-        "stream": job.stream,
-        "include_thoughts": job.include_thoughts,
+        "stream": stream,
+        "include_thoughts": _pick(own.include_thoughts, job.include_thoughts),
     }
-    if job.reasoning_effort is not None:
-        body["reasoning_effort"] = job.reasoning_effort
-    if job.google_search:
+    effort = _pick(own.reasoning_effort, job.reasoning_effort)
+    if effort is not None:
+        body["reasoning_effort"] = effort
+    if _pick(own.google_search, job.google_search):
         body["tools"] = [google_search_tool()]
     body.update(job.extra_body)
-    body["stream"] = job.stream
+    if own.extra_body:
+        body.update(own.extra_body)
+    body["stream"] = stream
     return body
+
+
+def _pick(own: Any, default: Any) -> Any:
+    return default if own is None else own
 
 
 def encode_body(body: dict[str, Any]) -> bytes:
