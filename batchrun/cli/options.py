@@ -43,6 +43,9 @@ _RUN_OPTIONS = [
                  help="Run against the embedded API emulator on 127.0.0.1 (no key, no network)."),
     click.option("--retry-failed", is_flag=True,
                  help="On resume, also send again rows that ended in a final error."),
+    click.option("--redo", type=click.Choice(["incomplete"]),
+                 help="On resume, also send again (and pay for) rows answered ok but cut short: "
+                 "finish_reason length, content_filter … (anything but stop)."),
     click.option("--ignore-balance", is_flag=True,
                  help="Start even when GET /credits says the balance is below the estimate."),
     click.option("--calibrate", type=click.IntRange(min=1),

@@ -122,6 +122,12 @@ async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
 @click.option("--stream-parts", type=click.IntRange(min=0), default=0, show_default=True,
               help="Send a streamed answer in N parts spread over the latency (first after "
               "latency/N, last at the full latency); 0: all at once after the latency.")
+@click.option("--length-rate", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Share of answers cut short with finish_reason length (chosen by the "
+              "request: the same request is cut again).")
+@click.option("--length-match", default=None, metavar="TEXT",
+              help="Cut short (finish_reason length) every answer whose last user message "
+              "contains TEXT.")
 @click.option("--count-by-second", is_flag=True,
               help="Count chat requests per second of the clock in /_emulator/stats "
               "(requests_by_second), for benches.")

@@ -21,7 +21,13 @@ from batchrun.emulator.faults import (
     stalled_json,
     write_quietly,
 )
-from batchrun.emulator.model import BadRequest, ChatRequest, parse_chat_request, synthesize_reply
+from batchrun.emulator.model import (
+    BadRequest,
+    ChatRequest,
+    cut_short,
+    parse_chat_request,
+    synthesize_reply,
+)
 from batchrun.emulator.render import Answer, error_response
 from batchrun.emulator.state import EmulatorState, EmulatorStats, apply_config
 
@@ -131,7 +137,8 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
     body_sha = hashlib.sha256(body).hexdigest()
     answer = Answer(
         chat,
-        synthesize_reply(chat, config.chars_per_token),
+        synthesize_reply(chat, config.chars_per_token,
+                         cut=cut_short(chat, config.length_rate, config.length_match)),
         body_sha,
         config.thoughts_style,
         config.credits_rounding,

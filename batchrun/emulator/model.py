@@ -196,11 +196,27 @@ def messages_digest(messages: list[Any]) -> bytes:
     return hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).digest()
 
 
-def synthesize_reply(request: ChatRequest, chars_per_token: float = 4.0) -> Reply:
-    """The deterministic answer: same messages and effort → same content and token counts."""
+def cut_short(request: ChatRequest, rate: float, match: str | None) -> bool:
+    """Whether this request's answer ends with finish_reason "length": when its last user text
+    holds ``match``, or for a share ``rate`` of requests drawn from its messages' digest (so
+    the same request is cut again, as a model at its output limit would be)."""
+    if match and match in request.last_user_text:
+        return True
+    if rate <= 0:
+        return False
+    draw = int.from_bytes(messages_digest(request.messages)[8:16], "big") / 2**64
+    return draw < rate
+
+
+def synthesize_reply(request: ChatRequest, chars_per_token: float = 4.0, *,
+                     cut: bool = False) -> Reply:
+    """The deterministic answer: same messages and effort → same content and token counts.
+    ``cut``: the answer stops halfway with finish_reason "length"."""
     digest = messages_digest(request.messages)
     number = int.from_bytes(digest[:8], "big")
     completion_tokens = 20 + number % 381  # 20..400
+    if cut:
+        completion_tokens = max(1, completion_tokens // 2)
     if request.reasoning_effort == "high":
         reasoning_tokens = 300 + (number >> 16) % 1700  # 300..1999
     else:
@@ -209,7 +225,7 @@ def synthesize_reply(request: ChatRequest, chars_per_token: float = 4.0) -> Repl
     echo = " ".join(request.last_user_text.split())[:48]
     tag = digest[:4].hex()
     head = f"Emulated answer {tag} to: {echo}. " if echo else f"Emulated answer {tag}. "
-    finish_reason = "stop"
+    finish_reason = "length" if cut else "stop"
     if request.max_tokens is not None and completion_tokens > request.max_tokens:
         completion_tokens, finish_reason = request.max_tokens, "length"
     length = max(1, round(completion_tokens * chars_per_token))

@@ -68,6 +68,11 @@ class EmulatorConfig:
     # Keep every valid chat request's body (decoded) in stats.requests_seen, so a test can
     # check what each row asked for; off by default (bodies may be large).
     record_requests: bool = False
+    # Answers cut short (finish_reason "length", half the content): a share of requests,
+    # chosen by the request's messages (the same request is cut again), and every request
+    # whose last user text contains ``length_match``.
+    length_rate: float = 0.0
+    length_match: str | None = None
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
@@ -85,6 +90,8 @@ class EmulatorConfig:
                 raise ValueError(f"{name} must be a probability in [0, 1]")
         if sum(getattr(self, name) for name in FAULT_RATES) > 1.0 + 1e-9:
             raise ValueError(f"the fault rates ({', '.join(FAULT_RATES)}) add up to more than 1")
+        if not 0.0 <= self.length_rate <= 1.0:
+            raise ValueError("length_rate must be a probability in [0, 1]")
         if self.stall_s < 0:
             raise ValueError("stall_s must not be negative")
         if self.chars_per_token <= 0:
@@ -302,7 +309,7 @@ _FAULT_KIND = {"fail_503": "503", "fail_500": "500", "drop_rate": "drop", "fail_
                "fail_502": "502", "not_json_rate": "not_json", "no_usage_rate": "no_usage",
                "stall_rate": "stall", "early_eof_rate": "early_eof"}
 _FLOAT = {"latency_ms", "jitter_ms", "chars_per_token", "chunk_delay_ms", "max_body_mb",
-          "stall_s", *FAULT_RATES}
+          "stall_s", "length_rate", *FAULT_RATES}
 _OPTIONAL_FLOAT = {"rpm", "rpm_burst", "balance", "spend_limit"}
 _OPTIONAL_INT = {"revoke_after", "credits_rounding"}
 _BOOL = {"deny_ip", "echo_key", "rate_headers", "count_by_second", "record_requests"}
@@ -322,7 +329,7 @@ def _coerce(name: str, value: Any) -> Any:
         return int(value)
     if name in _BOOL and isinstance(value, bool):
         return value
-    if name == "rpm_schedule" and (value is None or isinstance(value, str)):
+    if name in ("rpm_schedule", "length_match") and (value is None or isinstance(value, str)):
         return value
     if name in ("thoughts_style", "drop_mode", "retry_after") and isinstance(value, str):
         return value

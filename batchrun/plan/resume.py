@@ -44,8 +44,10 @@ class OpenedRun:
         return self.index.count_done(retry_failed=self.retry_failed)
 
 
-def open_run(run_dir: RunDir, fingerprint: str, *, retry_failed: bool) -> OpenedRun:
-    """Lock ``run_dir``, refuse another manifest's run, load the journal index."""
+def open_run(run_dir: RunDir, fingerprint: str, *, retry_failed: bool,
+             redo_incomplete: bool = False) -> OpenedRun:
+    """Lock ``run_dir``, refuse another manifest's run, load the journal index
+    (``redo_incomplete``: answers cut short count as not done)."""
     run_dir.lock()
     try:
         resumed = run_dir.exists()
@@ -55,6 +57,7 @@ def open_run(run_dir: RunDir, fingerprint: str, *, retry_failed: bool) -> Opened
             total = run_dir.read_info().get("rows_total")
             rows_total = int(total) if isinstance(total, int) else None
         index = run_dir.load_index()
+        index.redo_incomplete = redo_incomplete
     except BaseException:
         run_dir.release()
         raise

@@ -188,6 +188,7 @@ def open_session(
     reuse: Path | None = None,
     media_root: Path | None = None,
     fingerprint: str | None = None,
+    redo_incomplete: bool = False,
 ) -> Iterator[Session]:
     """Lock ``out``, read its journal, open the --reuse cache, scan the manifest. ``spec``
     carries its final endpoint. On the way out: the lock is released, the cache closed, and a
@@ -199,7 +200,8 @@ def open_session(
     price = spec.resolved_price()
     run_dir = RunDir(out)
     created = not out.exists()
-    opened = open_run(run_dir, fingerprint, retry_failed=retry_failed)  # locks
+    opened = open_run(run_dir, fingerprint, retry_failed=retry_failed,  # locks
+                      redo_incomplete=redo_incomplete)
     cache = None
     try:
         cache = open_reuse(reuse, out) if reuse is not None else None

@@ -18,6 +18,7 @@ from batchrun.cost.catalog import Price, price_for
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import manifest_fingerprint
 from batchrun.plan.preflight import scan_manifest
+from batchrun.reporting.incomplete import incomplete_lines
 from batchrun.store.index import JournalIndex
 from batchrun.store.records import STATE_OK
 from batchrun.store.rundir import RunDir
@@ -132,6 +133,7 @@ def status_lines(status: dict[str, Any], path: Path) -> list[str]:
         lines.append(f"  reused from an earlier run: {status['rows_reused']:,} (not paid here)")
     for code, count in status["errors_by_code"].items():
         lines.append(f"  {code}: {count:,}")
+    lines += incomplete_lines(status.get("finish_reasons") or {}, status.get("redo_command"))
     lines.append(
         f"tokens: prompt {status['prompt_tokens']:,} · completion "
         f"{status['completion_tokens']:,} · reasoning {status['reasoning_tokens']:,}"
