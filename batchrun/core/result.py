@@ -118,6 +118,18 @@ class RowResult:
         return self.status == STATUS_OK
 
 
+def row_credits(credits: float | None, credits_computed: float | None) -> float | None:
+    """What a row cost: the API's ``credits_consumed`` when it said (0.0 included: a free
+    answer stays free), else the formula's value."""
+    return credits if credits is not None else credits_computed
+
+
+def record_credits(record: dict[str, Any]) -> float:
+    """``row_credits`` of a journal record, 0.0 when neither is known."""
+    billed = row_credits(record.get("credits"), record.get("credits_computed"))
+    return float(billed) if billed is not None else 0.0
+
+
 def extra_of(record: dict[str, Any]) -> dict[str, Any]:
     """A journal record's ``extra`` JSON as a dict; whatever will not parse is kept, not lost."""
     raw = record.get("extra")

@@ -33,7 +33,13 @@ from batchrun.core.errors import (
     StorageError,
     TransportError,
 )
-from batchrun.core.result import STATUS_ERROR, STATUS_OK, Completion, RowResult
+from batchrun.core.result import (
+    STATUS_ERROR,
+    STATUS_OK,
+    Completion,
+    RowResult,
+    row_credits,
+)
 from batchrun.cost.budget import (
     BudgetExhausted,
     BudgetGate,
@@ -449,7 +455,7 @@ class Runner:
                 completion.prompt_tokens or 0, completion.completion_tokens or 0
             )
         credits = completion.credits_consumed
-        billed = credits if credits is not None else credits_computed
+        billed = row_credits(credits, credits_computed)
         # Paid for but of unknown cost: an ok row, flagged, never silently zero.
         warning = None if completion.has_usage else MISSING_USAGE_MESSAGE
         return RowResult(
@@ -574,7 +580,7 @@ class Runner:
         else:
             counters.rows_failed += 1
             counters.note_error(result.error_code or "error")
-        counters.credits += result.credits or result.credits_computed or 0.0
+        counters.credits += row_credits(result.credits, result.credits_computed) or 0.0
 
 
 async def execute(

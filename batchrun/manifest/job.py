@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.core.errors import InputError
-from batchrun.cost.catalog import DEFAULT_MODEL, Price, price_for
+from batchrun.cost.catalog import (
+    DEFAULT_MODEL,
+    USD_PER_CREDIT,
+    Price,
+    UnknownModel,
+    is_priced,
+    price_for,
+)
 from batchrun.manifest.settings import REASONING_EFFORTS, check_column_map
 from batchrun.media.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUEST_BYTES
 
@@ -74,8 +81,19 @@ class JobSpec:
         return dataclasses.replace(self, **changes)
 
     def resolved_price(self) -> Price:
-        """The job's own ``[job.pricing]``, else the catalog's price of its model."""
-        return price_for(self.model, {self.model: self.price} if self.price else None)
+        """The job's own price (``price`` / ``[job.pricing]``), else the catalog's price of its
+        model; InputError for a model neither prices (never a silent guess)."""
+        try:
+            return price_for(self.model, self._own_prices())
+        except UnknownModel as exc:
+            raise InputError(str(exc)) from None
+
+    def prices(self, model: str) -> bool:
+        """Whether a row may ask for ``model``: the catalog prices it, or the job does."""
+        return is_priced(model, self._own_prices())
+
+    def _own_prices(self) -> dict[str, Price] | None:
+        return {self.model: self.price} if self.price else None
 
     def resolved_endpoint(self) -> str:
         """--endpoint / job file, then BATCHRUN_ENDPOINT, then the gateway's address."""
@@ -134,6 +152,10 @@ def load_job(path: str | Path | None) -> JobSpec:
 def job_from_mapping(raw: dict[str, Any], *, source: str = "job") -> JobSpec:
     data = dict(raw.get("job", raw))  # accept a [job] table or top-level keys
     pricing = data.pop("pricing", None)
+    if "price" in data:
+        if pricing is not None:
+            raise InputError(f"{source}: give price or [pricing], not both")
+        data["price"] = _price_table(data.pop("price"), source)
     unknown = sorted(set(data) - set(_FIELDS))
     if unknown:
         raise InputError(
@@ -160,6 +182,23 @@ def job_from_mapping(raw: dict[str, Any], *, source: str = "job") -> JobSpec:
         raise InputError(f"{source}: {exc}") from None
     spec.validate()
     return spec
+
+
+def _price_table(value: Any, source: str) -> Price:
+    """``price = {input = 160, output = 960}``: credits per 1M prompt / completion tokens
+    (optional ``usd_per_credit``)."""
+    try:
+        if not isinstance(value, dict) or set(value) - {"input", "output", "usd_per_credit"}:
+            raise ValueError("unknown keys")
+        price = Price(input_credits_per_m=float(value["input"]),
+                      output_credits_per_m=float(value["output"]),
+                      usd_per_credit=float(value.get("usd_per_credit", USD_PER_CREDIT)))
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{source}: price must be a table {{input = …, output = …}} of credits "
+                         f"per 1M tokens (optional usd_per_credit), not {value!r}") from None
+    if min(price.input_credits_per_m, price.output_credits_per_m, price.usd_per_credit) < 0:
+        raise InputError(f"{source}: price must not be negative")
+    return price
 
 
 # What a TOML value must be for each field: a wrong type is an input error naming the field,

@@ -130,6 +130,11 @@ def _shape(
                     if columns or not _SETTING_KEYS.isdisjoint(record) else None)
     except BadSetting as exc:
         raise BadRow(str(exc)) from None
+    if settings is not None and settings.model is not None and not job.prices(settings.model):
+        raise BadRow(
+            f"column {column_of(columns, 'model')} = {settings.model!r}: batchrun knows no price "
+            f"for this model; use a model of the catalog, or make it the job's model and give "
+            f"its price (price = {{input = …, output = …}})")
     messages_key = column_of(columns, "messages")
     system_key = column_of(columns, "system")
     used = (id_key, *_setting_columns(columns))

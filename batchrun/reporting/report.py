@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from batchrun.core.errors import BatchrunError
+from batchrun.core.result import record_credits
 from batchrun.cost.catalog import USD_PER_CREDIT
 from batchrun.cost.tokens import media_kind
 from batchrun.manifest.job import job_from_mapping
@@ -95,8 +96,8 @@ def aggregate(
         data.first_finish = data.finish_times[0][0]
         data.last_finish = data.finish_times[-1][0]
     ranked = sorted(
-        (r for r in records if (r.get("credits") or r.get("credits_computed"))),
-        key=lambda r: r.get("credits") or r.get("credits_computed") or 0.0,
+        (r for r in records if record_credits(r)),
+        key=record_credits,
         reverse=True,
     )
     data.costliest = ranked[:COSTLIEST_ROWS]
@@ -201,7 +202,7 @@ def render(data: ReportData, *, generated_at: float | None = None) -> str:
     ) or '<tr><td colspan="3">no errors</td></tr>'
     costly_rows = "".join(
         f"<tr><td>{escape(str(r['id']))}</td>"
-        f"<td class=num>{(r.get('credits') or r.get('credits_computed') or 0):.6f}</td>"
+        f"<td class=num>{record_credits(r):.6f}</td>"
         f"<td class=num>{r.get('prompt_tokens') or 0:,}</td>"
         f"<td class=num>{r.get('completion_tokens') or 0:,}</td>"
         f"<td class=num>{r.get('reasoning_tokens') or 0:,}</td>"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.core.errors import InputError
-from batchrun.cost.catalog import Price, price_for
+from batchrun.cost.catalog import Price, UnknownModel, price_for
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import manifest_fingerprint
 from batchrun.plan.preflight import scan_manifest
@@ -55,7 +55,10 @@ def run_summary(run: RunDir, info: dict[str, Any], index: JournalIndex) -> RunSu
 def estimate_left(run: RunDir, info: dict[str, Any], index: JournalIndex) -> dict[str, Any]:
     """What a plain resume would send and cost. Reads the manifest past the done rows only."""
     job = job_from_info(info.get("job") or {})
-    price = price_for(job.model, {job.model: job.price} if job.price else None)
+    try:
+        price = price_for(job.model, {job.model: job.price} if job.price else None)
+    except UnknownModel:  # a run begun before unknown models were refused
+        price = Price(0.0, 0.0)
     rows_total = int(info.get("rows_total") or 0)
     rows_paid_ok = index.count(STATE_OK)
     left: dict[str, Any] = {"rows": None, "from_manifest": None, "credits_observed": None,
