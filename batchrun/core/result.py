@@ -37,6 +37,10 @@ RESULTS_SCHEMA = pa.schema(
         ("request_sha256", pa.string()),
         ("response_id", pa.string()),
         ("extra", pa.string()),
+        # Structured output (a job's output_schema): the answer parsed, as JSON text, when it
+        # fits the schema; why it does not, for a row that never fitted.
+        ("parsed", pa.string()),
+        ("schema_error", pa.string()),
     ]
 )
 
@@ -98,6 +102,8 @@ class RowResult:
     request_sha256: str | None = None
     response_id: str | None = None
     extra: str | None = None
+    parsed: str | None = None
+    schema_error: str | None = None
     # Journal only (not in the Parquet schema): whether a resume should send this row again,
     # the manifest line it answers, the cache key of its request, and for an answer reused
     # from an earlier run (``--reuse``) that run's directory.

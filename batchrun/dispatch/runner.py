@@ -54,6 +54,7 @@ from batchrun.dispatch.prepare import prepare_request
 from batchrun.dispatch.progress import RunCounters, report_progress
 from batchrun.dispatch.ratelimit import Limiter
 from batchrun.dispatch.retrying import retry_loops
+from batchrun.dispatch.structured import SchemaTries, count_try
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import iter_rows
 from batchrun.manifest.rows import Row
@@ -164,6 +165,7 @@ class Runner:
         )
         self.breaker = CircuitBreaker(plan.job.breaker_first, plan.job.breaker_window,
                                       plan.job.breaker_rate)
+        self.schema_tries = SchemaTries(plan.job.schema_retries)
         self.stop_reason: str | None = None
         self.stop_error: BatchrunError | None = None
         self._stopping = anyio.Event()
@@ -409,13 +411,31 @@ class Runner:
             prepared.close()
         assert completion is not None and request_sha is not None
         latency_ms = (time.perf_counter() - send_started) * 1000.0
-        self._record(row, self._ok_result(row.id, completion, attempts, started_at, request_sha,
-                                          latency_ms, price=self._price_of(prepared.model)))
+        result = self._ok_result(row.id, completion, attempts, started_at, request_sha,
+                                 latency_ms, price=self._price_of(prepared.model))
+        # A structured answer that does not fit its schema is asked again (dispatch/structured).
+        followup = self.schema_tries.settle(row, result)
+        if followup is None:
+            self._record(row, result)
+        else:
+            self._record_try(row, result)
         if completion.prompt_tokens is not None:
             self.limiter.settle_tokens(
                 estimated_tokens + self.job.expected_output_tokens,
                 completion.prompt_tokens + (completion.completion_tokens or 0),
             )
+        if followup is not None and not self.stopping:
+            await self._process(followup)
+
+    def _record_try(self, row: Row, result: RowResult) -> None:
+        """A paid try that is asked again: in the journal now, the row not done yet."""
+        result.line = row.line
+        try:
+            self.plan.run_dir.append(result)
+        except StorageError as error:
+            self.stop(STOP_FATAL, error)
+            return
+        count_try(self.counters, result)
 
     async def _reserve(self, prompt_bound: int) -> Reservation | None:
         """Hold the budget's bound for one attempt; at the cap, stop dispatch."""

@@ -128,6 +128,9 @@ async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
 @click.option("--length-match", default=None, metavar="TEXT",
               help="Cut short (finish_reason length) every answer whose last user message "
               "contains TEXT.")
+@click.option("--bad-json-rate", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Share of answers to a JSON Schema request that are badly formed (fences, "
+              "thought text, a missing field, cut short).")
 @click.option("--count-by-second", is_flag=True,
               help="Count chat requests per second of the clock in /_emulator/stats "
               "(requests_by_second), for benches.")

@@ -138,7 +138,8 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
     answer = Answer(
         chat,
         synthesize_reply(chat, config.chars_per_token,
-                         cut=cut_short(chat, config.length_rate, config.length_match)),
+                         cut=cut_short(chat, config.length_rate, config.length_match),
+                         bad_json_rate=config.bad_json_rate),
         body_sha,
         config.thoughts_style,
         config.credits_rounding,

@@ -73,6 +73,9 @@ class EmulatorConfig:
     # whose last user text contains ``length_match``.
     length_rate: float = 0.0
     length_match: str | None = None
+    # A request asking for JSON of a schema gets JSON; this share of such answers is badly
+    # formed (fences, thought text, a missing field, cut short), chosen by the request.
+    bad_json_rate: float = 0.0
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
@@ -90,8 +93,9 @@ class EmulatorConfig:
                 raise ValueError(f"{name} must be a probability in [0, 1]")
         if sum(getattr(self, name) for name in FAULT_RATES) > 1.0 + 1e-9:
             raise ValueError(f"the fault rates ({', '.join(FAULT_RATES)}) add up to more than 1")
-        if not 0.0 <= self.length_rate <= 1.0:
-            raise ValueError("length_rate must be a probability in [0, 1]")
+        for name in ("length_rate", "bad_json_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1]")
         if self.stall_s < 0:
             raise ValueError("stall_s must not be negative")
         if self.chars_per_token <= 0:
@@ -309,7 +313,7 @@ _FAULT_KIND = {"fail_503": "503", "fail_500": "500", "drop_rate": "drop", "fail_
                "fail_502": "502", "not_json_rate": "not_json", "no_usage_rate": "no_usage",
                "stall_rate": "stall", "early_eof_rate": "early_eof"}
 _FLOAT = {"latency_ms", "jitter_ms", "chars_per_token", "chunk_delay_ms", "max_body_mb",
-          "stall_s", "length_rate", *FAULT_RATES}
+          "stall_s", "length_rate", "bad_json_rate", *FAULT_RATES}
 _OPTIONAL_FLOAT = {"rpm", "rpm_burst", "balance", "spend_limit"}
 _OPTIONAL_INT = {"revoke_after", "credits_rounding"}
 _BOOL = {"deny_ip", "echo_key", "rate_headers", "count_by_second", "record_requests"}

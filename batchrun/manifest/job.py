@@ -22,6 +22,7 @@ from batchrun.manifest.settings import REASONING_EFFORTS, check_column_map
 from batchrun.media.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUEST_BYTES
 
 DEFAULT_ENDPOINT = "https://api.aivideoapi.ai/v1"
+SCHEMA_RESPONSE_FORMATS = ("auto", "always", "never")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,13 @@ class JobSpec:
     # Per-row settings under the manifest's own column names: setting -> column
     # (manifest/settings.py lists the settings); unnamed settings use their own name.
     columns: dict[str, str] = field(default_factory=dict)
+    # Structured output: a JSON Schema file the answers must fit (relative paths are from the
+    # job file's folder); an answer that does not is asked again up to schema_retries times.
+    output_schema: str | None = None
+    schema_retries: int = 2
+    # Whether the schema also goes as ``response_format`` (json_schema): "auto" only where the
+    # endpoint is known to accept it (the gateway's API reference lists no response_format).
+    schema_response_format: str = "auto"
     expected_output_tokens: int = 500
     concurrency: int = 32
     rpm: float | None = None
@@ -110,6 +118,12 @@ class JobSpec:
             raise InputError(wrong)
         if self.concurrency < 1:
             raise InputError("concurrency must be at least 1")
+        if self.schema_retries < 0:
+            raise InputError("schema_retries must be 0 or more")
+        if self.schema_response_format not in SCHEMA_RESPONSE_FORMATS:
+            raise InputError(f"schema_response_format must be one of "
+                             f"{', '.join(SCHEMA_RESPONSE_FORMATS)}, not "
+                             f"{self.schema_response_format!r}")
         if self.max_attempts < 1:
             raise InputError("max_attempts must be at least 1")
         for name in ("media_budget_bytes", "max_file_bytes", "max_request_bytes"):
@@ -146,7 +160,12 @@ def load_job(path: str | Path | None) -> JobSpec:
         raise InputError(f"job file not found: {job_path}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"job file {job_path} is not valid TOML: {exc}") from None
-    return job_from_mapping(raw, source=str(job_path))
+    spec = job_from_mapping(raw, source=str(job_path))
+    if spec.output_schema is not None and not Path(spec.output_schema).is_absolute():
+        # A schema file beside the job file is found wherever the command runs.
+        spec = dataclasses.replace(
+            spec, output_schema=str((job_path.parent / spec.output_schema).resolve()))
+    return spec
 
 
 def job_from_mapping(raw: dict[str, Any], *, source: str = "job") -> JobSpec:

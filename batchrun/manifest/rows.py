@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from batchrun.manifest.job import JobSpec
+from batchrun.manifest.schemas import row_schema
 from batchrun.manifest.settings import (
     REQUEST_SETTINGS,
     BadSetting,
@@ -57,6 +58,10 @@ class Row:
     body: Mapping[str, Any] | None = None
     error: str | None = None
     settings: RowSettings | None = None  # what the row asks for itself (None: the job's)
+    # The JSON Schema its answer must fit (the row's own, else the job's output_schema).
+    output_schema: Mapping[str, Any] | None = None
+    # Turns appended after the row's messages: a structured answer asked again.
+    extra_turns: tuple[dict[str, Any], ...] = ()
 
 
 def id_key_of(record: Mapping[str, Any]) -> str | None:
@@ -137,7 +142,9 @@ def _shape(
             f"its price (price = {{input = …, output = …}})")
     messages_key = column_of(columns, "messages")
     system_key = column_of(columns, "system")
-    used = (id_key, *_setting_columns(columns))
+    schema_key = column_of(columns, "output_schema")
+    output_schema = row_schema(record, job)
+    used = (id_key, *_setting_columns(columns), schema_key)
     if record.get(messages_key) is not None:
         messages, refs = _check_messages(record[messages_key], messages_key)
         if record.get("media") is not None:
@@ -153,6 +160,7 @@ def _shape(
             media=refs,
             fields=_rest(record, (*used, messages_key, system_key, "media")),
             settings=settings,
+            output_schema=output_schema,
         )
 
     if template is not None:
@@ -165,6 +173,7 @@ def _shape(
             media=_media_refs(record, job),
             fields=_rest(record, used),
             settings=settings,
+            output_schema=output_schema,
         )
 
     if record.get("prompt") is not None:
@@ -182,6 +191,7 @@ def _shape(
             media=media,
             fields=_rest(record, (*used, "prompt", system_key, "media")),
             settings=settings,
+            output_schema=output_schema,
         )
 
     raise BadRow(f"no content: {NEEDS}")

@@ -24,7 +24,9 @@ REQUEST_SETTINGS = ("model", "reasoning_effort", "include_thoughts", "stream", "
                     "extra_body")
 # Columns ``rows`` reads for the shape of a row, which the job may rename too.
 SHAPE_SETTINGS = ("system", "messages")
-SETTINGS = (*REQUEST_SETTINGS, *SHAPE_SETTINGS)
+# A row's own JSON Schema for its answer (an object, or a file path): ``manifest.schemas``.
+OUTPUT_SETTINGS = ("output_schema",)
+SETTINGS = (*REQUEST_SETTINGS, *SHAPE_SETTINGS, *OUTPUT_SETTINGS)
 # Columns a row may hold whatever the job says (the shapes of ``rows``).
 ROW_KEYS = ("id", "custom_id", "prompt", "system", "messages", "media", "body", "method", "url")
 _BOOLEANS = {"true": True, "false": False}

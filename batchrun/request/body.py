@@ -23,6 +23,7 @@ from batchrun.core.errors import MediaError, RowError
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaResolver, is_passthrough_url
+from batchrun.request.structured import response_format, wants_response_format, with_instruction
 
 _SYSTEM_ROLES = ("system", "developer")
 
@@ -56,7 +57,27 @@ def build_body(row: Row, job: JobSpec, media: MediaResolver | None) -> dict[str,
         messages = _prompt_messages(row, job, media)
     else:
         raise RowError(f"row {row.id!r} (line {row.line}) has no messages, prompt or body")
+    if row.output_schema is not None:
+        _tell_schema(messages, row.output_schema)
+    messages.extend(row.extra_turns)
+    body = _settings_body(row, job, messages)
+    if row.output_schema is not None and wants_response_format(job):
+        body["response_format"] = response_format(row.output_schema)
+    return body
 
+
+def _tell_schema(messages: list[dict[str, Any]], schema: Mapping[str, Any]) -> None:
+    """The schema instruction at the end of the first system message (one put first if none)."""
+    first = messages[0] if messages else {}
+    if first.get("role") in _SYSTEM_ROLES and isinstance(first.get("content"), str):
+        messages[0] = {**first, "content": with_instruction(first["content"], schema)}
+    else:
+        messages.insert(0, {"role": "system", "content": with_instruction(None, schema)})
+
+
+def _settings_body(row: Row, job: JobSpec, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """model, messages, stream, thoughts, effort, tools and extra_body: the row's, else the
+    job's."""
     own = row.settings
     if own is None:
         body: dict[str, Any] = {
