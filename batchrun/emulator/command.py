@@ -131,6 +131,9 @@ async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
 @click.option("--bad-json-rate", type=_PROBABILITY, default=0.0, show_default=True,
               help="Share of answers to a JSON Schema request that are badly formed (fences, "
               "thought text, a missing field, cut short).")
+@click.option("--strict-stream-usage", is_flag=True,
+              help="Send usage on a stream only when asked (stream_options.include_usage), as "
+              "OpenAI and vLLM do.")
 @click.option("--count-by-second", is_flag=True,
               help="Count chat requests per second of the clock in /_emulator/stats "
               "(requests_by_second), for benches.")

@@ -143,7 +143,8 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
         body_sha,
         config.thoughts_style,
         config.credits_rounding,
-        with_usage=fault != "no_usage",
+        with_usage=fault != "no_usage" and not (
+            config.strict_stream_usage and chat.stream and not chat.include_usage),
     )
     rate_headers = {}
     limit = state.current_rpm()

@@ -58,6 +58,7 @@ class ChatRequest:
     last_user_text: str = ""
     media: list[tuple[str, int]] = field(default_factory=list)  # (mime, decoded bytes)
     output_schema: dict[str, Any] | None = None  # asked for JSON fitting it (``structured``)
+    include_usage: bool = False  # stream_options.include_usage (OpenAI's way to ask for usage)
 
 
 @dataclass
@@ -108,6 +109,14 @@ def parse_chat_request(body: bytes, chars_per_token: float = 4.0) -> ChatRequest
         request.reasoning_effort = effort
     request.google_search = _parse_tools(data.get("tools"))
     request.output_schema = find_schema(data)
+    stream_options = data.get("stream_options")
+    if stream_options is not None:
+        if not isinstance(stream_options, dict):
+            raise BadRequest("'stream_options' must be an object.")
+        include = stream_options.get("include_usage", False)
+        if not isinstance(include, bool):
+            raise BadRequest("'stream_options.include_usage' must be a boolean.")
+        request.include_usage = include
     # The gateway's reference is silent on max_tokens; honoured as OpenAI does
     # (finish_reason "length").
     for name in ("max_completion_tokens", "max_tokens"):

@@ -76,6 +76,9 @@ class EmulatorConfig:
     # A request asking for JSON of a schema gets JSON; this share of such answers is badly
     # formed (fences, thought text, a missing field, cut short), chosen by the request.
     bad_json_rate: float = 0.0
+    # As OpenAI and vLLM do: a stream carries usage only when the request asked for it
+    # (stream_options.include_usage); off, every stream carries it, as the gateway's does.
+    strict_stream_usage: bool = False
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
@@ -316,7 +319,8 @@ _FLOAT = {"latency_ms", "jitter_ms", "chars_per_token", "chunk_delay_ms", "max_b
           "stall_s", "length_rate", "bad_json_rate", *FAULT_RATES}
 _OPTIONAL_FLOAT = {"rpm", "rpm_burst", "balance", "spend_limit"}
 _OPTIONAL_INT = {"revoke_after", "credits_rounding"}
-_BOOL = {"deny_ip", "echo_key", "rate_headers", "count_by_second", "record_requests"}
+_BOOL = {"deny_ip", "echo_key", "rate_headers", "count_by_second", "record_requests",
+         "strict_stream_usage"}
 
 
 def _coerce(name: str, value: Any) -> Any:

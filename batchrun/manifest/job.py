@@ -23,6 +23,7 @@ from batchrun.media.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUEST_BYT
 
 DEFAULT_ENDPOINT = "https://api.aivideoapi.ai/v1"
 SCHEMA_RESPONSE_FORMATS = ("auto", "always", "never")
+STREAM_USAGE = ("auto", "ask", "never")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class JobSpec:
     # Whether the schema also goes as ``response_format`` (json_schema): "auto" only where the
     # endpoint is known to accept it (the gateway's API reference lists no response_format).
     schema_response_format: str = "auto"
+    # Ask for usage on streams (stream_options.include_usage), which OpenAI and vLLM send only
+    # when asked: "ask", "never", or "auto" = ask unless the endpoint is the gateway's (it
+    # sends usage on every stream and documents no stream_options).
+    stream_usage: str = "auto"
     expected_output_tokens: int = 500
     concurrency: int = 32
     rpm: float | None = None
@@ -120,6 +125,9 @@ class JobSpec:
             raise InputError("concurrency must be at least 1")
         if self.schema_retries < 0:
             raise InputError("schema_retries must be 0 or more")
+        if self.stream_usage not in STREAM_USAGE:
+            raise InputError(f"stream_usage must be one of {', '.join(STREAM_USAGE)}, not "
+                             f"{self.stream_usage!r}")
         if self.schema_response_format not in SCHEMA_RESPONSE_FORMATS:
             raise InputError(f"schema_response_format must be one of "
                              f"{', '.join(SCHEMA_RESPONSE_FORMATS)}, not "

@@ -23,6 +23,7 @@ from batchrun.core.errors import MediaError, RowError
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaResolver, is_passthrough_url
+from batchrun.request.stream_usage import ask_stream_usage, asks_stream_usage
 from batchrun.request.structured import response_format, wants_response_format, with_instruction
 
 _SYSTEM_ROLES = ("system", "developer")
@@ -63,6 +64,8 @@ def build_body(row: Row, job: JobSpec, media: MediaResolver | None) -> dict[str,
     body = _settings_body(row, job, messages)
     if row.output_schema is not None and wants_response_format(job):
         body["response_format"] = response_format(row.output_schema)
+    if body["stream"] and asks_stream_usage(job):
+        ask_stream_usage(body)
     return body
 
 
@@ -198,6 +201,8 @@ def _batch_body(
         body["tools"] = tools
     body.update(job.extra_body)
     body["stream"] = job.stream
+    if job.stream and asks_stream_usage(job):
+        ask_stream_usage(body)
     return body
 
 
