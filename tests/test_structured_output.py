@@ -177,3 +177,20 @@ def test_the_shipped_extraction_job_runs_and_flattens(
     assert len(lines) == 6
     for line in lines:
         assert (line["parsed"] is None) == (line["vendor"] is None)
+
+
+def test_a_reused_answer_keeps_its_parsed_json(
+    tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
+) -> None:
+    server = make_emulator()
+    manifest = _invoices(tmp_path / "invoices.jsonl", 5)
+    job = write_job(tmp_path / "job.toml", output_schema=str(SCHEMA_FILE),
+                    prompt_template="{text}")
+    first, second = tmp_path / "first", tmp_path / "second"
+    base = ["run", str(manifest), "--job", str(job), "--endpoint", server.base_url, "--quiet"]
+    assert run_cli([*base, "--out", str(first)]).exit_code == 0
+    assert run_cli([*base, "--out", str(second), "--reuse", str(first)]).exit_code == 0
+    assert server.stats.billed_requests == 5
+    reused = by_id(second)
+    assert all(row["parsed"] == by_id(first)[key]["parsed"] and row["parsed"]
+               for key, row in reused.items())
