@@ -12,13 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
-from jsonschema.protocols import Validator
-from jsonschema.validators import validator_for
+
+if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
 
 _THOUGHT_BLOCKS = re.compile(r"<(thought|think|thinking)>.*?</\1>", re.DOTALL | re.IGNORECASE)
 _FENCE = re.compile(r"```[a-zA-Z0-9_-]*\s*\n?(.*?)```", re.DOTALL)
@@ -73,6 +72,10 @@ def _validator(schema: Mapping[str, Any]) -> Validator:
     known = _VALIDATORS.get(id(schema))
     if known is not None and known[0] is schema:
         return known[1]
+    # Imported here: runs without a schema (most) do not pay for importing it at start-up.
+    from jsonschema import Draft202012Validator
+    from jsonschema.validators import validator_for
+
     cls = validator_for(schema, default=Draft202012Validator)
     validator: Validator = cls(schema)
     _VALIDATORS[id(schema)] = (schema, validator)
@@ -85,6 +88,8 @@ def check_answer(content: str, schema: Mapping[str, Any]) -> Checked:
         value = parse_answer(content)
     except ValueError as exc:
         return Checked(None, str(exc))
+    from jsonschema.exceptions import best_match
+
     error = best_match(_validator(schema).iter_errors(value))
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path)

@@ -140,11 +140,10 @@ def _shape(
             f"column {column_of(columns, 'model')} = {settings.model!r}: batchrun knows no price "
             f"for this model; use a model of the catalog, or make it the job's model and give "
             f"its price (price = {{input = …, output = …}})")
-    messages_key = column_of(columns, "messages")
-    system_key = column_of(columns, "system")
-    schema_key = column_of(columns, "output_schema")
-    output_schema = row_schema(record, job)
-    used = (id_key, *_setting_columns(columns), schema_key)
+    messages_key, system_key, setting_keys = _keys(columns)
+    output_schema = row_schema(record, job) if job.output_schema or columns or (
+        "output_schema" in record) else None
+    used = (id_key, *setting_keys)
     if record.get(messages_key) is not None:
         messages, refs = _check_messages(record[messages_key], messages_key)
         if record.get("media") is not None:
@@ -202,8 +201,16 @@ def _shape(
 _SETTING_KEYS = frozenset(REQUEST_SETTINGS)
 
 
-def _setting_columns(columns: Mapping[str, str]) -> tuple[str, ...]:
-    return tuple(column_of(columns, setting) for setting in REQUEST_SETTINGS)
+def _keys(columns: Mapping[str, str]) -> tuple[str, str, tuple[str, ...]]:
+    """The columns of messages and system, and those of the settings (the job's names)."""
+    if not columns:
+        return _OWN_KEYS  # most jobs: the settings' own names, without a lookup per row
+    settings = tuple(column_of(columns, setting) for setting in (*REQUEST_SETTINGS,
+                                                                 "output_schema"))
+    return column_of(columns, "messages"), column_of(columns, "system"), settings
+
+
+_OWN_KEYS = ("messages", "system", (*REQUEST_SETTINGS, "output_schema"))
 
 
 def _batch_row(

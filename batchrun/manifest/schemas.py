@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from jsonschema import SchemaError
-from jsonschema.validators import validator_for
 
 from batchrun.core.errors import InputError
 from batchrun.manifest.job import JobSpec
@@ -27,6 +25,10 @@ def check_schema(schema: Any, where: str) -> dict[str, Any]:
     """``schema`` if it is a JSON Schema object, else ValueError naming ``where``."""
     if not isinstance(schema, dict):
         raise ValueError(f"{where} must be a JSON Schema object, not {type(schema).__name__}")
+    # Imported here: jobs without a schema (most) do not pay for importing it at start-up.
+    from jsonschema import SchemaError
+    from jsonschema.validators import validator_for
+
     try:
         validator_for(schema).check_schema(schema)
     except SchemaError as exc:
