@@ -11,8 +11,8 @@ each in its own process so that peak RSS is that process's own:
      without the duplicate-id check;
   4. ``batchrun estimate MANIFEST --json``: the whole command;
 and the same estimate on the first ``--small`` rows, so peak RSS can be compared (flat means
-it does not grow with the manifest beyond the duplicate-id check: 8 bytes per id, sorted once
-at the end). Then the same rows as Parquet:
+it does not grow with the manifest beyond the duplicate-id check: the id column, counted
+distinct once at the end). Then the same rows as Parquet:
   5. ``pyarrow.parquet.read_table``: the bare read;
   6. ``batchrun estimate PARQUET --json``.
 Prints seconds, peak RSS and the ratio of each estimate to the bare pyarrow read of its format
@@ -159,7 +159,7 @@ def main() -> None:
     per_row_us = estimate_seconds / args.rows * 1e6
     growth = (estimate_rss - small_rss) * 1024 * 1024 / (args.rows - args.small)
     print(f"estimate: {per_row_us:.1f} µs per row; RSS grows {growth:.0f} bytes per row "
-          f"beyond {args.small:,} rows (id check: a 64-bit hash per id, sorted at the end)")
+          f"beyond {args.small:,} rows (the id column is kept for the duplicate check)")
     verdict = "OK" if estimate_rss < RSS_LIMIT_MB else "OVER"
     print(f"peak RSS {estimate_rss:.0f} MB vs limit {RSS_LIMIT_MB:.0f} MB: {verdict}")
     for label, estimate_name, read_name in (
