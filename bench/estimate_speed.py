@@ -11,9 +11,12 @@ each in its own process so that peak RSS is that process's own:
      without the duplicate-id check;
   4. ``batchrun estimate MANIFEST --json``: the whole command;
 and the same estimate on the first ``--small`` rows, so peak RSS can be compared (flat means
-it does not grow with the manifest beyond the duplicate-id check: 8 bytes per id, sorted once
-at the end).
-Prints seconds, peak RSS and the ratio of each to the pyarrow read.
+it does not grow with the manifest beyond the duplicate-id check: the id column, counted
+distinct once at the end). Then the same rows as Parquet:
+  5. ``pyarrow.parquet.read_table``: the bare read;
+  6. ``batchrun estimate PARQUET --json``.
+Prints seconds, peak RSS and the ratio of each estimate to the bare pyarrow read of its format
+(the target: at most 2.5x).
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ import sys, pyarrow.json as pj
 table = pj.read_json(sys.argv[1], read_options=pj.ReadOptions(block_size=1 << 24))
 print(table.num_rows)
 """
+READ_PARQUET = """
+import sys, pyarrow.parquet as pq
+print(pq.read_table(sys.argv[1]).num_rows)
+"""
+TARGET_RATIO = 2.5
 READ_STREAM = """
 import sys, pyarrow.json as pj
 rows = 0
@@ -66,6 +74,21 @@ def write_manifest(path: Path, rows: int, seed: int = 1) -> None:
             if number % 10 == 0:  # one row in ten carries CJK text
                 text += " " + "".join(rng.choices(cjk, k=rng.randint(5, 40)))
             handle.write(orjson.dumps({"id": f"row-{number}", "prompt": text}) + b"\n")
+
+
+WRITE_PARQUET = """
+import sys, pyarrow.json as pj, pyarrow.parquet as pq
+reader = pj.open_json(sys.argv[1], read_options=pj.ReadOptions(block_size=1 << 24))
+with pq.ParquetWriter(sys.argv[2], reader.schema) as writer:
+    for batch in reader:
+        writer.write_batch(batch)
+"""
+
+
+def write_parquet(source: Path, target: Path) -> None:
+    """The same rows as Parquet, in a child process: this one's RSS stays low, and the
+    children measured later start from a copy of it (ru_maxrss counts that)."""
+    subprocess.run([sys.executable, "-c", WRITE_PARQUET, str(source), str(target)], check=True)
 
 
 def measure(argv: list[str]) -> tuple[float, float, str]:
@@ -100,6 +123,8 @@ def main() -> None:
         with open(big, encoding="utf-8") as source, open(small, "w", encoding="utf-8") as out:
             for _, line in zip(range(args.small), source, strict=False):
                 out.write(line)
+        parquet = folder / f"text-{args.rows}.parquet"
+        write_parquet(big, parquet)
         size_mb = big.stat().st_size / 1e6
         print(f"manifest: {args.rows:,} rows, {size_mb:,.0f} MB "
               f"(written in {time.perf_counter() - started:.1f} s)")
@@ -111,12 +136,15 @@ def main() -> None:
             "batchrun iter_rows (reader)": [python, "-c", ITER_ROWS, str(big)],
             "batchrun estimate --json": [python, "-m", "batchrun.cli", "estimate", str(big),
                                          "--json"],
+            "pyarrow read_table (parquet)": [python, "-c", READ_PARQUET, str(parquet)],
+            "batchrun estimate parquet": [python, "-m", "batchrun.cli", "estimate",
+                                          str(parquet), "--json"],
         }
         results: dict[str, tuple[float, float]] = {}
         for name, argv in runs.items():
             seconds, rss, output = measure(argv)
             results[name] = (seconds, rss)
-            if name.startswith("batchrun estimate"):
+            if name.startswith("batchrun estimate"):  # both formats
                 assert json.loads(output)["rows"] == args.rows
         small_seconds, small_rss, _ = measure(
             [python, "-m", "batchrun.cli", "estimate", str(small), "--json"])
@@ -131,9 +159,16 @@ def main() -> None:
     per_row_us = estimate_seconds / args.rows * 1e6
     growth = (estimate_rss - small_rss) * 1024 * 1024 / (args.rows - args.small)
     print(f"estimate: {per_row_us:.1f} µs per row; RSS grows {growth:.0f} bytes per row "
-          f"beyond {args.small:,} rows (id check: a 64-bit hash per id, sorted at the end)")
+          f"beyond {args.small:,} rows (the id column is kept for the duplicate check)")
     verdict = "OK" if estimate_rss < RSS_LIMIT_MB else "OVER"
     print(f"peak RSS {estimate_rss:.0f} MB vs limit {RSS_LIMIT_MB:.0f} MB: {verdict}")
+    for label, estimate_name, read_name in (
+            ("JSONL", "batchrun estimate --json", "pyarrow read_json (table)"),
+            ("Parquet", "batchrun estimate parquet", "pyarrow read_table (parquet)")):
+        ratio = results[estimate_name][0] / results[read_name][0]
+        verdict = "OK" if ratio <= TARGET_RATIO else "OVER"
+        print(f"{label}: estimate {results[estimate_name][0]:.2f} s = {ratio:.2f}x "
+              f"{read_name} ({results[read_name][0]:.2f} s); target {TARGET_RATIO}x: {verdict}")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def test_the_jobs_model_is_what_the_api_receives(
 ) -> None:
     server = make_emulator(models=("gemini-3.1-pro", "gemini-3-flash"))
     manifest = batch_lines(tmp_path / "batch.jsonl", 3, model="gemini-3.1-pro")
-    job = fast_job(tmp_path, model="gemini-3-flash")
+    job = fast_job(tmp_path, model="gemini-3-flash",
+                   price={"input": 50, "output": 300})  # not in the catalog: priced here
     estimate = run_cli(["estimate", str(manifest), "--job", str(job)])
     assert "(gemini-3-flash)" in estimate.output
     result = run_cli(["run", str(manifest), "--job", str(job), "--out", str(tmp_path / "run"),

@@ -38,9 +38,10 @@ def mixed_manifest(path: Path, rows: int) -> Path:
     return path
 
 
-def request_shas(manifest: Path, job_file: Path) -> dict[str, str]:
-    """id → sha256 of the body each row gets under ``job_file`` (no media: built in full)."""
-    job = load_job(job_file)
+def request_shas(manifest: Path, job_file: Path, endpoint: str) -> dict[str, str]:
+    """id → sha256 of the body each row gets under ``job_file`` sent to ``endpoint`` (no media:
+    built in full; the endpoint decides whether streams ask for usage)."""
+    job = load_job(job_file).with_overrides(endpoint=endpoint)
     return {row.id: body_sha256(encode_body(build_body(row, job, None)))
             for row in iter_rows(manifest, job)}
 
@@ -84,7 +85,8 @@ def test_a_resume_with_a_changed_template_is_refused_naming_it(
     # Any other field that shapes a request is refused alike; the endpoint too.
     system = fast_job(tmp_path / "v2", prompt_template=SUMMARISE, concurrency=1, system="Be brief.")
     assert "system changed" in run(manifest, system, out, server).output
-    with_model = fast_job(tmp_path / "v2", prompt_template=SUMMARISE, model="gemini-3-flash")
+    with_model = fast_job(tmp_path / "v2", prompt_template=SUMMARISE, model="gemini-3-flash",
+                          price={"input": 50, "output": 300})  # not in the catalog: priced here
     assert "model changed" in run(manifest, with_model, out, server).output
     same = fast_job(tmp_path / "v2", prompt_template=SUMMARISE, concurrency=4)  # not a shape
     with EmulatorServer() as other:
@@ -98,10 +100,10 @@ def test_allow_job_change_records_the_version_that_answered_each_row(
 ) -> None:
     manifest, out, server = stopped_run
     summarise = tmp_path / "job.toml"
-    before = request_shas(manifest, summarise)
+    before = request_shas(manifest, summarise, server.base_url)
     (tmp_path / "v2").mkdir()
     translate = fast_job(tmp_path / "v2", prompt_template=TRANSLATE, concurrency=1)
-    after = request_shas(manifest, translate)
+    after = request_shas(manifest, translate, server.base_url)
     answered_first = {row_id for row_id, line in latest(out).items() if line["status"] == "ok"}
     assert len(answered_first) == 8
 
@@ -143,7 +145,7 @@ def test_a_new_out_with_reuse_pays_only_for_the_rows_the_template_changed(
     billed = server.stats.billed_requests
     (tmp_path / "v2").mkdir()
     translate = fast_job(tmp_path / "v2", prompt_template=TRANSLATE)
-    after = request_shas(manifest, translate)
+    after = request_shas(manifest, translate, server.base_url)
     new = tmp_path / "translated"
     result = run(manifest, translate, new, server, "--reuse", str(old))
     assert result.exit_code == 0, result.output
@@ -160,7 +162,8 @@ def test_a_change_before_any_answer_goes_on_unasked(
 ) -> None:
     server = make_emulator(models=("gemini-3.1-pro",))
     manifest = mixed_manifest(tmp_path / "docs.jsonl", 6)
-    wrong = fast_job(tmp_path, prompt_template=SUMMARISE, model="gemini-9")  # a 404: exit 3
+    wrong = fast_job(tmp_path, prompt_template=SUMMARISE, model="gemini-9",  # a 404: exit 3
+                     price={"input": 50, "output": 300})  # priced: it gets as far as the API
     out = tmp_path / "run"
     assert run(manifest, wrong, out, server).exit_code == 3
     (tmp_path / "v2").mkdir()

@@ -24,12 +24,14 @@ CONTRACT: dict[str, list[str]] = {
                  "--yes"],
     "run": ["--out", "--job", "--endpoint", "--api-key", "--concurrency", "--rpm", "--tpm",
             "--max-credits", "--yes", "--emulate", "--retry-failed", "--calibrate",
-            "--confirm-above", "--media-root", "--media-budget", "--reuse", "--quiet", "--json"],
+            "--confirm-above", "--media-root", "--media-budget", "--reuse", "--quiet", "--json",
+            "--redo"],
     "status": ["--json"],
-    "export": ["--output"],
+    "export": ["--output", "--with-input", "--flatten"],
     "report": ["--output"],
     "emulator": ["--port", "--latency-ms", "--rpm", "--fail-503", "--fail-500", "--balance",
-                 "--spend-limit", "--drop-rate"],
+                 "--spend-limit", "--drop-rate", "--length-rate", "--length-match",
+                 "--bad-json-rate", "--strict-stream-usage"],
 }
 
 

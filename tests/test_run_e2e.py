@@ -83,7 +83,9 @@ ERROR_TABLE = [
     pytest.param({"balance": 0.0}, {}, 3, "insufficient_credits", True,
                  id="402-insufficient_credits"),
     pytest.param({"deny_ip": True}, {}, 3, "ip_not_allowed", True, id="403-ip_not_allowed"),
-    pytest.param({}, {"model": "gemini-0-nonexistent"}, 3, "model_not_found", True,
+    # A model batchrun cannot price is refused before sending (test_cost_truth): priced here.
+    pytest.param({}, {"model": "gemini-0-nonexistent", "price": {"input": 160, "output": 960}},
+                 3, "model_not_found", True,
                  id="404-model_not_found"),
     pytest.param({"spend_limit": 0.0}, {}, 3, "spend_limit_exceeded", True,
                  id="429-spend_limit_exceeded"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from batchrun.cli.options import estimate_options
 from batchrun.cli.run import exit_code, print_summary
 from batchrun.cost.calibrate import as_dict as calibration_dict
 from batchrun.cost.estimate import estimate_lines
+from batchrun.manifest.columns import unused_by, unused_lines
 from batchrun.plan.estimating import (
     CalibratedEstimate,
     CalibrateOptions,
@@ -49,14 +51,18 @@ def estimate(manifest: Path, job_file: Path | None, as_json: bool, media_root: P
         return
     found = estimate_manifest(manifest, job_file, media_root=media_root,
                               endpoint=calibration["endpoint"])
+    unused = unused_by(found.preflight.columns, found.spec)
     if as_json:
-        emit_json({**found.preflight.to_send.as_dict(), "model": found.spec.model})
+        emit_json({**found.preflight.to_send.as_dict(), "model": found.spec.model,
+                   "unused_columns": [dataclasses.asdict(column) for column in unused]})
     else:
         # The table is the command's output (stdout: `> file` keeps it); talk stays on stderr.
         click.echo(f"estimate for {manifest} ({found.spec.model}):")
         for line in estimate_lines(found.preflight.to_send,
                                    rows_total=found.preflight.rows_total):
             click.echo(line)
+        for line in unused_lines(unused):
+            err(line)
     if found.problem is not None:
         raise found.problem  # no row can be sent: exit 2, saying why
 

@@ -41,7 +41,10 @@ def status(run_dir: Path, as_json: bool) -> None:
 @click.option("--with-input", is_flag=True,
               help="Join the manifest's own columns back onto each row (a column whose name "
               "is taken by the results gets an input_ prefix).")
-def export(run_dir: Path, output: Path, fmt: str, with_input: bool) -> None:
+@click.option("--flatten", is_flag=True,
+              help="Also write the top-level fields of the job's output_schema as columns typed "
+              "by the schema, from each row's parsed answer.")
+def export(run_dir: Path, output: Path, fmt: str, with_input: bool, flatten: bool) -> None:
     """Compact the journal of RUN_DIR into results.parquet and write the latest result of
     every row to a Parquet or JSONL file, in manifest order. Works on unfinished runs too.
 
@@ -50,10 +53,12 @@ def export(run_dir: Path, output: Path, fmt: str, with_input: bool) -> None:
       batchrun export runs/night1 --output answers.jsonl
       batchrun export runs/night1 --output batch_output.jsonl --format openai-batch
       batchrun export runs/night1 --output joined.parquet --with-input
+      batchrun export runs/invoices --output fields.parquet --flatten
     """
     from batchrun.reporting.export import export_results
 
-    rows = export_results(RunDir(run_dir), output, fmt=fmt, with_input=with_input)
+    rows = export_results(RunDir(run_dir), output, fmt=fmt, with_input=with_input,
+                          flatten=flatten)
     err(f"wrote {rows:,} rows to {output}")
 
 

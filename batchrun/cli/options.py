@@ -47,6 +47,9 @@ _RUN_OPTIONS = [
                  help="Resume under a job whose requests differ (template, system, model, "
                  "settings, media, endpoint) from the answered rows': run.json records the new "
                  "job version and results mark each row's (job_version)."),
+    click.option("--redo", type=click.Choice(["incomplete"]),
+                 help="On resume, also send again (and pay for) rows answered ok but cut short: "
+                 "finish_reason length, content_filter … (anything but stop)."),
     click.option("--ignore-balance", is_flag=True,
                  help="Start even when GET /credits says the balance is below the estimate."),
     click.option("--calibrate", type=click.IntRange(min=1),

@@ -16,6 +16,7 @@ from batchrun.cost.budget import CreditLedger, cap_reached_lines
 from batchrun.dispatch.plan import STOP_BUDGET, RunOutcome
 from batchrun.plan.options import RunOptions
 from batchrun.plan.running import RunReport, run_job
+from batchrun.reporting.incomplete import incomplete_lines
 from batchrun.reporting.status import run_retry_lines
 from batchrun.store.summary import RunSummary
 
@@ -91,7 +92,8 @@ def print_summary(summary: RunSummary, outcome: RunOutcome, run_dir: Path, *,
     if summary.errors_by_code:
         errors = ", ".join(f"{code} ×{count}" for code, count in summary.errors_by_code.items())
         err(f"errors: {errors}")
-    for line in run_retry_lines(run_dir):
+    for line in [*run_retry_lines(run_dir),
+                 *incomplete_lines(summary.finish_reasons, summary.redo_command)]:
         err(line)
     err(f"results: {run_dir / 'results.parquet'}")
     error = outcome.stop_error

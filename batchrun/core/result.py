@@ -40,6 +40,10 @@ RESULTS_SCHEMA = pa.schema(
         # Added after the others: the version of the job (run.json's job_versions) that
         # answered the row; null in lines written before versions were kept.
         ("job_version", pa.int32()),
+        # Structured output (a job's output_schema): the answer parsed, as JSON text, when it
+        # fits the schema; why it does not, for a row that never fitted.
+        ("parsed", pa.string()),
+        ("schema_error", pa.string()),
     ]
 )
 
@@ -102,6 +106,8 @@ class RowResult:
     response_id: str | None = None
     extra: str | None = None
     job_version: int | None = None
+    parsed: str | None = None
+    schema_error: str | None = None
     # Journal only (not in the Parquet schema): whether a resume should send this row again,
     # the manifest line it answers, the cache key of its request, and for an answer reused
     # from an earlier run (``--reuse``) that run's directory.
@@ -124,6 +130,18 @@ class RowResult:
     @property
     def ok(self) -> bool:
         return self.status == STATUS_OK
+
+
+def row_credits(credits: float | None, credits_computed: float | None) -> float | None:
+    """What a row cost: the API's ``credits_consumed`` when it said (0.0 included: a free
+    answer stays free), else the formula's value."""
+    return credits if credits is not None else credits_computed
+
+
+def record_credits(record: dict[str, Any]) -> float:
+    """``row_credits`` of a journal record, 0.0 when neither is known."""
+    billed = row_credits(record.get("credits"), record.get("credits_computed"))
+    return float(billed) if billed is not None else 0.0
 
 
 def extra_of(record: dict[str, Any]) -> dict[str, Any]:

@@ -12,10 +12,13 @@ Lookup, one rule for every fact:
 3. the family rule: the longest entry the name starts with. The gateway answers with versions
    of a model (``gemini-3.1-pro-preview``, ``gemini-3.1-pro-001``); they bill and behave as
    their base;
-4. otherwise the model is unknown: priced as ``DEFAULT_MODEL``, the largest known output limit
+4. otherwise the model is unknown: it has no price (``price_for`` raises ``UnknownModel``
+   unless the job gives one: never a silent guess), the largest known output limit is
    reserved by the budget (a bound must not be too small), no context-window check (we do not
    know it), and media counted by its generation's rules (Gemini 1.x/2.x tile images, 258
    tokens a tile and 32 audio tokens a second; anything else by Gemini 3's rules).
+
+``priced_models`` names every model the catalog prices.
 
 Sources: prices and billing are the gateway's API reference (https://api.aivideoapi.ai);
 Gemini's media token counts are Google's media-resolution page
@@ -123,12 +126,37 @@ def model_facts(model: str) -> ModelFacts:
     )
 
 
+class UnknownModel(ValueError):
+    """A model the catalog does not price, and nobody gave a price for."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(
+            f"model {model!r} has no known price: batchrun's catalog prices "
+            f"{', '.join(priced_models())} (and their versions, e.g. -preview); give its price "
+            f"in the job file: price = {{input = …, output = …}} (credits per 1M tokens)"
+        )
+
+
+def priced_models() -> tuple[str, ...]:
+    """Every model the catalog prices (by name; its versions follow the family rule)."""
+    return tuple(sorted(CATALOG))
+
+
+def is_priced(model: str, overrides: dict[str, Price] | None = None) -> bool:
+    """Whether ``price_for(model, overrides)`` has an answer."""
+    return bool(overrides and model in overrides) or model_facts(model).known
+
+
 def price_for(model: str, overrides: dict[str, Price] | None = None) -> Price:
-    """The price of ``model``: a job's own price for it (``[job.pricing]``) first, then the
-    catalog's."""
+    """The price of ``model``: a job's own price for it (``price`` / ``[job.pricing]``) first,
+    then the catalog's; ``UnknownModel`` for a model neither prices."""
     if overrides and model in overrides:
         return overrides[model]
-    return model_facts(model).price
+    facts = model_facts(model)
+    if not facts.known:
+        raise UnknownModel(model)
+    return facts.price
 
 
 def rules_for(model: str) -> MediaRules:

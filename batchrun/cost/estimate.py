@@ -107,6 +107,14 @@ class Tally:
         totals.rows += 1
         totals.prompt_tokens += estimate.prompt_tokens
 
+    def add_rows(self, kind: str, rows: int, prompt_tokens: int) -> None:
+        """Many rows of one kind at once (their tokens summed)."""
+        totals = self.by_kind.get(kind)
+        if totals is None:
+            totals = self.by_kind[kind] = KindTally()
+        totals.rows += rows
+        totals.prompt_tokens += prompt_tokens
+
     def add_unsendable(self, row_id: str, line: int, reason: str) -> None:
         self.rows_unsendable += 1
         if len(self.unsendable) < self.max_listed:

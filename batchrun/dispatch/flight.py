@@ -40,9 +40,10 @@ def prepare(row: Row, job: JobSpec, media: MediaResolver, *, started_at: float, 
     """
     request = build_request(row, job, media, probe=counts)
     try:
-        cost = request_cost(request.messages, request.metas, model=job.model,
+        # A row may name its own model: priced and bounded as that model (not the job's rules).
+        cost = request_cost(request.messages, request.metas, model=request.model,
                             body_bytes=len(request.skeleton), text_only=request.text_only,
-                            counts=counts, rules=rules)
+                            counts=counts, rules=rules if request.model == job.model else None)
         request.check_size(job.max_request_bytes)
     except BaseException:
         request.close()

@@ -16,11 +16,12 @@ import orjson
 
 from batchrun.api.client import mask_key
 from batchrun.core.errors import BatchrunError, FatalError, RetryableError, StorageError
-from batchrun.core.result import STATUS_ERROR, STATUS_OK, Completion, RowResult
+from batchrun.core.result import STATUS_ERROR, STATUS_OK, Completion, RowResult, row_credits
 from batchrun.cost.catalog import Price
 from batchrun.dispatch.breaker import CircuitBreaker
 from batchrun.dispatch.plan import MISSING_USAGE, MISSING_USAGE_MESSAGE, STOP_FATAL
 from batchrun.dispatch.progress import RunCounters
+from batchrun.dispatch.structured import count_try
 from batchrun.manifest.rows import Row
 from batchrun.store.cache import AnswerCache
 from batchrun.store.journal import JournalWriteError
@@ -46,18 +47,22 @@ class Recorder:
 
     # --- a row's result --------------------------------------------------------------
     def ok(self, row: Row, completion: Completion, *, attempts: int, started_at: float,
-           request_sha: str, latency_ms: float, failed_attempts: list[str] | None = None) -> None:
-        """Record an answer; ``started_at`` is when its first attempt was sent."""
+           request_sha: str, latency_ms: float, failed_attempts: list[str] | None = None,
+           price: Price | None = None) -> RowResult:
+        """An answer's result, not recorded yet (``record``, or ``record_try`` for a try asked
+        again); ``started_at`` is when its first attempt was sent. ``price``: of the row's own
+        model, when it names one (else the job's)."""
+        price = price or self.price
         credits_computed = None
         if completion.has_usage:
-            credits_computed = self.price.credits(
+            credits_computed = price.credits(
                 completion.prompt_tokens or 0, completion.completion_tokens or 0
             )
         credits = completion.credits_consumed
-        billed = credits if credits is not None else credits_computed
+        billed = row_credits(credits, credits_computed)  # a reported 0.0 stays 0.0
         # Paid for but of unknown cost: an ok row, flagged, never silently zero.
         warning = None if completion.has_usage else MISSING_USAGE_MESSAGE
-        self.record(row, RowResult(
+        return RowResult(
             id=row.id,
             status=STATUS_OK,
             content=completion.content,
@@ -70,7 +75,7 @@ class Recorder:
             total_tokens=completion.total_tokens,
             credits=credits,
             credits_computed=credits_computed,
-            cost_usd=self.price.usd(billed) if billed is not None else None,
+            cost_usd=price.usd(billed) if billed is not None else None,
             http_status=completion.http_status,
             attempts=attempts,
             latency_ms=latency_ms,
@@ -83,7 +88,7 @@ class Recorder:
             error_type="warning" if warning else None,
             error_message=warning,
             failed_attempts=failed_attempts,
-        ))
+        )
 
     def error(self, row: Row, error: BatchrunError, *, attempts: int, started_at: float,
               request_sha: str | None, failed_attempts: list[str] | None = None) -> None:
@@ -145,6 +150,17 @@ class Recorder:
                     self.run_dir.append(reopened)
             self.stop(STOP_FATAL, trip.error)
 
+    def record_try(self, row: Row, result: RowResult) -> None:
+        """A paid try that is asked again (structured output): in the journal now, its tokens
+        and credits counted, the row not done yet (no breaker, no row counts)."""
+        result.line = row.line
+        try:
+            self.run_dir.append(result)
+        except StorageError as error:
+            self.stop(STOP_FATAL, error)
+            return
+        count_try(self.counters, result)
+
     def flush(self, failure: StorageError | None = None) -> None:
         """Hand the recorded rows' lines to the kernel, then count them (done from here on)."""
         recorded, self._unflushed = self._unflushed, []
@@ -177,4 +193,4 @@ class Recorder:
         else:
             counters.rows_failed += 1
             counters.note_error(result.error_code or "error")
-        counters.credits += result.credits or result.credits_computed or 0.0
+        counters.credits += row_credits(result.credits, result.credits_computed) or 0.0

@@ -42,6 +42,7 @@ from batchrun.dispatch.progress import RunCounters
 from batchrun.dispatch.ratelimit import Limiter
 from batchrun.dispatch.recording import Recorder
 from batchrun.dispatch.retrying import retry_loops
+from batchrun.dispatch.structured import SchemaTries
 from batchrun.manifest.reader import iter_rows
 from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaResolver, media_root_for
@@ -81,6 +82,8 @@ class Runner:
             price=self.price, counters=self.counters, stop=self.stop,
             breaker=CircuitBreaker(plan.job.breaker_first, plan.job.breaker_window,
                                    plan.job.breaker_rate))
+        # Structured answers that do not fit their schema are asked again (dispatch/structured).
+        self.schema_tries = SchemaTries(plan.job.schema_retries)
         self.stop_reason: str | None = None
         self.stop_error: BatchrunError | None = None
         self._stopping = anyio.Event()
@@ -257,7 +260,9 @@ class Runner:
             return
         finally:
             flight.request.close()
-        self._settle(flight, completion)
+        followup = self._settle(flight, completion)
+        if followup is not None and not self.stopping:
+            await self._process(followup)  # the same row, asked again with the schema's error
 
     async def _reused(self, flight: Flight) -> bool:
         """--reuse: answered by the earlier run when it holds this very request."""
@@ -290,7 +295,7 @@ class Runner:
             flight.send_started = time.perf_counter()  # latency: the wire, not the wait
             counters.in_flight += 1  # on the wire from here: not while waiting above
             try:
-                completion = await self.client.complete(body, stream=self.job.stream)
+                completion = await self.client.complete(body, stream=request.sse)
             except BaseException as error:
                 self._refused(error, reservation)
                 if (isinstance(error, TransportError) and isinstance(body, StreamedBody)
@@ -328,17 +333,32 @@ class Runner:
         return reservation
 
     # --- settling ----------------------------------------------------------------------
-    def _settle(self, flight: Flight, completion: Completion) -> None:
-        """An answer: journal it, and tell the limiter what the row really weighed."""
+    def _settle(self, flight: Flight, completion: Completion) -> Row | None:
+        """An answer: journal it, and tell the limiter what the row really weighed. The row to
+        send again when its structured answer does not fit its schema, else None."""
         assert flight.sha is not None
         latency_ms = (time.perf_counter() - flight.send_started) * 1000.0
-        self.recorder.ok(flight.row, completion, attempts=flight.attempts,
-                         started_at=flight.first_sent_at or flight.started_at,
-                         request_sha=flight.sha, latency_ms=latency_ms,
-                         failed_attempts=flight.failures or None)
+        row = flight.row
+        result = self.recorder.ok(row, completion, attempts=flight.attempts,
+                                  started_at=flight.first_sent_at or flight.started_at,
+                                  request_sha=flight.sha, latency_ms=latency_ms,
+                                  failed_attempts=flight.failures or None,
+                                  price=self._price_of(flight.request.model))
+        followup = self.schema_tries.settle(row, result)
+        if followup is None:
+            self.recorder.record(row, result)
+        else:
+            self.recorder.record_try(row, result)  # paid, journaled; the row is not done
         if completion.prompt_tokens is not None:
             self.limiter.settle_tokens(
                 flight.tokens, completion.prompt_tokens + (completion.completion_tokens or 0))
+        return followup
+
+    def _price_of(self, model: str) -> Price:
+        """The price of a row's model (a row may name its own): the job's for its model."""
+        if model == self.job.model or not model:
+            return self.price
+        return price_for(model, {self.job.model: self.job.price} if self.job.price else None)
 
 
 async def execute(

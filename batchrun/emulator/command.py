@@ -122,6 +122,18 @@ async def _serve(config: EmulatorConfig, host: str, port: int) -> None:
 @click.option("--stream-parts", type=click.IntRange(min=0), default=0, show_default=True,
               help="Send a streamed answer in N parts spread over the latency (first after "
               "latency/N, last at the full latency); 0: all at once after the latency.")
+@click.option("--length-rate", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Share of answers cut short with finish_reason length (chosen by the "
+              "request: the same request is cut again).")
+@click.option("--length-match", default=None, metavar="TEXT",
+              help="Cut short (finish_reason length) every answer whose last user message "
+              "contains TEXT.")
+@click.option("--bad-json-rate", type=_PROBABILITY, default=0.0, show_default=True,
+              help="Share of answers to a JSON Schema request that are badly formed (fences, "
+              "thought text, a missing field, cut short).")
+@click.option("--strict-stream-usage", is_flag=True,
+              help="Send usage on a stream only when asked (stream_options.include_usage), as "
+              "OpenAI and vLLM do.")
 @click.option("--count-by-second", is_flag=True,
               help="Count chat requests per second of the clock in /_emulator/stats "
               "(requests_by_second), for benches.")

@@ -21,7 +21,13 @@ from batchrun.emulator.faults import (
     stalled_json,
     write_quietly,
 )
-from batchrun.emulator.model import BadRequest, ChatRequest, parse_chat_request, synthesize_reply
+from batchrun.emulator.model import (
+    BadRequest,
+    ChatRequest,
+    cut_short,
+    parse_chat_request,
+    synthesize_reply,
+)
 from batchrun.emulator.render import Answer, error_response
 from batchrun.emulator.state import EmulatorState, EmulatorStats, apply_config
 
@@ -94,6 +100,8 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
     except BadRequest as exc:
         return _count(stats, error_response("invalid_request", str(exc)))
     stats.models_requested[chat.model] += 1
+    if config.record_requests:
+        stats.requests_seen.append(orjson.loads(body))
     if chat.model not in config.models:
         return _count(stats, error_response(
             "model_not_found", f"Model '{chat.model}' does not exist or is inactive."))
@@ -130,11 +138,14 @@ async def _chat_inner(request: web.Request, state: EmulatorState) -> web.StreamR
     body_sha = hashlib.sha256(body).hexdigest()
     answer = Answer(
         chat,
-        synthesize_reply(chat, config.chars_per_token),
+        synthesize_reply(chat, config.chars_per_token,
+                         cut=cut_short(chat, config.length_rate, config.length_match),
+                         bad_json_rate=config.bad_json_rate),
         body_sha,
         config.thoughts_style,
         config.credits_rounding,
-        with_usage=fault != "no_usage",
+        with_usage=fault != "no_usage" and not (
+            config.strict_stream_usage and chat.stream and not chat.include_usage),
     )
     rate_headers = {}
     limit = state.current_rpm()

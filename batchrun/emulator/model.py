@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from batchrun.emulator.media import IMAGE_TOKENS, MediaRejected, decode_data_url, media_tokens
+from batchrun.emulator.structured import find_schema, json_answer
 
 # Role markers and turn separators of a chat template cost a few tokens per message.
 PER_MESSAGE_TOKENS = 4
@@ -56,6 +57,8 @@ class ChatRequest:
     prompt_tokens: int = 0
     last_user_text: str = ""
     media: list[tuple[str, int]] = field(default_factory=list)  # (mime, decoded bytes)
+    output_schema: dict[str, Any] | None = None  # asked for JSON fitting it (``structured``)
+    include_usage: bool = False  # stream_options.include_usage (OpenAI's way to ask for usage)
 
 
 @dataclass
@@ -105,6 +108,15 @@ def parse_chat_request(body: bytes, chars_per_token: float = 4.0) -> ChatRequest
             raise BadRequest("'reasoning_effort' must be 'low' or 'high'.")
         request.reasoning_effort = effort
     request.google_search = _parse_tools(data.get("tools"))
+    request.output_schema = find_schema(data)
+    stream_options = data.get("stream_options")
+    if stream_options is not None:
+        if not isinstance(stream_options, dict):
+            raise BadRequest("'stream_options' must be an object.")
+        include = stream_options.get("include_usage", False)
+        if not isinstance(include, bool):
+            raise BadRequest("'stream_options.include_usage' must be a boolean.")
+        request.include_usage = include
     # The gateway's reference is silent on max_tokens; honoured as OpenAI does
     # (finish_reason "length").
     for name in ("max_completion_tokens", "max_tokens"):
@@ -196,11 +208,28 @@ def messages_digest(messages: list[Any]) -> bytes:
     return hashlib.sha256(orjson.dumps(messages, option=orjson.OPT_SORT_KEYS)).digest()
 
 
-def synthesize_reply(request: ChatRequest, chars_per_token: float = 4.0) -> Reply:
-    """The deterministic answer: same messages and effort → same content and token counts."""
+def cut_short(request: ChatRequest, rate: float, match: str | None) -> bool:
+    """Whether this request's answer ends with finish_reason "length": when its last user text
+    holds ``match``, or for a share ``rate`` of requests drawn from its messages' digest (so
+    the same request is cut again, as a model at its output limit would be)."""
+    if match and match in request.last_user_text:
+        return True
+    if rate <= 0:
+        return False
+    draw = int.from_bytes(messages_digest(request.messages)[8:16], "big") / 2**64
+    return draw < rate
+
+
+def synthesize_reply(request: ChatRequest, chars_per_token: float = 4.0, *,
+                     cut: bool = False, bad_json_rate: float = 0.0) -> Reply:
+    """The deterministic answer: same messages and effort → same content and token counts.
+    ``cut``: the answer stops halfway with finish_reason "length". A request that asks for
+    JSON of a schema gets JSON (a share ``bad_json_rate`` of it badly formed: ``structured``)."""
     digest = messages_digest(request.messages)
     number = int.from_bytes(digest[:8], "big")
     completion_tokens = 20 + number % 381  # 20..400
+    if cut:
+        completion_tokens = max(1, completion_tokens // 2)
     if request.reasoning_effort == "high":
         reasoning_tokens = 300 + (number >> 16) % 1700  # 300..1999
     else:
@@ -209,11 +238,15 @@ def synthesize_reply(request: ChatRequest, chars_per_token: float = 4.0) -> Repl
     echo = " ".join(request.last_user_text.split())[:48]
     tag = digest[:4].hex()
     head = f"Emulated answer {tag} to: {echo}. " if echo else f"Emulated answer {tag}. "
-    finish_reason = "stop"
+    finish_reason = "length" if cut else "stop"
     if request.max_tokens is not None and completion_tokens > request.max_tokens:
         completion_tokens, finish_reason = request.max_tokens, "length"
-    length = max(1, round(completion_tokens * chars_per_token))
-    content = _cut(head, length, (number >> 32) % 8000)
+    if request.output_schema is not None:
+        content = json_answer(request.output_schema, number, bad_json_rate)
+        completion_tokens = max(1, math.ceil(len(content) / chars_per_token))
+    else:
+        length = max(1, round(completion_tokens * chars_per_token))
+        content = _cut(head, length, (number >> 32) % 8000)
     thoughts = ""
     if reasoning_tokens and request.include_thoughts:
         thoughts = (

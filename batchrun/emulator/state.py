@@ -65,6 +65,20 @@ class EmulatorConfig:
     rpm_schedule: str | None = None
     stream_parts: int = 0  # >0: a streamed answer comes in N parts spread over the latency
     count_by_second: bool = False  # stats count chat requests per second of the clock
+    # Keep every valid chat request's body (decoded) in stats.requests_seen, so a test can
+    # check what each row asked for; off by default (bodies may be large).
+    record_requests: bool = False
+    # Answers cut short (finish_reason "length", half the content): a share of requests,
+    # chosen by the request's messages (the same request is cut again), and every request
+    # whose last user text contains ``length_match``.
+    length_rate: float = 0.0
+    length_match: str | None = None
+    # A request asking for JSON of a schema gets JSON; this share of such answers is badly
+    # formed (fences, thought text, a missing field, cut short), chosen by the request.
+    bad_json_rate: float = 0.0
+    # As OpenAI and vLLM do: a stream carries usage only when the request asked for it
+    # (stream_options.include_usage); off, every stream carries it, as the gateway's does.
+    strict_stream_usage: bool = False
 
     def __post_init__(self) -> None:
         self.models = tuple(self.models)
@@ -82,6 +96,9 @@ class EmulatorConfig:
                 raise ValueError(f"{name} must be a probability in [0, 1]")
         if sum(getattr(self, name) for name in FAULT_RATES) > 1.0 + 1e-9:
             raise ValueError(f"the fault rates ({', '.join(FAULT_RATES)}) add up to more than 1")
+        for name in ("length_rate", "bad_json_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1]")
         if self.stall_s < 0:
             raise ValueError("stall_s must not be negative")
         if self.chars_per_token <= 0:
@@ -121,6 +138,7 @@ class EmulatorStats:
     # Chat requests by whole second of the state's clock (``count_by_second``): a bench sees
     # the send rate the emulator received, retries included.
     requests_by_second: Counter[int] = field(default_factory=Counter)
+    requests_seen: list[dict[str, Any]] = field(default_factory=list)  # record_requests
 
     def reset(self) -> None:
         """Zero everything but the requests still in flight."""
@@ -143,6 +161,7 @@ class EmulatorStats:
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
             "requests_by_second": {str(s): n for s, n in sorted(self.requests_by_second.items())},
+            "requests_seen": list(self.requests_seen),
         }
 
 
@@ -299,10 +318,11 @@ _FAULT_KIND = {"fail_503": "503", "fail_500": "500", "drop_rate": "drop", "fail_
                "fail_502": "502", "not_json_rate": "not_json", "no_usage_rate": "no_usage",
                "stall_rate": "stall", "early_eof_rate": "early_eof"}
 _FLOAT = {"latency_ms", "jitter_ms", "chars_per_token", "chunk_delay_ms", "max_body_mb",
-          "stall_s", *FAULT_RATES}
+          "stall_s", "length_rate", "bad_json_rate", *FAULT_RATES}
 _OPTIONAL_FLOAT = {"rpm", "rpm_burst", "balance", "spend_limit"}
 _OPTIONAL_INT = {"revoke_after", "credits_rounding"}
-_BOOL = {"deny_ip", "echo_key", "rate_headers", "count_by_second"}
+_BOOL = {"deny_ip", "echo_key", "rate_headers", "count_by_second", "record_requests",
+         "strict_stream_usage"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -319,7 +339,7 @@ def _coerce(name: str, value: Any) -> Any:
         return int(value)
     if name in _BOOL and isinstance(value, bool):
         return value
-    if name == "rpm_schedule" and (value is None or isinstance(value, str)):
+    if name in ("rpm_schedule", "length_match") and (value is None or isinstance(value, str)):
         return value
     if name in ("thoughts_style", "drop_mode", "retry_after") and isinstance(value, str):
         return value

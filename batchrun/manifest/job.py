@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.core.errors import InputError
-from batchrun.cost.catalog import DEFAULT_MODEL, Price, price_for
+from batchrun.cost.catalog import DEFAULT_MODEL, Price, UnknownModel, is_priced, price_for
 from batchrun.manifest.job_price import job_price
+from batchrun.manifest.settings import REASONING_EFFORTS, check_column_map
 from batchrun.media.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUEST_BYTES
 
 DEFAULT_ENDPOINT = "https://api.aivideoapi.ai/v1"
-REASONING_EFFORTS = ("low", "high")
+SCHEMA_RESPONSE_FORMATS = ("auto", "always", "never")
+STREAM_USAGE = ("auto", "ask", "never")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,20 @@ class JobSpec:
     media_columns: tuple[str, ...] = ()
     # Merged into every request body last, for fields the gateway adds later.
     extra_body: dict[str, Any] = field(default_factory=dict)
+    # Per-row settings under the manifest's own column names: setting -> column
+    # (manifest/settings.py lists the settings); unnamed settings use their own name.
+    columns: dict[str, str] = field(default_factory=dict)
+    # Structured output: a JSON Schema file the answers must fit (relative paths are from the
+    # job file's folder); an answer that does not is asked again up to schema_retries times.
+    output_schema: str | None = None
+    schema_retries: int = 2
+    # Whether the schema also goes as ``response_format`` (json_schema): "auto" only where the
+    # endpoint is known to accept it (the gateway's API reference lists no response_format).
+    schema_response_format: str = "auto"
+    # Ask for usage on streams (stream_options.include_usage), which OpenAI and vLLM send only
+    # when asked: "ask", "never", or "auto" = ask unless the endpoint is the gateway's (it
+    # sends usage on every stream and documents no stream_options).
+    stream_usage: str = "auto"
     expected_output_tokens: int = 500
     concurrency: int = 32
     rpm: float | None = None
@@ -72,8 +88,19 @@ class JobSpec:
         return dataclasses.replace(self, **changes)
 
     def resolved_price(self) -> Price:
-        """The job's own ``[job.pricing]``, else the catalog's price of its model."""
-        return price_for(self.model, {self.model: self.price} if self.price else None)
+        """The job's own price (``price`` / ``[job.pricing]``), else the catalog's price of its
+        model; InputError for a model neither prices (never a silent guess)."""
+        try:
+            return price_for(self.model, self._own_prices())
+        except UnknownModel as exc:
+            raise InputError(str(exc)) from None
+
+    def prices(self, model: str) -> bool:
+        """Whether a row may ask for ``model``: the catalog prices it, or the job does."""
+        return is_priced(model, self._own_prices())
+
+    def _own_prices(self) -> dict[str, Price] | None:
+        return {self.model: self.price} if self.price else None
 
     def resolved_endpoint(self) -> str:
         """--endpoint / job file, then BATCHRUN_ENDPOINT, then the gateway's address."""
@@ -86,8 +113,19 @@ class JobSpec:
                 f"reasoning_effort must be one of {', '.join(REASONING_EFFORTS)}, "
                 f"not {self.reasoning_effort!r}"
             )
+        if (wrong := check_column_map(self.columns)) is not None:
+            raise InputError(wrong)
         if self.concurrency < 1:
             raise InputError("concurrency must be at least 1")
+        if self.schema_retries < 0:
+            raise InputError("schema_retries must be 0 or more")
+        if self.stream_usage not in STREAM_USAGE:
+            raise InputError(f"stream_usage must be one of {', '.join(STREAM_USAGE)}, not "
+                             f"{self.stream_usage!r}")
+        if self.schema_response_format not in SCHEMA_RESPONSE_FORMATS:
+            raise InputError(f"schema_response_format must be one of "
+                             f"{', '.join(SCHEMA_RESPONSE_FORMATS)}, not "
+                             f"{self.schema_response_format!r}")
         if self.max_attempts < 1:
             raise InputError("max_attempts must be at least 1")
         for name in ("media_budget_bytes", "max_file_bytes", "max_request_bytes"):
@@ -124,7 +162,12 @@ def load_job(path: str | Path | None) -> JobSpec:
         raise InputError(f"job file not found: {job_path}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"job file {job_path} is not valid TOML: {exc}") from None
-    return job_from_mapping(raw, source=str(job_path))
+    spec = job_from_mapping(raw, source=str(job_path))
+    if spec.output_schema is not None and not Path(spec.output_schema).is_absolute():
+        # A schema file beside the job file is found wherever the command runs.
+        spec = dataclasses.replace(
+            spec, output_schema=str((job_path.parent / spec.output_schema).resolve()))
+    return spec
 
 
 def job_from_mapping(raw: dict[str, Any], *, source: str = "job") -> JobSpec:

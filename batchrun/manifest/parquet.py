@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from batchrun.core.errors import InputError
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.rows import Row, build_row, drop_nulls
+from batchrun.manifest.settings import column_of
 from batchrun.manifest.tabular import batch_records, check_column_names
 from batchrun.manifest.template import Template
 
@@ -81,10 +82,12 @@ def iter_parquet(
         parquet = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise InputError(f"manifest {path} is not a readable Parquet file: {exc}") from None
+    # Struct columns whose absent fields Arrow gives back as None (dropped before use).
+    nested = {"messages", "body", column_of(job.columns, "messages")}
     with contextlib.closing(parquet):
         batches = iter(parquet.iter_batches(batch_size=batch_size))
         for number, record in batch_records(batches, done_lines, partial(_read_error, path)):
-            for key in ("messages", "body"):
+            for key in nested:
                 if isinstance(record.get(key), list | dict):
                     record[key] = drop_nulls(record[key])
             yield build_row(record, number, f"row {number}", f"row-{number}", job, template)

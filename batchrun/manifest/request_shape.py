@@ -5,7 +5,9 @@ The shape is every job field that goes into a request body or decides what it ho
 model, the system prompt, the prompt template, the media columns and the media root (a
 relative path means another file under another root), the body's settings (stream,
 include_thoughts, reasoning_effort, google_search) and ``extra_body`` (where a
-``response_format`` schema goes), plus the endpoint the requests go to. Fields that change how
+``response_format`` schema goes), the columns a row's own settings are read from
+(``columns``), the output schema and how it is asked for, plus the endpoint the requests go
+to. Fields that change how
 or how fast requests are sent (concurrency, limits, timeouts, the budget, size limits that only
 refuse a row) are not part of it.
 """
@@ -21,7 +23,8 @@ from batchrun.manifest.job import JobSpec
 # The JobSpec fields of the shape, in the order a change is named.
 SHAPING_FIELDS = ("model", "system", "prompt_template", "media_columns", "stream",
                   "include_thoughts", "reasoning_effort", "google_search", "extra_body",
-                  "media_root")
+                  "media_root", "columns", "output_schema", "schema_response_format",
+                  "stream_usage")
 ENDPOINT = "endpoint"
 _DEFAULTS = JobSpec().describe()
 
@@ -37,6 +40,7 @@ def shape_of(described: Mapping[str, Any], endpoint: str | None) -> dict[str, An
     shape = {name: described.get(name, _DEFAULTS[name]) for name in SHAPING_FIELDS}
     shape["media_columns"] = list(shape["media_columns"] or ())
     shape["extra_body"] = dict(shape["extra_body"] or {})
+    shape["columns"] = dict(shape["columns"] or {})
     root = shape["media_root"]
     shape["media_root"] = str(Path(root).resolve()) if root else None
     shape[ENDPOINT] = endpoint.rstrip("/") if endpoint else None

@@ -6,7 +6,9 @@ Which shape a row has, first match wins:
 3. the job's ``prompt_template`` filled from the row's columns (``{title}``); the template may
    use any column, ``prompt`` included.
 4. ``prompt`` (+ optional ``system`` and ``media``).
-``media`` and the job's ``media_columns`` go with shapes 3 and 4 only.
+``media`` and the job's ``media_columns`` go with shapes 3 and 4 only. Shapes 2-4 may also
+carry per-row settings (``settings``: model, reasoning effort, …); the job may name its own
+columns for them and for ``system`` and ``messages``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,14 @@ from typing import Any
 import orjson
 
 from batchrun.manifest.job import JobSpec
+from batchrun.manifest.schemas import row_schema
+from batchrun.manifest.settings import (
+    REQUEST_SETTINGS,
+    BadSetting,
+    RowSettings,
+    column_of,
+    row_settings,
+)
 from batchrun.manifest.template import BadRow, Template, fill_template
 
 ID_KEYS = ("id", "custom_id")
@@ -47,6 +57,11 @@ class Row:
     fields: Mapping[str, Any] = field(default_factory=dict)
     body: Mapping[str, Any] | None = None
     error: str | None = None
+    settings: RowSettings | None = None  # what the row asks for itself (None: the job's)
+    # The JSON Schema its answer must fit (the row's own, else the job's output_schema).
+    output_schema: Mapping[str, Any] | None = None
+    # Turns appended after the row's messages: a structured answer asked again.
+    extra_turns: tuple[dict[str, Any], ...] = ()
 
 
 def id_key_of(record: Mapping[str, Any]) -> str | None:
@@ -114,8 +129,23 @@ def _shape(
     if isinstance(body, Mapping):
         return _batch_row(record, body, row_id, id_key, line)
 
-    if record.get("messages") is not None:
-        messages, refs = _check_messages(record["messages"], "messages")
+    columns = job.columns
+    try:
+        settings = (row_settings(record, columns)
+                    if columns or not _SETTING_KEYS.isdisjoint(record) else None)
+    except BadSetting as exc:
+        raise BadRow(str(exc)) from None
+    if settings is not None and settings.model is not None and not job.prices(settings.model):
+        raise BadRow(
+            f"column {column_of(columns, 'model')} = {settings.model!r}: batchrun knows no price "
+            f"for this model; use a model of the catalog, or make it the job's model and give "
+            f"its price (price = {{input = …, output = …}})")
+    messages_key, system_key, setting_keys = _keys(columns)
+    output_schema = row_schema(record, job) if job.output_schema or columns or (
+        "output_schema" in record) else None
+    used = (id_key, *setting_keys)
+    if record.get(messages_key) is not None:
+        messages, refs = _check_messages(record[messages_key], messages_key)
         if record.get("media") is not None:
             raise BadRow(
                 "`media` goes with `prompt`; in a `messages` row put image_url parts in the "
@@ -125,9 +155,11 @@ def _shape(
             id=row_id,
             line=line,
             messages=messages,
-            system=_optional_str(record, "system"),
+            system=_optional_str(record, system_key),
             media=refs,
-            fields=_rest(record, (id_key, "messages", "system", "media")),
+            fields=_rest(record, (*used, messages_key, system_key, "media")),
+            settings=settings,
+            output_schema=output_schema,
         )
 
     if template is not None:
@@ -136,9 +168,11 @@ def _shape(
             id=row_id,
             line=line,
             prompt=prompt,
-            system=_optional_str(record, "system"),
+            system=_optional_str(record, system_key),
             media=_media_refs(record, job),
-            fields=_rest(record, (id_key,)),
+            fields=_rest(record, used),
+            settings=settings,
+            output_schema=output_schema,
         )
 
     if record.get("prompt") is not None:
@@ -152,12 +186,31 @@ def _shape(
             id=row_id,
             line=line,
             prompt=prompt,
-            system=_optional_str(record, "system"),
+            system=_optional_str(record, system_key),
             media=media,
-            fields=_rest(record, (id_key, "prompt", "system", "media")),
+            fields=_rest(record, (*used, "prompt", system_key, "media")),
+            settings=settings,
+            output_schema=output_schema,
         )
 
     raise BadRow(f"no content: {NEEDS}")
+
+
+# Keys that may hold a setting under its own name: a row without any (and a job without a
+# column map) skips the settings check.
+_SETTING_KEYS = frozenset(REQUEST_SETTINGS)
+
+
+def _keys(columns: Mapping[str, str]) -> tuple[str, str, tuple[str, ...]]:
+    """The columns of messages and system, and those of the settings (the job's names)."""
+    if not columns:
+        return _OWN_KEYS  # most jobs: the settings' own names, without a lookup per row
+    settings = tuple(column_of(columns, setting) for setting in (*REQUEST_SETTINGS,
+                                                                 "output_schema"))
+    return column_of(columns, "messages"), column_of(columns, "system"), settings
+
+
+_OWN_KEYS = ("messages", "system", (*REQUEST_SETTINGS, "output_schema"))
 
 
 def _batch_row(

@@ -12,6 +12,7 @@ import pyarrow as pa
 from batchrun.core.errors import InputError
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.rows import ID_KEYS, NEEDS
+from batchrun.manifest.settings import column_of
 from batchrun.manifest.template import Template
 
 
@@ -22,7 +23,7 @@ def check_column_names(path: Path, names: Sequence[str], job: JobSpec,
     found = ", ".join(names) or "(none)"
     if not present & set(ID_KEYS):
         raise InputError(f"manifest {path} has no `id` or `custom_id` column; columns: {found}")
-    if not (has_body or template or present & {"messages", "prompt"}):
+    if not (has_body or template or present & {column_of(job.columns, "messages"), "prompt"}):
         raise InputError(f"manifest {path}: no usable columns; {NEEDS}. Columns: {found}")
     wanted = list(template.columns if template else ()) + list(job.media_columns)
     missing = [name for name in dict.fromkeys(wanted) if name not in present]

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from batchrun.api.client import ApiClient
+from batchrun.core.result import record_credits
 from batchrun.cost.calibrate import (
     CalibrationFit,
     SampleRow,
@@ -72,8 +73,7 @@ def row_states(run_dir: RunDir) -> dict[str, RowState]:
             retryable=bool(record.get("retryable")),
             prompt_tokens=0 if reused else record.get("prompt_tokens") or 0,
             completion_tokens=0 if reused else record.get("completion_tokens") or 0,
-            credits=0.0 if reused else (
-                record.get("credits") or record.get("credits_computed") or 0.0),
+            credits=0.0 if reused else record_credits(record),
         )
     return states
 

@@ -12,6 +12,7 @@ from batchrun.dispatch.plan import RunOutcome
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import manifest_fingerprint
 from batchrun.plan.calibration import Calibration, calibrate_in_session, default_run_dir
+from batchrun.plan.fast_estimate import fast_preflight
 from batchrun.plan.finish import finish
 from batchrun.plan.options import RunOptions
 from batchrun.plan.preflight import Preflight, scan_manifest
@@ -62,7 +63,9 @@ def estimate_manifest(manifest: Path, job_file: Path | None, *,
     check_manifest(manifest)
     spec = load_spec(job_file, endpoint=endpoint,
                      media_root=str(media_root) if media_root else None)
-    preflight = scan_manifest(manifest, spec, spec.resolved_price())
+    price = spec.resolved_price()
+    # Plain prompt rows are estimated from whole columns; anything else row by row.
+    preflight = fast_preflight(manifest, spec, price) or scan_manifest(manifest, spec, price)
     return Estimate(spec, preflight, unsendable_manifest(manifest, spec, preflight))
 
 

@@ -47,6 +47,8 @@ class RunOptions:
     confirm_above: float | None = _flag("--confirm-above", resume=False, job="confirm_above")
     retry_failed: bool = _flag("--retry-failed", resume=False, default=False)
     allow_job_change: bool = _flag("--allow-job-change", resume=False, default=False)
+    # "incomplete": also send again rows answered ok but cut short (finish_reason not stop).
+    redo: str | None = _flag("--redo", resume=False)
     ignore_balance: bool = _flag("--ignore-balance", resume=False, default=False)
     calibrate: int | None = _flag("--calibrate", resume=False)
     quiet: bool = _flag("--quiet", resume=False, default=False)

@@ -55,6 +55,9 @@ class Preflight:
     rows_reused: int = 0  # rows --reuse will answer from an earlier run (text-only rows)
     tally: Tally = field(default_factory=Tally)  # the rows still to send
     to_send: RunEstimate = field(default_factory=RunEstimate)
+    # Every column the rows read held besides those their shape used, in first-seen order
+    # (``manifest.columns.unused_by`` tells which of them the job never reads).
+    columns: dict[str, None] = field(default_factory=dict)
 
 
 def scan_manifest(
@@ -77,6 +80,7 @@ def scan_manifest(
     """
     preflight = Preflight()
     tally = preflight.tally
+    columns = preflight.columns
     media = MediaResolver(media_root_for(manifest, job.media_root),
                           max_file_bytes=job.max_file_bytes)
     check_ids = done_lines is None
@@ -85,6 +89,8 @@ def scan_manifest(
         if check_ids:
             id_hashes.append(hash(row.id))
         preflight.rows_total += 1
+        if not columns.keys() >= row.fields.keys():
+            columns.update(dict.fromkeys(row.fields))
         if row.error is None:
             preflight.rows_sendable += 1
         if is_done(row):

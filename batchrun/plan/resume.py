@@ -50,9 +50,10 @@ class OpenedRun:
 
 def open_run(run_dir: RunDir, fingerprint: str, *, retry_failed: bool,
              job_shape: dict[str, Any] | None = None,
-             allow_job_change: bool = False) -> OpenedRun:
+             allow_job_change: bool = False, redo_incomplete: bool = False) -> OpenedRun:
     """Lock ``run_dir``, refuse another manifest's run, load the journal index; refuse a job
-    whose requests (``job_shape``) differ from those of the rows answered, unless allowed."""
+    whose requests (``job_shape``) differ from those of the rows answered, unless allowed
+    (``redo_incomplete``: answers cut short count as not done)."""
     run_dir.lock()
     change = None
     try:
@@ -63,6 +64,7 @@ def open_run(run_dir: RunDir, fingerprint: str, *, retry_failed: bool,
             total = run_dir.read_info().get("rows_total")
             rows_total = int(total) if isinstance(total, int) else None
         index = run_dir.load_index()
+        index.redo_incomplete = redo_incomplete
         if resumed and job_shape is not None:
             answered = sum(index.count(state) for state in OK_STATES)
             change = run_dir.check_same_job(job_shape, answered=answered,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from batchrun.core.errors import InputError
 from batchrun.cost.budget import CreditLedger, budget_lines, suggested_cap
 from batchrun.cost.cap_advice import cap_warnings
 from batchrun.dispatch.eventloop import run_dispatch
@@ -47,12 +48,16 @@ def run_job(options: RunOptions, console: Console, emulator: Emulator | None = N
             ) -> RunReport:
     """Send every row of ``options.manifest`` not done yet in ``options.out``."""
     check_manifest(options.manifest)
+    if options.redo is not None and options.calibrate is not None:
+        raise InputError("--redo resends answers of an earlier session; --calibrate samples a "
+                         "new run: give one of them")
     spec = load_spec(options.job_file, **options.job_overrides())
     key = api_key_for(options.api_key, emulate=options.emulate)
     with endpoint_for(spec, emulator if options.emulate else None) as spec, open_session(
         options.manifest, spec, options.out, api_key=key, console=console,
         retry_failed=options.retry_failed, reuse=options.reuse, media_root=options.media_root,
         emulated=options.emulate, allow_job_change=options.allow_job_change,
+        redo_incomplete=options.redo == "incomplete",
     ) as session:
         return _run_session(session, options)
 

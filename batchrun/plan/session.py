@@ -204,6 +204,7 @@ def open_session(
     fingerprint: str | None = None,
     emulated: bool = False,
     allow_job_change: bool = False,
+    redo_incomplete: bool = False,
 ) -> Iterator[Session]:
     """Lock ``out``, read its journal, open the --reuse cache, scan the manifest. ``spec``
     carries its final endpoint (``emulated``: the embedded emulator's, whose port changes every
@@ -219,7 +220,8 @@ def open_session(
     created = not out.exists()
     shape = request_shape(spec, key_endpoint or endpoint)
     opened = open_run(run_dir, fingerprint, retry_failed=retry_failed,  # locks
-                      job_shape=shape, allow_job_change=allow_job_change)
+                      job_shape=shape, allow_job_change=allow_job_change,
+                      redo_incomplete=redo_incomplete)
     if opened.job_change is not None:
         console.warn(job_change_notice(opened.job_change))
     cache = None

@@ -31,6 +31,7 @@ from batchrun.core.errors import InputError
 from batchrun.core.result import RESULTS_SCHEMA, STATUS_OK, extra_of
 from batchrun.manifest.reader import iter_records, manifest_fingerprint, manifest_format
 from batchrun.manifest.rows import id_key_of
+from batchrun.reporting.flatten import flatten_file, run_schema
 from batchrun.reporting.status import run_summary
 from batchrun.store.cache import REUSED_EXTRA_KEY
 from batchrun.store.compact import BATCH_ROWS, json_record, parquet_record
@@ -56,10 +57,12 @@ def export_metadata(info: dict[str, Any], summary: RunSummary) -> dict[str, Any]
 
 
 def export_results(
-    run: RunDir, output: Path, *, fmt: str = "results", with_input: bool = False
+    run: RunDir, output: Path, *, fmt: str = "results", with_input: bool = False,
+    flatten: bool = False,
 ) -> int:
     """Compact the journal, then write every row's latest result to ``output``; returns the
-    number of rows. The file appears whole or not at all (written aside, then renamed)."""
+    number of rows. The file appears whole or not at all (written aside, then renamed).
+    ``flatten``: the job's output_schema fields as typed columns too (``reporting.flatten``)."""
     suffix = output.suffix.lower()
     if suffix not in (".parquet", ".jsonl"):
         raise InputError(f"--output must end in .parquet or .jsonl, not {output.name!r}")
@@ -69,6 +72,10 @@ def export_results(
         raise InputError("--format openai-batch writes the OpenAI Batch output shape: a .jsonl "
                          "file, without --with-input (that shape has no place for input columns)")
     info = run.read_info()
+    schema = run_schema(info) if flatten else None
+    if flatten and (fmt != "results" or output.resolve() == run.results_path.resolve()):
+        raise InputError("--flatten writes a results export (not openai-batch), to a file other "
+                         "than the run's own results.parquet")
     manifest = _checked_manifest(info) if with_input else None
     summary = run_summary(run, info, run.load_index())
     metadata = export_metadata(info, summary)
@@ -86,6 +93,8 @@ def export_results(
             _write_joined_parquet(run, manifest, metadata, tmp)
         else:
             _write_jsonl(run, info, manifest, fmt, tmp)
+        if schema is not None:
+            flatten_file(tmp, schema, parquet=suffix == ".parquet")
         os.replace(tmp, output)
     except BaseException:
         tmp.unlink(missing_ok=True)

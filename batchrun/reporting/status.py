@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from batchrun.core.errors import InputError
-from batchrun.cost.catalog import Price, price_for
+from batchrun.cost.catalog import Price, UnknownModel, price_for
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import manifest_fingerprint
 from batchrun.plan.preflight import scan_manifest
+from batchrun.reporting.incomplete import incomplete_lines
 from batchrun.store.index import JournalIndex
 from batchrun.store.records import STATE_OK
 from batchrun.store.retries import RetryTotals, retry_totals
@@ -55,7 +56,10 @@ def run_summary(run: RunDir, info: dict[str, Any], index: JournalIndex) -> RunSu
 def estimate_left(run: RunDir, info: dict[str, Any], index: JournalIndex) -> dict[str, Any]:
     """What a plain resume would send and cost. Reads the manifest past the done rows only."""
     job = job_from_info(info.get("job") or {})
-    price = price_for(job.model, {job.model: job.price} if job.price else None)
+    try:
+        price = price_for(job.model, {job.model: job.price} if job.price else None)
+    except UnknownModel:  # a run begun before unknown models were refused
+        price = Price(0.0, 0.0)
     rows_total = int(info.get("rows_total") or 0)
     rows_paid_ok = index.count(STATE_OK)
     left: dict[str, Any] = {"rows": None, "from_manifest": None, "credits_observed": None,
@@ -135,6 +139,7 @@ def status_lines(status: dict[str, Any], path: Path) -> list[str]:
         lines.append(f"  reused from an earlier run: {status['rows_reused']:,} (not paid here)")
     for code, count in status["errors_by_code"].items():
         lines.append(f"  {code}: {count:,}")
+    lines += incomplete_lines(status.get("finish_reasons") or {}, status.get("redo_command"))
     lines.append(
         f"tokens: prompt {status['prompt_tokens']:,} · completion "
         f"{status['completion_tokens']:,} · reasoning {status['reasoning_tokens']:,}"

@@ -3,9 +3,12 @@
 Field order is fixed (model, messages, stream, include_thoughts, reasoning_effort, tools, then
 ``extra_body``), so the same row and job always encode to the same bytes and sha256.
 
-``stream`` always comes from the job, even for OpenAI batch bodies and even when
-``extra_body`` names it: the client decides from ``job.stream`` whether it parses SSE or JSON,
-and the body must agree with it.
+A row's own settings (``Row.settings``: model, reasoning effort, thoughts, stream, grounding,
+extra_body) win over the job's; the row's ``extra_body`` is merged after the job's.
+
+``stream`` comes from the row or the job, even for OpenAI batch bodies and even when an
+``extra_body`` names it: the client decides from the body's ``stream`` whether it parses SSE
+or JSON, so the body must say what the client will expect.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from batchrun.core.errors import MediaError, RowError
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.rows import Row
 from batchrun.media.files import MediaResolver, is_passthrough_url
+from batchrun.request.stream_usage import ask_stream_usage, asks_stream_usage
+from batchrun.request.structured import response_format, wants_response_format, with_instruction
 
 _SYSTEM_ROLES = ("system", "developer")
 
@@ -54,20 +59,65 @@ def build_body(row: Row, job: JobSpec, media: MediaResolver | None) -> dict[str,
         messages = _prompt_messages(row, job, media)
     else:
         raise RowError(f"row {row.id!r} (line {row.line}) has no messages, prompt or body")
+    if row.output_schema is not None:
+        _tell_schema(messages, row.output_schema)
+    messages.extend(row.extra_turns)
+    body = _settings_body(row, job, messages)
+    if row.output_schema is not None and wants_response_format(job):
+        body["response_format"] = response_format(row.output_schema)
+    if body["stream"] and asks_stream_usage(job):
+        ask_stream_usage(body)
+    return body
 
-    body: dict[str, Any] = {
-        "model": job.model,
+
+def _tell_schema(messages: list[dict[str, Any]], schema: Mapping[str, Any]) -> None:
+    """The schema instruction at the end of the first system message (one put first if none)."""
+    first = messages[0] if messages else {}
+    if first.get("role") in _SYSTEM_ROLES and isinstance(first.get("content"), str):
+        messages[0] = {**first, "content": with_instruction(first["content"], schema)}
+    else:
+        messages.insert(0, {"role": "system", "content": with_instruction(None, schema)})
+
+
+def _settings_body(row: Row, job: JobSpec, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """model, messages, stream, thoughts, effort, tools and extra_body: the row's, else the
+    job's."""
+    own = row.settings
+    if own is None:
+        body: dict[str, Any] = {
+            "model": job.model,
+            "messages": messages,
+            "stream": job.stream,
+            "include_thoughts": job.include_thoughts,
+        }
+        if job.reasoning_effort is not None:
+            body["reasoning_effort"] = job.reasoning_effort
+        if job.google_search:
+            body["tools"] = [google_search_tool()]
+        body.update(job.extra_body)
+        body["stream"] = job.stream
+        return body
+    stream = _pick(own.stream, job.stream)
+    body = {
+        "model": _pick(own.model, job.model),
         "messages": messages,
-        "stream": job.stream,
-        "include_thoughts": job.include_thoughts,
+        "stream": stream,
+        "include_thoughts": _pick(own.include_thoughts, job.include_thoughts),
     }
-    if job.reasoning_effort is not None:
-        body["reasoning_effort"] = job.reasoning_effort
-    if job.google_search:
+    effort = _pick(own.reasoning_effort, job.reasoning_effort)
+    if effort is not None:
+        body["reasoning_effort"] = effort
+    if _pick(own.google_search, job.google_search):
         body["tools"] = [google_search_tool()]
     body.update(job.extra_body)
-    body["stream"] = job.stream
+    if own.extra_body:
+        body.update(own.extra_body)
+    body["stream"] = stream
     return body
+
+
+def _pick(own: Any, default: Any) -> Any:
+    return default if own is None else own
 
 
 def encode_body(body: dict[str, Any]) -> bytes:
@@ -155,6 +205,8 @@ def _batch_body(
         body["tools"] = tools
     body.update(job.extra_body)
     body["stream"] = job.stream
+    if job.stream and asks_stream_usage(job):
+        ask_stream_usage(body)
     return body
 
 

@@ -129,6 +129,10 @@ class PreparedRequest:
     metas: dict[str, MediaMeta] = field(default_factory=dict)  # by marker (see build_request)
     messages: Sequence[Any] = ()  # the body's chat messages (markers where local files go)
     text_only: bool = False  # a prompt row without media: its body names no file
+    # What the body asks, for the sender: the model (priced and checked against its window)
+    # and whether the answer comes as SSE (the row's setting, else the job's).
+    model: str = ""
+    sse: bool = True
     _skeleton_sha: str | None = field(default=None, repr=False)
 
     def pieces(self) -> Generator[bytes, None, None]:
@@ -246,4 +250,5 @@ def build_request(
     return PreparedRequest(
         row_id=row.id, skeleton=skeleton, media=list(pending), size=size, metas=metas,
         messages=body.get("messages") or (), text_only=text_only,
+        model=str(body.get("model") or job.model), sse=body.get("stream") is not False,
     )

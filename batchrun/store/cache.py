@@ -115,6 +115,7 @@ class AnswerCache:
             finished_at=now,
             request_sha256=request_sha,
             extra=orjson.dumps(extra).decode(),
+            parsed=record.get("parsed"),  # the same request: the same schema, checked there
             cache_key=key,
             reused_from=str(origin.get("run_dir")),
         )

@@ -28,9 +28,11 @@ from batchrun.store.keys import key_prefix
 from batchrun.store.records import (
     ERROR_STATES,
     OK_STATES,
+    PLACED_STATES,
     RECORD,
     STATE_FAILED,
     STATE_NONE,
+    STATE_OK_INCOMPLETE,
     Entry,
     column,
     entry_for,
@@ -48,8 +50,11 @@ class JournalIndex:
 
     journal_path: Path
     states: bytearray = field(default_factory=bytearray)
-    # Lines whose latest record is an error: where to read its code.
+    # Lines whose latest record is an error or an incomplete answer (``PLACED_STATES``):
+    # where to read its error code or finish reason.
     failed_at: dict[int, tuple[int, int]] = field(default_factory=dict)
+    # ``run --redo incomplete``: ok rows whose answer was cut short count as not done.
+    redo_incomplete: bool = False
     # Records without a manifest line (older journals): id -> (state, offset, length).
     unlined: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     records: int = 0
@@ -82,7 +87,7 @@ class JournalIndex:
         if line >= len(states):
             states.extend(bytes(max(line + 1 - len(states), len(states) // 2)))
         states[line] = state
-        if state in ERROR_STATES:
+        if state in PLACED_STATES:
             self.failed_at[line] = (offset, length)
         elif self.failed_at:
             self.failed_at.pop(line, None)
@@ -128,7 +133,7 @@ class JournalIndex:
         self.credits += sum(column(data, "credits"))
         offsets, lengths = column(data, "offset"), column(data, "length")
         errors: list[int] = []
-        for state in ERROR_STATES:
+        for state in PLACED_STATES:
             at = state_bytes.find(state)
             while at >= 0:
                 errors.append(at)
@@ -151,7 +156,7 @@ class JournalIndex:
             for at, line in enumerate(lines):
                 if not line:
                     self._untotal(data, at)
-        for line in [line for line in self.failed_at if states[line] not in ERROR_STATES]:
+        for line in [line for line in self.failed_at if states[line] not in PLACED_STATES]:
             del self.failed_at[line]
         self.failed_at.pop(0, None)
         return unlined
@@ -185,6 +190,8 @@ class JournalIndex:
             table[state] = 1
         if not retry_failed:
             table[STATE_FAILED] = 1
+        if self.redo_incomplete:
+            table[STATE_OK_INCOMPLETE] = 0
         return bytes(self.states.translate(table))
 
     def is_done_row(self, row: Any, *, retry_failed: bool) -> bool:
@@ -192,6 +199,8 @@ class JournalIndex:
         state = self.state(row.line)
         if state == STATE_NONE and self.unlined:
             state = self._resolve(row.id, row.line)
+        if state == STATE_OK_INCOMPLETE and self.redo_incomplete:
+            return False
         return _done(state, retry_failed)
 
     def _resolve(self, row_id: str, line: int) -> int:
@@ -203,7 +212,7 @@ class JournalIndex:
         if line >= len(self.states):
             self.states.extend(bytes(line + 1 - len(self.states)))
         self.states[line] = state
-        if state in ERROR_STATES:
+        if state in PLACED_STATES:
             self.failed_at[line] = (offset, length)
         if self.keep_places:
             self._place(line, offset, length, 0)
@@ -215,18 +224,36 @@ class JournalIndex:
 
     def count_done(self, *, retry_failed: bool) -> int:
         done = sum(self.count(state) for state in OK_STATES)
+        if self.redo_incomplete:
+            done -= self.count(STATE_OK_INCOMPLETE)
         return done if retry_failed else done + self.count(STATE_FAILED)
 
     def errors_by_code(self) -> dict[str, int]:
         """The error code of every row whose latest record is an error, read from the journal."""
+        return self._tally(ERROR_STATES, lambda record: record.get("error_code") or "error")
+
+    def finish_reasons(self) -> dict[str, int]:
+        """Rows answered ok by the reason their answer ended: ``stop`` (or none given) counted
+        from the states, the others read from the journal."""
+        counts = self._tally((STATE_OK_INCOMPLETE,),
+                             lambda record: str(record.get("finish_reason") or "unknown"))
+        complete = sum(self.count(state) for state in OK_STATES if state != STATE_OK_INCOMPLETE)
+        if complete:
+            counts["stop"] = counts.get("stop", 0) + complete
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    def _tally(self, states: tuple[int, ...], name: Callable[[dict[str, Any]], str]
+               ) -> dict[str, int]:
+        """Rows whose latest record is in ``states``, counted by ``name`` of that record."""
         counts: dict[str, int] = {}
-        places = list(self.failed_at.values())
+        places = [place for line, place in self.failed_at.items()
+                  if self.state(line) in states]
         places += [(offset, length) for state, offset, length in self.unlined.values()
-                   if state in ERROR_STATES]
+                   if state in states]
         places.sort()
         for _, _, record in _records_at(self.journal_path, places):
-            code = (record if record is not None else {}).get("error_code") or "error"
-            counts[code] = counts.get(code, 0) + 1
+            key = name(record if isinstance(record, dict) else {})
+            counts[key] = counts.get(key, 0) + 1
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 

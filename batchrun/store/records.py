@@ -85,9 +85,16 @@ STATE_FAILED = 2  # a final error: resent only with --retry-failed
 STATE_RETRYABLE = 3  # retries ran out on a retryable error: a plain resume sends it again
 STATE_REUSED = 4  # ok, answer copied from an earlier run (--reuse): nothing paid here
 STATE_OK_NO_USAGE = 5  # ok, but the answer carried no usage: its cost is unknown
+# ok, but the answer ended for another reason than "stop" (length, content_filter,
+# tool_calls …): resent by ``run --redo incomplete``. An answer that names no reason is "stop".
+STATE_OK_INCOMPLETE = 6
 
-OK_STATES = (STATE_OK, STATE_REUSED, STATE_OK_NO_USAGE)
+OK_STATES = (STATE_OK, STATE_REUSED, STATE_OK_NO_USAGE, STATE_OK_INCOMPLETE)
 ERROR_STATES = (STATE_FAILED, STATE_RETRYABLE)
+# States whose latest journal line the index keeps the place of (to read its error code or
+# its finish reason).
+PLACED_STATES = (*ERROR_STATES, STATE_OK_INCOMPLETE)
+COMPLETE_FINISH = (None, "stop")
 _U32_MAX = 2**32 - 1
 
 
@@ -95,14 +102,17 @@ _U32_MAX = 2**32 - 1
 
 def state_of(record: dict[str, Any]) -> int:
     return _state(record.get("status"), record.get("reused_from"), record.get("error_code"),
-                  record.get("retryable"))
+                  record.get("retryable"), record.get("finish_reason"))
 
 
-def _state(status: Any, reused_from: Any, error_code: Any, retryable: Any) -> int:
+def _state(status: Any, reused_from: Any, error_code: Any, retryable: Any,
+           finish_reason: Any = None) -> int:
     if status == STATUS_OK:
         if reused_from:
             return STATE_REUSED
-        return STATE_OK_NO_USAGE if error_code == "missing_usage" else STATE_OK
+        if error_code == "missing_usage":
+            return STATE_OK_NO_USAGE  # its cost unknown first: the warning is about money
+        return STATE_OK if finish_reason in COMPLETE_FINISH else STATE_OK_INCOMPLETE
     return STATE_RETRYABLE if retryable else STATE_FAILED
 
 
@@ -124,7 +134,8 @@ def entry_for_result(result: RowResult, offset: int, length: int) -> Entry:
     """``entry_for`` of a result about to be journaled, read from its attributes (the same
     entry as from its record: the append path runs for every row, without a dict)."""
     credits = result.credits if result.credits is not None else result.credits_computed
-    state = _state(result.status, result.reused_from, result.error_code, result.retryable)
+    state = _state(result.status, result.reused_from, result.error_code, result.retryable,
+                   result.finish_reason)
     return _entry(offset, length, state, result.line, result.prompt_tokens,
                   result.completion_tokens, result.reasoning_tokens, credits,
                   key_prefix(result.cache_key))

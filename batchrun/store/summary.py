@@ -10,6 +10,7 @@ from batchrun.store.index import JournalIndex
 from batchrun.store.records import (
     STATE_FAILED,
     STATE_OK,
+    STATE_OK_INCOMPLETE,
     STATE_OK_NO_USAGE,
     STATE_RETRYABLE,
     STATE_REUSED,
@@ -26,12 +27,17 @@ class RunSummary:
     rows_reused: int = 0  # ok rows answered from an earlier run (--reuse): not paid here
     rows_missing_usage: int = 0  # ok rows whose answer carried no usage (cost unknown)
     errors_by_code: dict[str, int] = field(default_factory=dict)
+    # ok rows by the reason their answer ended; all but "stop" are incomplete answers
+    # (``run --redo incomplete`` sends them again)
+    finish_reasons: dict[str, int] = field(default_factory=dict)
+    rows_incomplete: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int = 0
     credits: float = 0.0
     usd: float = 0.0
     resume_command: str | None = None
+    redo_command: str | None = None  # sends the incomplete answers again, when there are some
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,12 +49,15 @@ class RunSummary:
             "rows_reused": self.rows_reused,
             "rows_missing_usage": self.rows_missing_usage,
             "errors_by_code": self.errors_by_code,
+            "finish_reasons": self.finish_reasons,
+            "rows_incomplete": self.rows_incomplete,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "reasoning_tokens": self.reasoning_tokens,
             "credits": round(self.credits, 8),
             "usd": round(self.usd, 8),
             "resume_command": self.resume_command,
+            "redo_command": self.redo_command,
         }
 
 
@@ -64,12 +73,14 @@ def summarize(
     summary = RunSummary(rows_total=rows_total)
     summary.rows_reused = index.count(STATE_REUSED)
     summary.rows_missing_usage = index.count(STATE_OK_NO_USAGE)
+    summary.rows_incomplete = index.count(STATE_OK_INCOMPLETE)
     summary.rows_ok = (index.count(STATE_OK) + summary.rows_reused
-                       + summary.rows_missing_usage)
+                       + summary.rows_missing_usage + summary.rows_incomplete)
     summary.rows_retryable = index.count(STATE_RETRYABLE)
     summary.rows_failed = index.count(STATE_FAILED) + summary.rows_retryable
     summary.rows_pending = max(0, rows_total - summary.rows_ok - summary.rows_failed)
     summary.errors_by_code = index.errors_by_code() if summary.rows_failed else {}
+    summary.finish_reasons = index.finish_reasons() if summary.rows_ok else {}
     summary.prompt_tokens = index.prompt_tokens
     summary.completion_tokens = index.completion_tokens
     summary.reasoning_tokens = index.reasoning_tokens
@@ -77,4 +88,6 @@ def summarize(
     summary.usd = summary.credits * usd_per_credit
     if summary.rows_pending or summary.rows_failed:
         summary.resume_command = resume_command
+    if summary.rows_incomplete and resume_command:
+        summary.redo_command = f"{resume_command} --redo incomplete"
     return summary
