@@ -11,10 +11,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.kit import by_id, fast_job, run_cli, write_manifest
 
 from batchrun.cost.catalog import CATALOG, UnknownModel, price_for, priced_models
 from batchrun.emulator.server import EmulatorServer
-from tests.support.kit import by_id, fast_job, run_cli, write_manifest
 
 
 def test_a_reported_zero_stays_zero_everywhere(

@@ -11,12 +11,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.kit import run_cli
 
 from batchrun.core.errors import InputError
 from batchrun.manifest.job import JobSpec
 from batchrun.plan.fast_estimate import fast_preflight
 from batchrun.plan.preflight import scan_manifest
-from tests.support.kit import run_cli
 
 ALPHABET = "abc xyz\n\t\"éü日本語한국어Привет😀𠀀ﾟȀɏɐЀ"
 

@@ -7,17 +7,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+
+from support.kit import by_id, fast_job, run_cli, status_json, write_manifest
 
 from batchrun.emulator.server import EmulatorServer
-from tests.support.kit import by_id, fast_job, run_cli, write_manifest
-
-
-def _status(out: Path) -> dict[str, Any]:
-    result = run_cli(["status", str(out), "--json"])
-    assert result.exit_code == 0, result.output
-    data: dict[str, Any] = json.loads(result.stdout)
-    return data
 
 
 def test_cut_answers_are_counted_and_redone_by_the_documented_command(
@@ -44,7 +37,7 @@ def test_cut_answers_are_counted_and_redone_by_the_documented_command(
     cut = {row_id for row_id, row in rows.items() if row["finish_reason"] == "length"}
     assert cut == {"row-0", "row-4", "row-8"}
     assert all(row["status"] == "ok" for row in rows.values())
-    status = _status(out)
+    status = status_json(out)
     assert status["finish_reasons"] == {"stop": 9, "length": 3}
     assert status["rows_incomplete"] == 3 and status["rows_ok"] == 12
     assert status["redo_command"].endswith("--redo incomplete")
@@ -66,7 +59,7 @@ def test_cut_answers_are_counted_and_redone_by_the_documented_command(
     assert sum(billed.values()) == 15 and sorted(billed.values()) == [1] * 9 + [2] * 3
     rows = by_id(out)
     assert all(rows[row_id]["finish_reason"] == "stop" for row_id in cut)
-    status = _status(out)
+    status = status_json(out)
     assert status["finish_reasons"] == {"stop": 12} and status["rows_incomplete"] == 0
     # every attempt is paid and counted: the totals hold the 15 answers
     assert status["credits"] == round(server.stats.credits_billed, 8)
@@ -83,7 +76,7 @@ def test_a_share_of_cut_answers_is_counted_and_the_same_ones_are_cut_again(
     assert run_cli(args).exit_code == 0
     cut = {row_id for row_id, row in by_id(out).items() if row["finish_reason"] == "length"}
     assert 10 <= len(cut) <= 50
-    assert _status(out)["finish_reasons"] == {"stop": 120 - len(cut), "length": len(cut)}
+    assert status_json(out)["finish_reasons"] == {"stop": 120 - len(cut), "length": len(cut)}
     redo = run_cli([*args, "--redo", "incomplete"])
     assert redo.exit_code == 0, redo.output
     assert server.stats.billed_requests == 120 + len(cut)
@@ -101,9 +94,9 @@ def test_the_shipped_long_answers_job_redoes_only_cut_rows(
     args = ["run", str(manifest), "--job", str(root / "jobs/long_answers.toml"), "--out",
             str(out), "--endpoint", server.base_url, "--quiet"]
     assert run_cli(args).exit_code == 0
-    incomplete = _status(out)["rows_incomplete"]
+    incomplete = status_json(out)["rows_incomplete"]
     assert incomplete > 0
     server.config.length_rate = 0.0
     assert run_cli([*args, "--redo", "incomplete"]).exit_code == 0
     assert server.stats.billed_requests == 40 + incomplete
-    assert _status(out)["finish_reasons"] == {"stop": 40}
+    assert status_json(out)["finish_reasons"] == {"stop": 40}

@@ -4,23 +4,16 @@ the time they cost, in the run's final summary, in ``status`` and ``status --jso
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
-from support.kit import fast_job, run_cli, write_manifest
+from support.kit import fast_job, run_cli, status_json, write_manifest
 
 from batchrun.emulator.server import EmulatorServer
 from batchrun.store.retries import CAUSE_NOT_RECORDED, fold_retries
 
 CAUSE = "503 upstream_error"
 
-
-def status_json(out: Path) -> dict[str, object]:
-    result = run_cli(["status", str(out), "--json"])
-    assert result.exit_code == 0, result.output
-    data: dict[str, object] = json.loads(result.stdout)
-    return data
 
 
 def test_retries_after_503s_are_counted_in_the_summary_and_status(

@@ -13,11 +13,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.kit import by_id, fast_job, run_cli
 
 from batchrun.core.errors import InputError
 from batchrun.emulator.server import EmulatorServer
 from batchrun.manifest.job import job_from_mapping
-from tests.support.kit import by_id, fast_job, run_cli
 
 MIXED_ROWS: list[dict[str, Any]] = [
     {"id": "low-quiet", "prompt": "row low-quiet", "reasoning_effort": "low",

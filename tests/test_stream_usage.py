@@ -10,12 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support.kit import by_id, fast_job, run_cli, write_manifest
 
 from batchrun.emulator.server import EmulatorServer
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.rows import Row
 from batchrun.request.body import build_body
-from tests.support.kit import by_id, fast_job, run_cli, write_manifest
 
 
 @pytest.mark.parametrize("stream_usage, asked", [("ask", True), ("auto", True)])

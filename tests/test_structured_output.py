@@ -13,12 +13,12 @@ import jsonschema
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support.kit import by_id, journal, run_cli, write_job
 
 from batchrun.api.structured import check_answer
 from batchrun.emulator.server import EmulatorServer
 from batchrun.emulator.structured import SCHEMA_HEADING as EMULATOR_HEADING
 from batchrun.request.structured import SCHEMA_HEADING
-from tests.support.kit import by_id, journal, run_cli, write_job
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILE = ROOT / "jobs/schemas/invoice.schema.json"

@@ -102,3 +102,11 @@ def reap(process: subprocess.Popen[str]) -> None:
     for pipe in (process.stdout, process.stderr):
         if pipe is not None:
             pipe.close()
+
+
+def status_json(out: Path) -> dict[str, Any]:
+    """``batchrun status OUT --json``, checked to succeed, as a dict."""
+    result = run_cli(["status", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
