@@ -83,6 +83,16 @@ _RUN_OPTIONS = [
     click.option("--breaker-rate", "breaker_rate", type=click.FloatRange(0, 1, min_open=True),
                  help="Error rate over --breaker-window that stops the run [job: breaker_rate, "
                  "default 0.5]."),
+    click.option("--engine", type=click.Choice(["local", "ray"]),
+                 help="Where rows are sent from: this process (local, the default) or dispatch "
+                 "workers on a Ray cluster (ray; pip install 'batchrun[ray]'). RUN_DIR stays "
+                 "on this machine; the manifest and media must be readable by every node."),
+    click.option("--ray-address",
+                 help="With --engine ray: the cluster to join (auto: the one `ray start` made "
+                 "here; HOST:PORT) [default: a private Ray on this machine]."),
+    click.option("--workers", type=click.IntRange(min=1),
+                 help="With --engine ray: dispatch workers, each sending --concurrency requests "
+                 "at once under one global --rpm/--tpm and --max-credits [default 2]."),
     click.option("--progress-every", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
                  help="Seconds between plain progress lines when stderr is not a terminal."),
 ]

@@ -130,6 +130,11 @@ class Recorder:
         A kill in between loses them as it loses answers not yet read.
         """
         result.line = row.line
+        self.keep(result)
+
+    def keep(self, result: RowResult) -> None:
+        """``record`` of a result that already names its line (answered elsewhere: by a worker
+        of a cluster run, ``cluster.driver``)."""
         if result.cache_key is None and result.request_sha256 is not None:
             result.cache_key = cache_key(self.endpoint, result.request_sha256)
         result = self.breaker.after_trip(result)
@@ -154,6 +159,10 @@ class Recorder:
         """A paid try that is asked again (structured output): in the journal now, its tokens
         and credits counted, the row not done yet (no breaker, no row counts)."""
         result.line = row.line
+        self.keep_try(result)
+
+    def keep_try(self, result: RowResult) -> None:
+        """``record_try`` of a result that already names its line."""
         try:
             self.run_dir.append(result)
         except StorageError as error:

@@ -36,6 +36,7 @@ from batchrun.dispatch.background import sync_journal, watch_interrupts
 from batchrun.dispatch.breaker import CircuitBreaker
 from batchrun.dispatch.failures import failure_cause
 from batchrun.dispatch.flight import Flight, prepare
+from batchrun.dispatch.gates import CreditGate, RequestGate
 from batchrun.dispatch.membudget import ByteBudget
 from batchrun.dispatch.plan import STOP_BUDGET, STOP_FATAL, RunOutcome, RunPlan
 from batchrun.dispatch.progress import RunCounters
@@ -62,7 +63,7 @@ class Runner:
         self.client = client
         self.price: Price = price_for(plan.job.model, {plan.job.model: plan.job.price}
                                       if plan.job.price else None)
-        self.limiter = Limiter(rpm=plan.job.rpm, tpm=plan.job.tpm)
+        self.limiter: RequestGate = self._make_limiter()
         self.media = MediaResolver(
             media_root_for(plan.manifest, plan.media_root or plan.job.media_root),
             max_file_bytes=plan.job.max_file_bytes,
@@ -72,16 +73,12 @@ class Runner:
         # reads a file, so peak memory follows the budget, not the files' sizes.
         self.bytes_in_flight = ByteBudget(plan.job.media_budget_bytes)
         # The spending cap (--max-credits): a bound is reserved before each send.
-        self.budget = BudgetGate(plan.budget, self.price) if plan.budget is not None else None
+        self.budget: CreditGate | None = self._make_budget()
         self._encoders = anyio.CapacityLimiter(2)
         self.counters = RunCounters(
             rows_total=plan.rows_total, estimate_credits=plan.estimate_credits
         )
-        self.recorder = Recorder(
-            plan.run_dir, endpoint=plan.key_endpoint or plan.endpoint, api_key=plan.api_key,
-            price=self.price, counters=self.counters, stop=self.stop,
-            breaker=CircuitBreaker(plan.job.breaker_first, plan.job.breaker_window,
-                                   plan.job.breaker_rate))
+        self.recorder = self._make_recorder()
         # Structured answers that do not fit their schema are asked again (dispatch/structured).
         self.schema_tries = SchemaTries(plan.job.schema_retries)
         self.stop_reason: str | None = None
@@ -103,6 +100,21 @@ class Runner:
         self._workers: anyio.abc.TaskGroup | None = None
         self._rows: MemoryObjectReceiveStream[Row] | None = None
         self._excess_workers = 0
+
+    # --- the parts another engine replaces (``cluster.worker``: leases from a governor, an
+    # outbox instead of the journal) -----------------------------------------------------
+    def _make_limiter(self) -> RequestGate:
+        return Limiter(rpm=self.job.rpm, tpm=self.job.tpm)
+
+    def _make_budget(self) -> CreditGate | None:
+        return BudgetGate(self.plan.budget, self.price) if self.plan.budget is not None else None
+
+    def _make_recorder(self) -> Recorder:
+        job = self.job
+        return Recorder(
+            self.plan.run_dir, endpoint=self.plan.key_endpoint or self.plan.endpoint,
+            api_key=self.plan.api_key, price=self.price, counters=self.counters, stop=self.stop,
+            breaker=CircuitBreaker(job.breaker_first, job.breaker_window, job.breaker_rate))
 
     # --- stopping ----------------------------------------------------------------------
     def stop(self, reason: str, error: BatchrunError | None = None) -> None:
@@ -168,6 +180,10 @@ class Runner:
         finally:
             self.recorder.flush()
             self._close_journal()
+        return self.outcome()
+
+    def outcome(self) -> RunOutcome:
+        """What the run did, once dispatch has ended."""
         pending = max(
             0, self.counters.rows_total - self.counters.rows_skipped - self.counters.rows_done_now
         )

@@ -42,6 +42,9 @@ class RunOptions:
     breaker_first: int | None = _flag("--breaker-first", job="breaker_first")
     breaker_window: int | None = _flag("--breaker-window", job="breaker_window")
     breaker_rate: float | None = _flag("--breaker-rate", job="breaker_rate")
+    engine: str | None = _flag("--engine")  # None: this machine ("local")
+    ray_address: str | None = _flag("--ray-address")
+    workers: int | None = _flag("--workers")
     # Not in the resume command: a key never is; the rest belong to one session.
     api_key: str | None = _flag("--api-key", resume=False)
     confirm_above: float | None = _flag("--confirm-above", resume=False, job="confirm_above")

@@ -48,6 +48,7 @@ def run_job(options: RunOptions, console: Console, emulator: Emulator | None = N
             ) -> RunReport:
     """Send every row of ``options.manifest`` not done yet in ``options.out``."""
     check_manifest(options.manifest)
+    check_engine(options)
     if options.redo is not None and options.calibrate is not None:
         raise InputError("--redo resends answers of an earlier session; --calibrate samples a "
                          "new run: give one of them")
@@ -121,7 +122,27 @@ def _dispatch(session: Session, plan: RunPlan, options: RunOptions, *, threshold
             expected = calibration.remaining.credits.expected
         session.confirm(expected, threshold, ask=ask, sample_kept_in=options.out)
     check = balance_check(expected, options.ignore_balance)
+    if options.engine == "ray":
+        # Imported here: a run on one machine never loads the cluster engine.
+        from batchrun.cluster.driver import ClusterOptions, connect, execute_on_cluster
+        cluster = ClusterOptions(address=options.ray_address, workers=options.workers or 2)
+        runtime = connect(cluster)
+        return run_dispatch(lambda: execute_on_cluster(plan, cluster, runtime,
+                                                       before_dispatch=check))
     return run_dispatch(lambda: execute(plan, before_dispatch=check))
+
+
+def check_engine(options: RunOptions) -> None:
+    """Flags that only mean something together, refused before anything is read or sent."""
+    if options.engine != "ray":
+        given = [RunOptions.flag_of(name) for name in ("ray_address", "workers")
+                 if getattr(options, name) is not None]
+        if given:
+            raise InputError(f"{' and '.join(given)} only apply to --engine ray")
+        return
+    if options.reuse is not None:
+        raise InputError("--reuse does not work with --engine ray yet: the earlier run's "
+                         "answers are on this machine only; run without --engine ray to reuse")
 
 
 def credits_per_row(index: JournalIndex) -> float:

@@ -1,0 +1,189 @@
+"""A dispatch worker's side of the governor: the runner's rate limiter and spending cap
+(``dispatch.gates``) served from leases instead of local buckets.
+
+``GovernorLink`` batches what the worker tells the governor (answers, 429s, tokens, credits
+spent) into the calls it makes anyway for permits or allowance, plus one every ``LEASE_S``
+while there is news (``report_loop``). Permits not used within ``PERMIT_TTL_S`` lapse, so a
+worker never saves up a burst above the global rate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from batchrun.cluster.messages import LEASE_S, LeaseAsk, LeaseGrant
+from batchrun.core.ratelimit_info import RateLimitInfo
+from batchrun.core.result import Completion
+from batchrun.cost.budget import BudgetExhausted, CreditLedger, Reservation, billed_credits
+from batchrun.cost.catalog import Price
+
+PERMIT_TTL_S = 1.0
+# Allowance asked for at once: this many reservations of the size the worker needs now.
+CREDIT_CHUNK = 4
+# Between calls that found no room under the cap (others hold it for requests in flight).
+ROOM_POLL_S = 0.05
+
+Call = Callable[[LeaseAsk], Awaitable[LeaseGrant]]
+
+
+class GovernorLink:
+    """One worker's calls on the governor, and the news waiting to go with the next one."""
+
+    def __init__(self, worker: str, call: Call,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.worker = worker
+        self._call = call
+        self._clock = clock
+        self.news = LeaseAsk(worker)
+        self.permits = 0
+        self.permits_until = 0.0
+        self.free_until = 0.0
+        self.rate_text = "leased from the run's governor"
+        self.calls = 0
+
+    def take_permit(self) -> bool:
+        now = self._clock()
+        if now < self.free_until:
+            self.news.sent_freely += 1
+            return True
+        if self.permits and now < self.permits_until:
+            self.permits -= 1
+            return True
+        self.permits = 0  # lapsed
+        return False
+
+    async def ask(self, *, requests: int = 0, tokens_each: int = 0, credits: float = 0.0,
+                  credits_floor: float = 0.0) -> LeaseGrant:
+        """One call: what is wanted now, with the news since the last call."""
+        ask, self.news = self.news, LeaseAsk(self.worker)
+        ask.requests, ask.tokens_each = requests, tokens_each
+        ask.credits, ask.credits_floor = credits, credits_floor
+        self.calls += 1
+        grant = await self._call(ask)
+        now = self._clock()
+        if grant.requests:
+            self.permits += grant.requests
+            self.permits_until = now + PERMIT_TTL_S
+        if grant.free_for_s:
+            self.free_until = now + grant.free_for_s
+        if grant.rate_text:
+            self.rate_text = grant.rate_text
+        return grant
+
+    async def report_loop(self) -> None:
+        """Send the news at least every ``LEASE_S`` while there is some (a worker sending
+        without a limit, or done sending, still owes its answers and spending)."""
+        while True:
+            await anyio.sleep(LEASE_S)
+            if self.news.has_news:
+                await self.ask()
+
+
+class LeasedLimiter:
+    """``dispatch.gates.RequestGate`` from the governor's permits."""
+
+    def __init__(self, link: GovernorLink) -> None:
+        self.link = link
+        self._lock = anyio.Lock()
+        self._waiting = 0
+
+    def acquire_now(self, tokens: int = 0) -> bool:
+        return self.link.take_permit()
+
+    async def acquire(self, tokens: int = 0) -> None:
+        link = self.link
+        self._waiting += 1
+        try:
+            while not link.take_permit():
+                async with self._lock:  # one call at a time; it asks for every waiter
+                    if link.take_permit():
+                        return
+                    grant = await link.ask(requests=self._waiting, tokens_each=tokens)
+                    if not (grant.requests or grant.free_for_s):
+                        await anyio.sleep(min(max(grant.wait_s, 0.001), LEASE_S))
+        finally:
+            self._waiting -= 1
+
+    def answered(self, rate_limit: RateLimitInfo | None = None) -> None:
+        self.link.news.answered += 1
+        if rate_limit is not None:
+            self.link.news.rate_info = rate_limit
+
+    def rate_limited(self, retry_after: float | None,
+                     rate_limit: RateLimitInfo | None = None) -> bool:
+        # Whether it was overload is the governor's call; the row's own retry waits anyway.
+        self.link.news.refusals.append((retry_after, rate_limit))
+        return False
+
+    def settle_tokens(self, estimated: int, actual: int) -> None:
+        if actual >= 0:
+            self.link.news.token_correction += actual - estimated
+
+    def describe(self) -> str:
+        return self.link.rate_text
+
+
+class LeasedBudget:
+    """``dispatch.gates.CreditGate`` from allowance the governor grants under the cap.
+
+    The local ledger's cap is the allowance in hand: requests reserve from it as on one
+    machine; what is spent goes to the governor with the next call, and allowance beyond a
+    few reservations is handed back so other workers can use it."""
+
+    def __init__(self, template: CreditLedger, price: Price, link: GovernorLink) -> None:
+        self.ledger = CreditLedger(
+            cap=0.0, output_bound=template.output_bound,
+            output_bound_source=template.output_bound_source,
+            model_output_limit=template.model_output_limit)
+        self.price = price
+        self.link = link
+        self._lock = anyio.Lock()
+        self._closed = False
+
+    async def reserve(self, prompt_bound: int) -> Reservation | None:
+        ledger = self.ledger
+        while True:
+            if self._closed:
+                return None
+            credits = ledger.request_credits(prompt_bound, self.price)
+            if ledger.fits(credits):
+                return ledger.reserve(credits)
+            async with self._lock:
+                if ledger.fits(credits) or self._closed:
+                    continue
+                missing = ledger.committed + credits - ledger.cap
+                grant = await self.link.ask(credits=missing + credits * (CREDIT_CHUNK - 1),
+                                            credits_floor=missing)
+                ledger.cap += grant.credits
+                if grant.exhausted:
+                    ledger.refused = credits
+                    raise BudgetExhausted
+                if not grant.credits:
+                    await anyio.sleep(ROOM_POLL_S)
+
+    def settle(self, reservation: Reservation, completion: Completion) -> None:
+        self._spend(lambda: self.ledger.settle(reservation, billed_credits(completion,
+                                                                           self.price)))
+
+    def settle_failure(self, reservation: Reservation, error: BaseException) -> None:
+        self._spend(lambda: self.ledger.settle_failure(reservation, error))
+
+    def close(self) -> None:
+        self._closed = True
+        self._hand_back(keep=0.0)
+
+    def _spend(self, settle: Callable[[], None]) -> None:
+        before = self.ledger.spent
+        settle()
+        self.link.news.spent += self.ledger.spent - before
+        self._hand_back(keep=self.ledger.largest_reservation * CREDIT_CHUNK)
+
+    def _hand_back(self, keep: float) -> None:
+        ledger = self.ledger
+        spare = ledger.cap - ledger.committed - keep
+        if spare > 0:
+            ledger.cap -= spare
+            self.link.news.returned += spare
