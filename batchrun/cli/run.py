@@ -56,7 +56,8 @@ def render_run(report: RunReport, out: Path, *, quiet: bool, as_json: bool) -> N
         print_summary(summary, outcome, out, ledger=report.ledger)
     print_warnings(outcome)
     if as_json:
-        emit_json({**summary.as_dict(), "stop_reason": outcome.stop_reason})
+        emit_json({**summary.as_dict(), "stop_reason": outcome.stop_reason,
+                   **({"engine": outcome.engine} if outcome.engine else {})})
 
 
 def exit_code(outcome: RunOutcome, summary: RunSummary) -> int:

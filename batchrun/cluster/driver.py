@@ -9,6 +9,7 @@ has its unfinished lines handed to the others; only its answers in flight are pa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,8 @@ class ClusterRun:
         self.counters.describe_rate = lambda: self.rate_text
         self.governor: Any = None
         self.lost = 0
+        self.engine: dict[str, Any] | None = None
+        self.started_at = time.monotonic()
 
     def stop(self, reason: str, error: BatchrunError | None = None) -> None:
         if self.stop_reason is None:
@@ -104,6 +107,7 @@ class ClusterRun:
             await handle.start.remote(plan.api_key)
             self.live[spec.name] = handle
         plan.run_dir.open_journal()
+        self.started_at = time.monotonic()  # lease calls per second: of dispatch, not start-up
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(watch_interrupts, self, outer.cancel_scope, plan.notice)
@@ -115,11 +119,13 @@ class ClusterRun:
                         drivers.start_soon(self._drive, name, handle)
                 outer.cancel_scope.cancel()
             await self._settle_budget()
+            self.engine = await self._engine_stats()
         finally:
             self.recorder.flush()
             plan.run_dir.close_journal()
         return RunOutcome(counters=self.counters, stop_reason=self.stop_reason,
-                          stop_error=self.stop_error, rows_pending=self._pending())
+                          stop_error=self.stop_error, rows_pending=self._pending(),
+                          engine=self.engine)
 
     async def _drive(self, name: str, handle: Any) -> None:
         """Keep one worker fed with shards and journal what it finishes, until it ends."""
@@ -198,6 +204,15 @@ class ClusterRun:
             ledger.refused = float(summary["refused"])
         if self.stop_reason == STOP_BUDGET and ledger.refused is None:
             ledger.refused = 0.0
+
+    async def _engine_stats(self) -> dict[str, Any]:
+        summary = await self.governor.summary.remote()
+        seconds = time.monotonic() - self.started_at
+        return {"name": "ray", "workers": self.options.workers, "workers_lost": self.lost,
+                "shard_rows": self.book.size, "seconds": round(seconds, 3),
+                "lease_calls": summary["asks"],
+                "lease_calls_per_s": round(summary["asks"] / seconds, 2) if seconds else 0.0,
+                "rate_limited": summary["refusals"]}
 
     def _pending(self) -> int:
         counters = self.counters

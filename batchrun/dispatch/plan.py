@@ -67,3 +67,5 @@ class RunOutcome:
     stop_reason: str | None = None
     stop_error: BatchrunError | None = None
     rows_pending: int = 0
+    # What the engine says of itself (a cluster run: workers, lost workers, lease calls).
+    engine: dict[str, Any] | None = None
