@@ -132,13 +132,13 @@ class ClusterRun:
         closed = False
         book = self.book
         while True:
-            if not self.stopping:
-                while book.holding(name) < SHARDS_AHEAD and (shard := book.take(name)):
-                    await handle.add_shard.remote(shard)
-                if book.all_done and not closed:
-                    closed = True
-                    await handle.close.remote()
             try:
+                if not self.stopping:
+                    while book.holding(name) < SHARDS_AHEAD and (shard := book.take(name)):
+                        await handle.add_shard.remote(shard)
+                    if book.all_done and not closed:
+                        closed = True
+                        await handle.close.remote()
                 report: WorkerReport = await handle.collect.remote()
             except Exception as error:
                 if not self.runtime.is_lost(error):
