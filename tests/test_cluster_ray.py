@@ -32,7 +32,7 @@ ray = pytest.importorskip("ray", reason="the Ray engine's tests need the extra: 
                           "pip install '.[test,ray]'")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
 COMPARED = ("id", "status", "content", "finish_reason", "prompt_tokens", "completion_tokens",
             "reasoning_tokens", "credits", "error_code")
 

@@ -98,8 +98,9 @@ class Governor:
             granted = max(0.0, min(ask.credits, room))
             self.held[ask.worker] = self.held.get(ask.worker, 0.0) + granted
             return granted, False
-        mine = self.held.get(ask.worker, 0.0)
-        if self.spent + mine + ask.credits_floor > self.cap + _EPSILON:
+        # As on one machine (``CreditLedger.can_ever_fit``): reached once what is spent leaves
+        # no room for it; allowance held for requests in flight may still come back.
+        if self.spent + ask.credits_floor > self.cap + _EPSILON:
             self.refused = ask.credits_floor
             return 0.0, True
         return 0.0, False  # others hold the room for requests in flight: ask again soon

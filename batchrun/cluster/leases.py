@@ -154,9 +154,12 @@ class LeasedBudget:
             async with self._lock:
                 if ledger.fits(credits) or self._closed:
                     continue
-                missing = ledger.committed + credits - ledger.cap
-                grant = await self.link.ask(credits=missing + credits * (CREDIT_CHUNK - 1),
-                                            credits_floor=missing)
+                # Every spare credit goes back first: a worker waiting for room holds only
+                # what its requests in flight reserved, so two waiting workers never each
+                # hold part of what the other needs.
+                self._hand_back(keep=0.0)
+                grant = await self.link.ask(credits=credits * CREDIT_CHUNK,
+                                            credits_floor=credits)
                 ledger.cap += grant.credits
                 if grant.exhausted:
                     ledger.refused = credits

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,12 @@ from batchrun.api.client import ApiClient, ClientSettings
 from batchrun.cluster.leases import Call, GovernorLink, LeasedBudget, LeasedLimiter
 from batchrun.cluster.messages import KIND_ROW, KIND_TRY, Shard, WorkerReport, WorkerSpec
 from batchrun.cluster.shards import read_shard
-from batchrun.core.errors import BatchrunError
+from batchrun.core.errors import BatchrunError, InputError
 from batchrun.core.result import RowResult
 from batchrun.dispatch import channel
 from batchrun.dispatch.breaker import CircuitBreaker
 from batchrun.dispatch.gates import CreditGate, RequestGate
-from batchrun.dispatch.plan import RunOutcome, RunPlan
+from batchrun.dispatch.plan import STOP_FATAL, RunOutcome, RunPlan
 from batchrun.dispatch.recording import Recorder
 from batchrun.dispatch.runner import Runner
 from batchrun.manifest.rows import Row
@@ -134,8 +135,16 @@ class ShardRunner(Runner):
                 shard = await self.shards.get()
                 if shard is None:
                     return
-                rows, reached_end = await anyio.to_thread.run_sync(
-                    read_shard, plan.manifest, plan.job, shard)
+                try:
+                    rows, reached_end = await anyio.to_thread.run_sync(
+                        read_shard, plan.manifest, plan.job, shard)
+                except InputError as error:
+                    # Readable on the driver, not here: a node without the shared files.
+                    self.stop(STOP_FATAL, InputError(
+                        f"{error.message} (read by dispatch worker {self.link.worker} on "
+                        f"{socket.gethostname()}): every node must read the manifest and "
+                        "the media at the same path"))
+                    return
                 self.outbox.opened(shard, rows, reached_end)
                 for row in rows:
                     if self.stopping:
