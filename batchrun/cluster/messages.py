@@ -40,8 +40,9 @@ class LeaseAsk:
 
     @property
     def has_news(self) -> bool:
-        return bool(self.answered or self.sent_freely or self.refusals or self.token_correction or self.spent
-                     or self.returned or self.rate_info is not None)
+        return bool(self.answered or self.sent_freely or self.refusals
+                    or self.token_correction or self.spent or self.returned
+                    or self.rate_info is not None)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Imported only by a run with ``--engine ray``; without the extra it says how to i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -87,10 +88,8 @@ class RayRuntime:
     def close(self) -> None:
         """Remove the run's actors (the governor first of all); stop a Ray started here."""
         for handle in self.actors:
-            try:
+            with contextlib.suppress(Exception):  # gone already is fine
                 self.ray.kill(handle)
-            except Exception:  # noqa: BLE001, S110 - gone already is fine
-                pass
         self.actors.clear()
         if self.started_here:
             self.ray.shutdown()
