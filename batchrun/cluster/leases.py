@@ -17,7 +17,7 @@ import anyio
 from batchrun.cluster.messages import LEASE_S, LeaseAsk, LeaseGrant
 from batchrun.core.ratelimit_info import RateLimitInfo
 from batchrun.core.result import Completion
-from batchrun.cost.budget import BudgetExhausted, CreditLedger, Reservation, billed_credits
+from batchrun.cost.budget import BudgetExhausted, BudgetGate, CreditLedger, Reservation
 from batchrun.cost.catalog import Price
 
 PERMIT_TTL_S = 1.0
@@ -126,56 +126,46 @@ class LeasedLimiter:
         return self.link.rate_text
 
 
-class LeasedBudget:
-    """``dispatch.gates.CreditGate`` from allowance the governor grants under the cap.
+class LeasedBudget(BudgetGate):
+    """``cost.budget.BudgetGate`` over allowance the governor grants under the cap.
 
     The local ledger's cap is the allowance in hand: requests reserve from it as on one
     machine; what is spent goes to the governor with the next call, and allowance beyond a
     few reservations is handed back so other workers can use it."""
 
     def __init__(self, template: CreditLedger, price: Price, link: GovernorLink) -> None:
-        self.ledger = CreditLedger(
+        super().__init__(CreditLedger(
             cap=0.0, output_bound=template.output_bound,
             output_bound_source=template.output_bound_source,
-            model_output_limit=template.model_output_limit)
-        self.price = price
+            model_output_limit=template.model_output_limit), price)
         self.link = link
-        self._lock = anyio.Lock()
-        self._closed = False
+        self._asking = anyio.Lock()
 
-    async def reserve(self, prompt_bound: int) -> Reservation | None:
+    async def _wait_for_room(self, credits: float) -> None:
         ledger = self.ledger
-        while True:
-            if self._closed:
-                return None
-            credits = ledger.request_credits(prompt_bound, self.price)
-            if ledger.fits(credits):
-                return ledger.reserve(credits)
-            async with self._lock:
-                if ledger.fits(credits) or self._closed:
-                    continue
-                # Every spare credit goes back first: a worker waiting for room holds only
-                # what its requests in flight reserved, so two waiting workers never each
-                # hold part of what the other needs.
-                self._hand_back(keep=0.0)
-                grant = await self.link.ask(credits=credits * CREDIT_CHUNK,
-                                            credits_floor=credits)
-                ledger.cap += grant.credits
-                if grant.exhausted:
-                    ledger.refused = credits
-                    raise BudgetExhausted
-                if not grant.credits:
-                    await anyio.sleep(ROOM_POLL_S)
+        async with self._asking:  # one call at a time; the others find the room it brought
+            if ledger.fits(credits) or self._closed:
+                return
+            # Every spare credit goes back first: a worker waiting for room holds only what
+            # its requests in flight reserved, so two waiting workers never each hold part
+            # of what the other needs.
+            self._hand_back(keep=0.0)
+            grant = await self.link.ask(credits=credits * CREDIT_CHUNK, credits_floor=credits)
+            ledger.cap += grant.credits
+            if grant.exhausted:
+                ledger.refused = credits
+                raise BudgetExhausted
+            if not grant.credits:
+                await anyio.sleep(ROOM_POLL_S)
 
     def settle(self, reservation: Reservation, completion: Completion) -> None:
-        self._spend(lambda: self.ledger.settle(reservation, billed_credits(completion,
-                                                                           self.price)))
+        self._spend(lambda: super(LeasedBudget, self).settle(reservation, completion))
 
     def settle_failure(self, reservation: Reservation, error: BaseException) -> None:
-        self._spend(lambda: self.ledger.settle_failure(reservation, error))
+        self._spend(lambda: super(LeasedBudget, self).settle_failure(reservation, error))
 
     def close(self) -> None:
-        self._closed = True
+        super().close()
         self._hand_back(keep=0.0)
 
     def _spend(self, settle: Callable[[], None]) -> None:

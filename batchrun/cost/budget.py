@@ -209,11 +209,16 @@ class BudgetGate:
             credits = ledger.request_credits(prompt_bound, self.price)
             if ledger.fits(credits):
                 return ledger.reserve(credits)
-            if not ledger.can_ever_fit(credits):
-                ledger.refused = credits
-                raise BudgetExhausted
-            # Requests in flight hold the room; each settlement may free enough of it.
-            await self._changed.wait()
+            await self._wait_for_room(credits)
+
+    async def _wait_for_room(self, credits: float) -> None:
+        """Until a settlement may have freed room for ``credits``; ``BudgetExhausted`` once the
+        cap itself leaves none (a cluster's workers ask their governor instead)."""
+        if not self.ledger.can_ever_fit(credits):
+            self.ledger.refused = credits
+            raise BudgetExhausted
+        # Requests in flight hold the room; each settlement may free enough of it.
+        await self._changed.wait()
 
     def settle(self, reservation: Reservation, completion: Completion) -> None:
         self.ledger.settle(reservation, billed_credits(completion, self.price))
