@@ -130,6 +130,12 @@ def test_a_private_ray_gives_the_same_results_as_the_local_engine(
     assert sum(row["status"] == "ok" for row in local) == 68
     media_rows = [row for row in results(tmp_path / "ray") if not row["id"].startswith("text")]
     assert any(row["prompt_tokens"] and row["prompt_tokens"] > 200 for row in media_rows)
+    # The key reached the workers in a call, never in what Ray keeps: not in its session files
+    # (logs, actor tables spilled to disk), not in the run directory.
+    for folder in (Path(ray_env["RAY_TMPDIR"]), tmp_path / "ray"):
+        for path in folder.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                assert KEY.encode() not in path.read_bytes(), path
 
 
 def test_one_rate_and_one_cap_across_two_workers(
