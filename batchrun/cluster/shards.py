@@ -1,8 +1,8 @@
 """Shards of a cluster run: ranges of manifest lines the driver hands out and the workers read
 themselves (so media and long prompts never pass through the driver).
 
-``read_shard`` is a worker's reader: the manifest reader of a local run, told that every line
-outside the shard is done (those are passed over unparsed). ``ShardBook`` is the driver's
+``ShardReader`` is a worker's reader: the manifest reader of a local run, started at the
+shard's first line. ``ShardBook`` is the driver's
 bookkeeping: the next range, the ranges each worker holds, the lines finished this session,
 and the ranges of a lost worker handed out again without the lines it finished.
 """
@@ -14,23 +14,49 @@ from pathlib import Path
 
 from batchrun.cluster.messages import Shard
 from batchrun.manifest.job import JobSpec
-from batchrun.manifest.reader import iter_rows
+from batchrun.manifest.jsonl import Position, skip_lines
+from batchrun.manifest.reader import iter_rows, manifest_format
 from batchrun.manifest.rows import Row
 
 
+class ShardReader:
+    """A worker's reader of its shards: the local engine's manifest reader, started where the
+    shard starts. Shards come to a worker in increasing order, so a JSONL file is scanned
+    forward once per worker (a cursor: the byte offset after line N), never from the top for
+    every shard; Parquet starts at the row group that holds the shard."""
+
+    def __init__(self, manifest: Path, job: JobSpec) -> None:
+        self.manifest = manifest
+        self.job = job
+        self.jsonl = manifest_format(manifest) == "jsonl"
+        self.cursor = Position(0, 0)
+
+    def read(self, shard: Shard) -> tuple[list[Row], bool]:
+        """The rows of ``shard`` not in its ``skip``, and whether the manifest ends within it."""
+        rows: list[Row] = []
+        for row in iter_rows(self.manifest, self.job, check_duplicates=False,
+                             start=self._before(shard.first)):
+            if row.line > shard.last:
+                return rows, False
+            if row.line not in shard.skip:
+                rows.append(row)
+        return rows, True
+
+    def _before(self, first: int) -> Position:
+        if not self.jsonl:
+            return Position(first - 1)
+        if self.cursor.line > first - 1:
+            self.cursor = Position(0, 0)  # a range handed out again: earlier in the file
+        with open(self.manifest, "rb") as f:
+            f.seek(self.cursor.offset)
+            skipped = skip_lines(f, first - 1 - self.cursor.line)
+            self.cursor = Position(self.cursor.line + skipped, f.tell())
+        return self.cursor
+
+
 def read_shard(manifest: Path, job: JobSpec, shard: Shard) -> tuple[list[Row], bool]:
-    """The rows of ``shard`` not in its ``skip``, and whether the manifest ends within it."""
-    skipped = bytearray(shard.last + 1)
-    skipped[1:shard.first] = b"\x01" * (shard.first - 1)
-    for line in shard.skip:
-        if shard.first <= line <= shard.last:
-            skipped[line] = 1
-    rows: list[Row] = []
-    for row in iter_rows(manifest, job, check_duplicates=False, done_lines=bytes(skipped)):
-        if row.line > shard.last:
-            return rows, False
-        rows.append(row)
-    return rows, True
+    """One shard's rows, read on their own (``ShardReader.read``)."""
+    return ShardReader(manifest, job).read(shard)
 
 
 class ShardBook:

@@ -20,7 +20,7 @@ import anyio
 from batchrun.api.client import ApiClient, ClientSettings
 from batchrun.cluster.leases import Call, GovernorLink, LeasedBudget, LeasedLimiter
 from batchrun.cluster.messages import KIND_ROW, KIND_TRY, Shard, WorkerReport, WorkerSpec
-from batchrun.cluster.shards import read_shard
+from batchrun.cluster.shards import ShardReader
 from batchrun.core.errors import BatchrunError, InputError
 from batchrun.core.result import RowResult
 from batchrun.dispatch import channel
@@ -93,6 +93,7 @@ class ShardRunner(Runner):
         self.link = link
         self.outbox = outbox
         self.shards: asyncio.Queue[Shard | None] = asyncio.Queue()
+        self.reader = ShardReader(plan.manifest, plan.job)
         super().__init__(plan, client)
 
     def _make_limiter(self) -> RequestGate:
@@ -129,15 +130,13 @@ class ShardRunner(Runner):
         return self.outcome()
 
     async def _produce(self, send_rows: Any) -> None:
-        plan = self.plan
         async with send_rows:
             while not self.stopping:
                 shard = await self.shards.get()
                 if shard is None:
                     return
                 try:
-                    rows, reached_end = await anyio.to_thread.run_sync(
-                        read_shard, plan.manifest, plan.job, shard)
+                    rows, reached_end = await anyio.to_thread.run_sync(self.reader.read, shard)
                 except InputError as error:
                     # Readable on the driver, not here: a node without the shared files.
                     self.stop(STOP_FATAL, InputError(

@@ -4,6 +4,7 @@ a resume has done are passed over unparsed."""
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +25,30 @@ MAX_LINE_BYTES = 128 * 1024 * 1024
 _CHUNK = 1024 * 1024
 
 
+@dataclass(frozen=True)
+class Position:
+    """Where to start reading a manifest: after line (or row) ``line``, which ends at byte
+    ``offset`` of a JSONL file (0 for Parquet and CSV, which find their row by number)."""
+
+    line: int
+    offset: int = 0
+
+
 def iter_jsonl(
     path: Path,
     job: JobSpec,
     template: Template | None,
     max_line_bytes: int,
     done_lines: bytes | None = None,
+    start: Position | None = None,
 ) -> Generator[Row, None, None]:
-    first_text_seen = False
+    # From ``start`` on: a line in the middle of the file, not its first text.
+    first_text_seen = start is not None and start.line > 0
     with open(path, "rb") as f:
-        for line_no, raw in read_lines(f, max_line_bytes, done_lines):
+        if start is not None:
+            f.seek(start.offset)
+        before = start.line if start is not None else 0
+        for line_no, raw in read_lines(f, max_line_bytes, done_lines, before):
             where = f"line {line_no}"
             fallback_id = f"line-{line_no}"
             if raw is None:
@@ -71,13 +86,13 @@ def iter_jsonl(
 
 
 def read_lines(
-    f: Any, max_line_bytes: int, done_lines: bytes | None = None
+    f: Any, max_line_bytes: int, done_lines: bytes | None = None, line_no: int = 0
 ) -> Iterator[tuple[int, bytes | None]]:
     """(line number, bytes) per line; ``None`` for a line over the limit, skipped unread.
+    ``line_no``: the number of the line before the file's position.
 
     Runs of lines marked in ``done_lines`` are read past without being yielded.
     """
-    line_no = 0
     readline = f.readline
     limit = max_line_bytes + 1
     while True:
@@ -86,7 +101,7 @@ def read_lines(
             if end < 0:
                 end = len(done_lines)
             wanted = end - line_no - 1
-            skipped = _skip_lines(f, wanted)
+            skipped = skip_lines(f, wanted)
             line_no += skipped
             if skipped < wanted:
                 return
@@ -102,7 +117,7 @@ def read_lines(
         yield line_no, raw
 
 
-def _skip_lines(f: Any, count: int) -> int:
+def skip_lines(f: Any, count: int) -> int:
     """Read past ``count`` lines by counting newlines in big chunks (no line is ever held
     whole); returns how many there were before the end of the file."""
     skipped = 0

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from batchrun.core.errors import InputError
 from batchrun.manifest.job import JobSpec
+from batchrun.manifest.jsonl import Position
 from batchrun.manifest.rows import Row, build_row, drop_nulls
 from batchrun.manifest.settings import column_of
 from batchrun.manifest.tabular import batch_records, check_column_names
@@ -77,6 +78,7 @@ def iter_parquet(
     template: Template | None,
     batch_size: int,
     done_lines: bytes | None = None,
+    start: Position | None = None,
 ) -> Generator[Row, None, None]:
     try:
         parquet = pq.ParquetFile(path)
@@ -85,12 +87,27 @@ def iter_parquet(
     # Struct columns whose absent fields Arrow gives back as None (dropped before use).
     nested = {"messages", "body", column_of(job.columns, "messages")}
     with contextlib.closing(parquet):
-        batches = iter(parquet.iter_batches(batch_size=batch_size))
-        for number, record in batch_records(batches, done_lines, partial(_read_error, path)):
+        groups, before = _groups_from(parquet, start.line if start is not None else 0)
+        batches = iter(parquet.iter_batches(batch_size=batch_size, row_groups=groups))
+        for number, record in batch_records(batches, done_lines, partial(_read_error, path),
+                                            before):
             for key in nested:
                 if isinstance(record.get(key), list | dict):
                     record[key] = drop_nulls(record[key])
             yield build_row(record, number, f"row {number}", f"row-{number}", job, template)
+
+
+def _groups_from(parquet: pq.ParquetFile, rows_before: int) -> tuple[list[int], int]:
+    """The row groups from the one holding row ``rows_before + 1`` on, and the rows before
+    that group: a read that starts late does not decode the groups before it."""
+    metadata = parquet.metadata
+    passed = 0
+    for group in range(metadata.num_row_groups):
+        rows = metadata.row_group(group).num_rows
+        if passed + rows > rows_before:
+            return list(range(group, metadata.num_row_groups)), passed
+        passed += rows
+    return [], passed
 
 
 def _read_error(path: Path, rows_read: int, exc: Exception) -> InputError:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from batchrun.core.errors import InputError
 from batchrun.manifest.csv import check_csv_header, iter_csv, iter_csv_records
 from batchrun.manifest.job import JobSpec
-from batchrun.manifest.jsonl import MAX_LINE_BYTES, UTF8_BOM, iter_jsonl, read_lines
+from batchrun.manifest.jsonl import MAX_LINE_BYTES, UTF8_BOM, Position, iter_jsonl, read_lines
 from batchrun.manifest.parquet import check_parquet_schema, iter_parquet
 from batchrun.manifest.rows import Row
 from batchrun.manifest.template import Template, compile_template
@@ -66,11 +66,13 @@ def iter_rows(
     check_duplicates: bool = True,
     max_line_bytes: int = MAX_LINE_BYTES,
     done_lines: bytes | None = None,
+    start: Position | None = None,
 ) -> Iterator[Row]:
     """Stream the rows of a manifest. File-level problems raise ``InputError`` at once.
 
     ``done_lines[n] == 1``: line n (JSONL) or row n (Parquet or CSV, 1-based) is passed over
-    unparsed, which is how a resume walks past the rows already done.
+    unparsed, which is how a resume walks past the rows already done. ``start``: begin after
+    that line (a JSONL file at its byte offset, Parquet at its row group; CSV reads past).
     """
     path = Path(path)
     fmt = manifest_format(path)
@@ -80,7 +82,7 @@ def iter_rows(
         check_parquet_schema(path, job, template)
     if fmt == "csv":
         check_csv_header(path, job, template)
-    rows = _source(path, fmt, job, template, batch_size, max_line_bytes, done_lines)
+    rows = _source(path, fmt, job, template, batch_size, max_line_bytes, done_lines, start)
     if not check_duplicates:
         return rows
     return _check_unique(
@@ -186,12 +188,22 @@ def _source(
     batch_size: int,
     max_line_bytes: int,
     done_lines: bytes | None = None,
+    start: Position | None = None,
 ) -> Generator[Row, None, None]:
     if fmt == "jsonl":
-        return iter_jsonl(path, job, template, max_line_bytes, done_lines)
+        return iter_jsonl(path, job, template, max_line_bytes, done_lines, start)
     if fmt == "csv":
-        return iter_csv(path, job, template, done_lines)
-    return iter_parquet(path, job, template, batch_size, done_lines)
+        return _after(iter_csv(path, job, template, done_lines), start)
+    return iter_parquet(path, job, template, batch_size, done_lines, start)
+
+
+def _after(rows: Generator[Row, None, None], start: Position | None
+           ) -> Generator[Row, None, None]:
+    """The rows after ``start`` (a CSV file: a quoted cell may hold line breaks, so its rows
+    are found by reading)."""
+    for row in rows:
+        if start is None or row.line > start.line:
+            yield row
 
 
 def _check_unique(

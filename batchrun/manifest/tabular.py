@@ -38,11 +38,12 @@ def batch_records(
     batches: Iterator[pa.RecordBatch],
     done_lines: bytes | None,
     read_error: Callable[[int, Exception], InputError],
+    row_no: int = 0,
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(1-based row number, record) of every row not marked done in ``done_lines``; a batch
     whose rows are all done is never turned into Python objects. A failure to read a batch
-    becomes ``read_error(rows read so far, the exception)``."""
-    row_no = 0
+    becomes ``read_error(rows read so far, the exception)``. ``row_no``: the rows before the
+    first batch (a read that starts at a later row group)."""
     while True:
         try:
             batch = next(batches)
