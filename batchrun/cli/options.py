@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from batchrun.plan.session import API_KEY_ENV, DEFAULT_CONFIRM_ABOVE
+from batchrun.plan.inputs import API_KEY_ENV, DEFAULT_CONFIRM_ABOVE
 
 F = TypeVar("F", bound=Callable[..., Any])
 _POSITIVE = click.FloatRange(min=0, min_open=True)
