@@ -54,6 +54,10 @@ def calibrated_json(report: CalibratedEstimate) -> dict[str, Any]:
         "already_spent": {"rows": calibration.spent.rows,
                           "credits": round(calibration.spent.credits.expected, 6)},
         "run_dir": str(report.run_dir), "calibration": None}
+    retries, remaining = calibration.schema_retries, calibration.remaining
+    if retries is not None and remaining is not None:  # in the totals above too
+        data["schema_retries"] = retries.as_dict(remaining.rows_sendable,
+                                                 report.spec.resolved_price())
     if calibration.fit is not None:
         data["calibration"] = calibration_dict(calibration.fit, sent=calibration.sent,
                                                reused=calibration.reused,
