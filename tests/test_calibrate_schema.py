@@ -102,7 +102,8 @@ def test_the_whole_run_adds_the_expected_retries_to_the_rows_to_send(tmp_path: P
     assert projected.credits.expected == pytest.approx(1.8)
     assert projected.prompt_tokens == 7200 and projected.output_tokens.expected == 3600
     calibration = Calibration(fit=None, sent=10, reused=0, failed=0, outcome=None,
-                              remaining=remaining, spent=spent, index=JournalIndex(tmp_path / "journal.jsonl"),
+                              remaining=remaining, spent=spent,
+                              index=JournalIndex(tmp_path / "journal.jsonl"),
                               schema_retries=retries, retries_remaining=projected)
     whole = calibration.whole_run
     assert whole is not None

@@ -104,6 +104,9 @@ _ESTIMATE_OPTIONS = [
     click.option("--emulate", is_flag=True,
                  help="Calibrate against the embedded API emulator (no key, no network)."),
     click.option("--yes", "-y", is_flag=True, help="Do not ask before a paid calibration."),
+    click.option("--allow-job-change", is_flag=True,
+                 help="With --calibrate: keep the sample in an --out directory whose rows were "
+                 "answered under another job (run.json records the new job version)."),
 ]
 
 

@@ -59,6 +59,7 @@ class CalibrateOptions:
     emulate: bool = False
     yes: bool = False
     media_root: Path | None = None
+    allow_job_change: bool = False  # go on in a run directory answered under another job
 
 
 def calibrate_estimate(options: CalibrateOptions, console: Console,
@@ -80,7 +81,8 @@ def calibrate_estimate(options: CalibrateOptions, console: Console,
             "emulator" if options.emulate else spec.resolved_endpoint())
         with open_session(options.manifest, spec, run_path, api_key=key, console=console,
                           media_root=options.media_root, fingerprint=fingerprint,
-                          emulated=options.emulate) as session:
+                          emulated=options.emulate,
+                          allow_job_change=options.allow_job_change) as session:
             session.print_estimate(
                 f"uncalibrated estimate for {options.manifest} ({spec.model}):", always=True)
             session.begin()
