@@ -63,7 +63,8 @@ class BatchrunGroup(click.Group):
         """The command list of ``batchrun --help``, from ``COMMANDS`` (nothing imported)."""
         names = self.list_commands(ctx)
         limit = formatter.width - 6 - max(len(name) for name in names)
-        rows = [(name, click.utils.make_default_short_help(COMMANDS[name][2], limit))
+        # Shortened as click shortens a command's own help (a stand-in command holds it).
+        rows = [(name, click.Command(name, help=COMMANDS[name][2]).get_short_help_str(limit))
                 for name in names]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
