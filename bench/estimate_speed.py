@@ -1,6 +1,6 @@
 """How fast ``batchrun estimate`` streams a large text manifest, and in how much memory.
 
-    python bench/estimate_speed.py [--rows 1000000] [--small 100000] [--repeat 5] [--keep DIR]
+    python bench/estimate_speed.py [--rows 1000000] [--small 100000] [--repeat 3] [--keep DIR]
 
 Writes a text manifest of ``--rows`` rows (varied prompts, some CJK) to a temp dir, then runs,
 each in its own process so that peak RSS is that process's own:
@@ -96,8 +96,9 @@ def write_parquet(source: Path, target: Path) -> None:
     subprocess.run([sys.executable, "-c", WRITE_PARQUET, str(source), str(target)], check=True)
 
 
-def measure(argv: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and stdout of one child process."""
+def measure(argv: list[str]) -> tuple[float, float, str, float]:
+    """Wall seconds, peak RSS (MB), stdout and CPU seconds (user + system) of one child
+    process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
@@ -108,14 +109,15 @@ def measure(argv: list[str]) -> tuple[float, float, str]:
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"{argv[:4]} failed with exit code {child.returncode}")
-    return elapsed, usage.ru_maxrss / 1024.0, output  # ru_maxrss is in KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return elapsed, usage.ru_maxrss / 1024.0, output, cpu  # ru_maxrss is in KiB on Linux
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=1,
+    parser.add_argument("--repeat", type=int, default=3,
                         help="rounds of the bare reads and the estimates (medians reported)")
     parser.add_argument("--keep", type=Path, help="write the manifests here, keep and reuse them")
     args = parser.parse_args()
@@ -134,16 +136,16 @@ def main() -> None:
             "batchrun estimate parquet": [python, "-m", "batchrun.cli", "estimate",
                                           str(parquet), "--json"],
         }
-        rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
+        rounds: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runs}
         for number in range(args.repeat):
             for name, argv in runs.items():
                 if number and name not in REPEATED:
                     continue
-                seconds, rss, output = measure(argv)
-                rounds[name].append((seconds, rss))
+                seconds, rss, output, cpu = measure(argv)
+                rounds[name].append((seconds, rss, cpu))
                 if name.startswith("batchrun estimate"):  # both formats
                     assert json.loads(output)["rows"] == args.rows
-        small_seconds, small_rss, _ = measure(
+        small_seconds, small_rss, _, _ = measure(
             [python, "-m", "batchrun.cli", "estimate", str(small), "--json"])
     report(args, rounds, small_seconds, small_rss)
 
@@ -173,15 +175,17 @@ def prepare(folder: Path, rows: int, small_rows: int) -> tuple[Path, Path, Path]
     return big, small, parquet
 
 
-def report(args: argparse.Namespace, rounds: dict[str, list[tuple[float, float]]],
+def report(args: argparse.Namespace, rounds: dict[str, list[tuple[float, float, float]]],
            small_seconds: float, small_rss: float) -> None:
-    results = {name: (statistics.median(s for s, _ in values), max(r for _, r in values))
+    results = {name: (statistics.median(s for s, _, _ in values), max(r for _, r, _ in values))
                for name, values in rounds.items()}
+    cpus = {name: statistics.median(c for _, _, c in values) for name, values in rounds.items()}
     baseline = results["pyarrow read_json (table)"][0]
-    print(f"{'':30} {'seconds':>8} {'peak RSS':>10} {'x pyarrow read':>15}"
+    print(f"{'':30} {'seconds':>8} {'CPU s':>7} {'peak RSS':>10} {'x pyarrow read':>15}"
           + ("   (medians of the rounds; peak RSS the largest)" if args.repeat > 1 else ""))
     for name, (seconds, rss) in results.items():
-        print(f"{name:30} {seconds:8.2f} {rss:8.0f} MB {seconds / baseline:14.1f}x")
+        print(f"{name:30} {seconds:8.2f} {cpus[name]:7.2f} {rss:8.0f} MB "
+              f"{seconds / baseline:14.1f}x")
     estimate_seconds, estimate_rss = results["batchrun estimate --json"]
     print(f"{'estimate on ' + f'{args.small:,} rows':30} {small_seconds:8.2f} "
           f"{small_rss:8.0f} MB")
@@ -200,9 +204,11 @@ def report(args: argparse.Namespace, rounds: dict[str, list[tuple[float, float]]
         verdict = "OK" if ratio <= TARGET_RATIO else "OVER"
         each = (" (rounds: " + ", ".join(f"{r:.2f}x" for r in ratios) + ")"
                 if len(ratios) > 1 else "")
+        cpu_ratio = statistics.median(mine[2] / bare[2] for mine, bare in zip(
+            rounds[estimate_name], rounds[read_name], strict=True))
         print(f"{label}: estimate {results[estimate_name][0]:.2f} s = {ratio:.2f}x "
               f"{read_name} ({results[read_name][0]:.2f} s){each}; target {TARGET_RATIO}x: "
-              f"{verdict}")
+              f"{verdict}; CPU time {cpu_ratio:.2f}x")
 
 
 if __name__ == "__main__":
