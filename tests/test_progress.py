@@ -145,3 +145,34 @@ def test_progress_lines_of_a_real_run_count_cut_answers(
     assert counted == sorted(counted) and 0 < counted[-1] <= 6, counted
     assert "content_filter" not in result.stderr
     assert "incomplete answers (ok, but not finished with stop): length ×6" in result.stderr
+
+
+def test_the_live_panel_of_a_real_run_counts_cut_answers(
+    tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
+) -> None:
+    server = make_emulator(latency_ms=60, length_match="LONG")
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(
+        json.dumps({"id": f"r{n}", "prompt": f"q{n} LONG" if n < 4 else f"q{n}"}) + "\n"
+        for n in range(40)))
+    leader, follower = pty.openpty()
+    env = {**os.environ, "BATCHRUN_API_KEY": "sk-progress-test", "COLUMNS": "120",
+           "TERM": "xterm-256color"}
+    process = subprocess.Popen(_command(path, tmp_path / "run", server), env=env,
+                               stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks: list[bytes] = []
+    while select.select([leader], [], [], 60)[0]:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=60)
+    os.close(leader)
+    screen = ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
+    assert process.returncode == 0, screen
+    last_frame = screen[screen.rindex("in flight"):]
+    assert "incomplete" in last_frame and "length 4 (ok, not ended by stop)" in last_frame
