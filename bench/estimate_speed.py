@@ -1,6 +1,6 @@
 """How fast ``batchrun estimate`` streams a large text manifest, and in how much memory.
 
-    python bench/estimate_speed.py [--rows 1000000] [--small 100000] [--keep DIR]
+    python bench/estimate_speed.py [--rows 1000000] [--small 100000] [--repeat 3] [--keep DIR]
 
 Writes a text manifest of ``--rows`` rows (varied prompts, some CJK) to a temp dir, then runs,
 each in its own process so that peak RSS is that process's own:
@@ -16,7 +16,11 @@ distinct once at the end). Then the same rows as Parquet:
   5. ``pyarrow.parquet.read_table``: the bare read;
   6. ``batchrun estimate PARQUET --json``.
 Prints seconds, peak RSS and the ratio of each estimate to the bare pyarrow read of its format
-(the target: at most 2.5x).
+(the target: at most 2.5x). On a shared machine one timing can move by 2x: with ``--repeat N``
+the bare reads and the estimates (1, 4, 5, 6) run N rounds, alternating, each estimate's ratio
+taken to the bare read of the same round; the figures are the medians (every round printed).
+The row-by-row reader (3) and the small estimate run once. ``--keep DIR`` keeps the manifests
+and reuses them on the next run (they are made from a fixed seed).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,8 +96,9 @@ def write_parquet(source: Path, target: Path) -> None:
     subprocess.run([sys.executable, "-c", WRITE_PARQUET, str(source), str(target)], check=True)
 
 
-def measure(argv: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MB) and stdout of one child process."""
+def measure(argv: list[str]) -> tuple[float, float, str, float]:
+    """Wall seconds, peak RSS (MB), stdout and CPU seconds (user + system) of one child
+    process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
@@ -103,32 +109,22 @@ def measure(argv: list[str]) -> tuple[float, float, str]:
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
         raise SystemExit(f"{argv[:4]} failed with exit code {child.returncode}")
-    return elapsed, usage.ru_maxrss / 1024.0, output  # ru_maxrss is in KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return elapsed, usage.ru_maxrss / 1024.0, output, cpu  # ru_maxrss is in KiB on Linux
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=100_000)
-    parser.add_argument("--keep", type=Path, help="write the manifests here and keep them")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds of the bare reads and the estimates (medians reported)")
+    parser.add_argument("--keep", type=Path, help="write the manifests here, keep and reuse them")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.keep or Path(scratch)
-        folder.mkdir(parents=True, exist_ok=True)
-        big = folder / f"text-{args.rows}.jsonl"
-        small = folder / f"text-{args.small}.jsonl"
-        started = time.perf_counter()
-        write_manifest(big, args.rows)
-        with open(big, encoding="utf-8") as source, open(small, "w", encoding="utf-8") as out:
-            for _, line in zip(range(args.small), source, strict=False):
-                out.write(line)
-        parquet = folder / f"text-{args.rows}.parquet"
-        write_parquet(big, parquet)
-        size_mb = big.stat().st_size / 1e6
-        print(f"manifest: {args.rows:,} rows, {size_mb:,.0f} MB "
-              f"(written in {time.perf_counter() - started:.1f} s)")
-
+        big, small, parquet = prepare(folder, args.rows, args.small)
         python = sys.executable
         runs = {
             "pyarrow read_json (table)": [python, "-c", READ_TABLE, str(big)],
@@ -140,19 +136,56 @@ def main() -> None:
             "batchrun estimate parquet": [python, "-m", "batchrun.cli", "estimate",
                                           str(parquet), "--json"],
         }
-        results: dict[str, tuple[float, float]] = {}
-        for name, argv in runs.items():
-            seconds, rss, output = measure(argv)
-            results[name] = (seconds, rss)
-            if name.startswith("batchrun estimate"):  # both formats
-                assert json.loads(output)["rows"] == args.rows
-        small_seconds, small_rss, _ = measure(
+        rounds: dict[str, list[tuple[float, float, float]]] = {name: [] for name in runs}
+        for number in range(args.repeat):
+            for name, argv in runs.items():
+                if number and name not in REPEATED:
+                    continue
+                seconds, rss, output, cpu = measure(argv)
+                rounds[name].append((seconds, rss, cpu))
+                if name.startswith("batchrun estimate"):  # both formats
+                    assert json.loads(output)["rows"] == args.rows
+        small_seconds, small_rss, _, _ = measure(
             [python, "-m", "batchrun.cli", "estimate", str(small), "--json"])
+    report(args, rounds, small_seconds, small_rss)
 
+
+REPEATED = ("pyarrow read_json (table)", "batchrun estimate --json",
+            "pyarrow read_table (parquet)", "batchrun estimate parquet")
+
+
+def prepare(folder: Path, rows: int, small_rows: int) -> tuple[Path, Path, Path]:
+    """The JSONL manifest, its first ``small_rows`` rows and the same rows as Parquet (reused
+    when ``folder`` already holds them: the same seed writes the same rows)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    big = folder / f"text-{rows}.jsonl"
+    small = folder / f"text-{rows}-first-{small_rows}.jsonl"
+    parquet = folder / f"text-{rows}.parquet"
+    started = time.perf_counter()
+    if not big.exists():
+        write_manifest(big, rows)
+    if not small.exists():
+        with open(big, encoding="utf-8") as source, open(small, "w", encoding="utf-8") as out:
+            for _, line in zip(range(small_rows), source, strict=False):
+                out.write(line)
+    if not parquet.exists():
+        write_parquet(big, parquet)
+    print(f"manifest: {rows:,} rows, {big.stat().st_size / 1e6:,.0f} MB "
+          f"(ready in {time.perf_counter() - started:.1f} s)")
+    return big, small, parquet
+
+
+def report(args: argparse.Namespace, rounds: dict[str, list[tuple[float, float, float]]],
+           small_seconds: float, small_rss: float) -> None:
+    results = {name: (statistics.median(s for s, _, _ in values), max(r for _, r, _ in values))
+               for name, values in rounds.items()}
+    cpus = {name: statistics.median(c for _, _, c in values) for name, values in rounds.items()}
     baseline = results["pyarrow read_json (table)"][0]
-    print(f"{'':30} {'seconds':>8} {'peak RSS':>10} {'x pyarrow read':>15}")
+    print(f"{'':30} {'seconds':>8} {'CPU s':>7} {'peak RSS':>10} {'x pyarrow read':>15}"
+          + ("   (medians of the rounds; peak RSS the largest)" if args.repeat > 1 else ""))
     for name, (seconds, rss) in results.items():
-        print(f"{name:30} {seconds:8.2f} {rss:8.0f} MB {seconds / baseline:14.1f}x")
+        print(f"{name:30} {seconds:8.2f} {cpus[name]:7.2f} {rss:8.0f} MB "
+              f"{seconds / baseline:14.1f}x")
     estimate_seconds, estimate_rss = results["batchrun estimate --json"]
     print(f"{'estimate on ' + f'{args.small:,} rows':30} {small_seconds:8.2f} "
           f"{small_rss:8.0f} MB")
@@ -165,10 +198,17 @@ def main() -> None:
     for label, estimate_name, read_name in (
             ("JSONL", "batchrun estimate --json", "pyarrow read_json (table)"),
             ("Parquet", "batchrun estimate parquet", "pyarrow read_table (parquet)")):
-        ratio = results[estimate_name][0] / results[read_name][0]
+        ratios = [mine[0] / bare[0] for mine, bare in zip(rounds[estimate_name],
+                                                          rounds[read_name], strict=True)]
+        ratio = statistics.median(ratios)
         verdict = "OK" if ratio <= TARGET_RATIO else "OVER"
+        each = (" (rounds: " + ", ".join(f"{r:.2f}x" for r in ratios) + ")"
+                if len(ratios) > 1 else "")
+        cpu_ratio = statistics.median(mine[2] / bare[2] for mine, bare in zip(
+            rounds[estimate_name], rounds[read_name], strict=True))
         print(f"{label}: estimate {results[estimate_name][0]:.2f} s = {ratio:.2f}x "
-              f"{read_name} ({results[read_name][0]:.2f} s); target {TARGET_RATIO}x: {verdict}")
+              f"{read_name} ({results[read_name][0]:.2f} s){each}; target {TARGET_RATIO}x: "
+              f"{verdict}; CPU time {cpu_ratio:.2f}x")
 
 
 if __name__ == "__main__":

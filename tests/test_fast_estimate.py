@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from support.kit import run_cli
@@ -72,6 +73,8 @@ def test_plain_parquet_rows_estimate_exactly_as_row_by_row(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("extra_line", [
     '{"id": "x", "prompt": "   "}',  # a blank prompt: that row's error
+    '{"id": "x", "prompt": ""}',  # an empty one
+    '{"id": "x", "prompt": "\\u3000\\u2028\\u001c\\u0085 \\t"}',  # blank beyond ASCII
     '{"id": "x", "messages": [{"role": "user", "content": "hi"}]}',  # another shape
     '{"id": "x", "prompt": "hi", "reasoning_effort": "low"}',  # a per-row setting
     '{"id": "x", "prompt": "hi"',  # not JSON
@@ -85,6 +88,21 @@ def test_anything_else_is_left_to_the_row_by_row_scan(tmp_path: Path, extra_line
     assert fast_preflight(manifest, job, job.resolved_price()) is None
     assert fast_preflight(manifest, JobSpec(prompt_template="{prompt}"),
                           job.resolved_price()) is None
+
+
+def test_arrow_counts_as_space_every_character_python_strips() -> None:
+    # The premise of the blank check's cheap first pass (``arrow_rows._any_blank``).
+    spaces = [chr(code) for code in range(0x110000) if chr(code).isspace()]
+    assert len(spaces) == 29
+    assert all(pc.utf8_is_space(pa.array(spaces)).to_pylist())
+    assert all(pc.utf8_is_space(pa.array(["".join(spaces)])).to_pylist())
+
+
+def test_a_prompt_of_spaces_around_one_letter_stays_plain(tmp_path: Path) -> None:
+    rows = _rows(50)
+    rows[20]["prompt"] = "\u3000\u2028 x \x1c"
+    manifest = _jsonl(tmp_path / "m.jsonl", rows)
+    _compare(manifest, JobSpec())
 
 
 def test_a_duplicate_id_is_named_with_both_lines(tmp_path: Path) -> None:

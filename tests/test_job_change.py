@@ -173,3 +173,34 @@ def test_a_change_before_any_answer_goes_on_unasked(
     assert "no row was answered yet" in resumed.output
     assert {row["job_version"] for row in by_id(out).values()} == {2}
 
+
+
+def test_a_calibration_sample_under_a_changed_job_is_refused_unless_allowed(
+    tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
+) -> None:
+    server = make_emulator()
+    manifest = mixed_manifest(tmp_path / "docs.jsonl", 30)
+    out = tmp_path / "run"
+
+    def calibrate(template: str, size: int, *flags: str) -> Any:
+        job = fast_job(tmp_path, prompt_template=template)
+        return run_cli(["estimate", str(manifest), "--job", str(job), "--calibrate", str(size),
+                        "--endpoint", server.base_url, "--out", str(out), "--yes", "--json",
+                        *flags])
+
+    first = calibrate(SUMMARISE, 5)
+    assert first.exit_code == 0, first.output
+    assert server.stats.billed_requests == 5
+    refused = calibrate(TRANSLATE, 10)
+    assert refused.exit_code == 2, refused.output
+    assert "prompt_template changed" in refused.output and "--allow-job-change" in refused.output
+    assert server.stats.billed_requests == 5  # nothing sent
+    allowed = calibrate(TRANSLATE, 10, "--allow-job-change")
+    assert allowed.exit_code == 0, allowed.output
+    info = json.loads((out / "run.json").read_text())
+    assert [version["version"] for version in info["job_versions"]] == [1, 2]
+    sent = json.loads(allowed.stdout)["calibration"]["sent"]
+    assert sent > 0 and server.stats.billed_requests == 5 + sent
+    # The rows the sample sent now are marked as answered under the new job.
+    translated = [row for row in latest(out).values() if row.get("job_version") == 2]
+    assert len(translated) == sent

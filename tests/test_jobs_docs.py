@@ -21,7 +21,7 @@ JOBS = sorted((ROOT / "jobs").glob("*.toml"))
 # The CLI contract (README's Commands section): command → its options.
 CONTRACT: dict[str, list[str]] = {
     "estimate": ["--job", "--json", "--media-root", "--calibrate", "--endpoint", "--api-key",
-                 "--yes"],
+                 "--yes", "--allow-job-change"],
     "run": ["--out", "--job", "--endpoint", "--api-key", "--concurrency", "--rpm", "--tpm",
             "--max-credits", "--yes", "--emulate", "--retry-failed", "--calibrate",
             "--confirm-above", "--media-root", "--media-budget", "--reuse", "--quiet", "--json",

@@ -103,3 +103,76 @@ def test_quiet_and_json(tmp_path: Path, emulator: EmulatorServer) -> None:
     assert result.returncode == 0
     assert result.stderr == ""
     assert json.loads(result.stdout)["rows_ok"] == 5
+
+
+def test_the_panel_counts_incomplete_answers_by_finish_reason() -> None:
+    counters = RunCounters(rows_total=20, rows_ok=14, started_at=0.0)
+    for reason in ("stop", None, "length", "content_filter", "length"):
+        counters.note_finish(reason)
+    from rich.console import Console
+
+    console = Console(width=120, record=True)
+    console.print(progress_table(counters, now=2.0))
+    text = console.export_text()
+    assert "incomplete" in text and "length 2, content_filter 1" in text
+    assert "incomplete: length 2, content_filter 1" in counters.line(now=2.0)
+    finished = RunCounters(rows_total=3, rows_ok=3, started_at=0.0)
+    finished.note_finish("stop")
+    assert "incomplete" not in finished.line(now=1.0)
+    console = Console(width=120, record=True)
+    console.print(progress_table(finished, now=1.0))
+    assert "incomplete" not in console.export_text()
+
+
+def test_progress_lines_of_a_real_run_count_cut_answers(
+    tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
+) -> None:
+    # The emulator cuts short (finish_reason length) every answer whose prompt says LONG.
+    server = make_emulator(latency_ms=100, length_match="LONG")
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(
+        json.dumps({"id": f"r{n}", "prompt": f"q{n} LONG" if n < 6 else f"q{n}"}) + "\n"
+        for n in range(48)))
+    env = {**os.environ, "BATCHRUN_API_KEY": "sk-progress-test"}
+    result = subprocess.run(_command(path, tmp_path / "run", server, "--progress-every", "0.2"),
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines()
+             if re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d rows \d+/48", line)]
+    counted = [int(found[1]) for line in lines
+               if (found := re.search(r"incomplete: length (\d+)", line))]
+    assert counted, result.stderr  # the cut rows went first: later lines count them
+    assert counted == sorted(counted) and 0 < counted[-1] <= 6, counted
+    assert "content_filter" not in result.stderr
+    assert "incomplete answers (ok, but not finished with stop): length ×6" in result.stderr
+
+
+def test_the_live_panel_of_a_real_run_counts_cut_answers(
+    tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
+) -> None:
+    server = make_emulator(latency_ms=60, length_match="LONG")
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(
+        json.dumps({"id": f"r{n}", "prompt": f"q{n} LONG" if n < 4 else f"q{n}"}) + "\n"
+        for n in range(40)))
+    leader, follower = pty.openpty()
+    env = {**os.environ, "BATCHRUN_API_KEY": "sk-progress-test", "COLUMNS": "120",
+           "TERM": "xterm-256color"}
+    process = subprocess.Popen(_command(path, tmp_path / "run", server), env=env,
+                               stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks: list[bytes] = []
+    while select.select([leader], [], [], 60)[0]:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=60)
+    os.close(leader)
+    screen = ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
+    assert process.returncode == 0, screen
+    last_frame = screen[screen.rindex("in flight"):]
+    assert "incomplete" in last_frame and "length 4 (ok, not ended by stop)" in last_frame

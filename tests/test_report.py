@@ -28,10 +28,11 @@ from batchrun.manifest.reader import manifest_fingerprint
 from batchrun.reporting.axes import histogram, time_buckets, value_ticks
 from batchrun.reporting.estimated import ManifestEstimate, estimate_manifest
 from batchrun.reporting.report_charts import latency_chart
-from batchrun.reporting.report_data import CAUSE_NOT_RECORDED, aggregate
+from batchrun.reporting.report_data import aggregate
 from batchrun.reporting.report_html import render
 from batchrun.reporting.run_facts import RunFacts, public_endpoint
 from batchrun.reporting.svg import BAR_COLOUR, ESTIMATE_COLOUR, LINE_COLOUR
+from batchrun.store.retries import CAUSE_NOT_RECORDED, fold_retries
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 KEY = "sk-report-test-5d1e0c9a7b"
@@ -167,6 +168,14 @@ def test_retries_are_counted_by_the_causes_the_journal_recorded() -> None:
         "503 upstream_error": (2, 2, 1.5 + 3.0), "429 rate_limit_exceeded": (1, 1, 1.5),
         "500 internal_error": (1, 1, 3.0)}
     assert CAUSE_NOT_RECORDED not in data.retries
+
+
+def test_status_and_the_report_name_an_unrecorded_cause_alike() -> None:
+    # Answered on its third try, written before the causes of failed tries were kept.
+    line = {"id": "b", "status": "ok", "attempts": 3, "latency_ms": 1000.0, "credits": 0.5,
+            "started_at": 10.0, "finished_at": 15.0, "finish_reason": "stop"}
+    in_report = {cause: entry.retries for cause, entry in aggregate(1, [line], {}).retries.items()}
+    assert in_report == dict(fold_retries([line]).by_cause) == {CAUSE_NOT_RECORDED: 2}
 
 
 def test_the_endpoint_is_shown_without_credentials() -> None:

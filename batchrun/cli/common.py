@@ -6,13 +6,13 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
-from batchrun.cli.progress import progress_display
-from batchrun.dispatch.plan import Progress
+if TYPE_CHECKING:  # a command that sends nothing loads neither rich nor dispatch
+    from batchrun.dispatch.plan import Progress
 
 
 def err(message: str) -> None:
@@ -50,6 +50,8 @@ class ClickConsole:
         sys.stderr.write(f"\n{line}\n")
 
     def progress(self) -> Progress | None:
+        from batchrun.cli.progress import progress_display
+
         return None if self.quiet else progress_display(self.progress_every)
 
     def end_progress(self) -> None:

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-from batchrun.dispatch.plan import STOP_BUDGET, STOP_FATAL, STOP_INTERRUPT
-
 EXIT_OK = 0
 EXIT_ROWS_FAILED = 1
 EXIT_USAGE = 2
@@ -15,16 +13,14 @@ EXIT_FATAL = 3
 EXIT_BUDGET = 4
 EXIT_INTERRUPTED = 130
 
-_BY_STOP_REASON = {
-    STOP_FATAL: EXIT_FATAL,
-    STOP_BUDGET: EXIT_BUDGET,
-    STOP_INTERRUPT: EXIT_INTERRUPTED,
-}
-
-
 def run_exit_code(stop_reason: str | None, *, rows_failed: int, rows_pending: int) -> int:
     """Why dispatch stopped decides first; a run that was not stopped exits 1 when any row
     failed or is still pending, else 0."""
-    if stop_reason is not None and stop_reason in _BY_STOP_REASON:
-        return _BY_STOP_REASON[stop_reason]
+    # Here, not at the top: every command imports this module, and only a run needs dispatch.
+    from batchrun.dispatch.plan import STOP_BUDGET, STOP_FATAL, STOP_INTERRUPT
+
+    by_stop_reason = {STOP_FATAL: EXIT_FATAL, STOP_BUDGET: EXIT_BUDGET,
+                      STOP_INTERRUPT: EXIT_INTERRUPTED}
+    if stop_reason is not None and stop_reason in by_stop_reason:
+        return by_stop_reason[stop_reason]
     return EXIT_ROWS_FAILED if (rows_failed or rows_pending) else EXIT_OK

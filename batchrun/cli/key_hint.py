@@ -3,7 +3,7 @@ the command never holds the key, so as printed it would fail with "no API key"."
 
 from __future__ import annotations
 
-from batchrun.plan.session import API_KEY_ENV
+from batchrun.plan.inputs import API_KEY_ENV
 
 
 def api_key_hint(api_key: str | None, *, emulate: bool) -> str | None:

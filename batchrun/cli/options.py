@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from batchrun.plan.session import API_KEY_ENV, DEFAULT_CONFIRM_ABOVE
+from batchrun.plan.inputs import API_KEY_ENV, DEFAULT_CONFIRM_ABOVE
 
 F = TypeVar("F", bound=Callable[..., Any])
 _POSITIVE = click.FloatRange(min=0, min_open=True)
@@ -114,6 +114,9 @@ _ESTIMATE_OPTIONS = [
     click.option("--emulate", is_flag=True,
                  help="Calibrate against the embedded API emulator (no key, no network)."),
     click.option("--yes", "-y", is_flag=True, help="Do not ask before a paid calibration."),
+    click.option("--allow-job-change", is_flag=True,
+                 help="With --calibrate: keep the sample in an --out directory whose rows were "
+                 "answered under another job (run.json records the new job version)."),
 ]
 
 

@@ -44,6 +44,8 @@ def progress_table(counters: RunCounters, now: float | None = None) -> Table:
                   f"{tokens / elapsed:,.0f} tokens/s")
     table.add_row("spent", spend)
     table.add_row("ETA", eta)
+    if counters.incomplete_by_reason:
+        table.add_row("incomplete", f"{counters.incomplete_text()} (ok, not ended by stop)")
     if counters.errors_by_code:
         table.add_row("errors", ", ".join(
             f"{code} ×{count:,}" for code, count in counters.errors_by_code.most_common(4)))

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from batchrun.cost.catalog import USD_PER_CREDIT
+from batchrun.store.records import COMPLETE_FINISH
 
 
 @dataclass
@@ -29,6 +30,8 @@ class RunCounters:
     missing_usage: int = 0
     answers_unrecorded: int = 0  # answers received that the run directory could not keep
     errors_by_code: Counter[str] = field(default_factory=Counter)
+    # ok rows of this session whose answer ended otherwise than "stop" (length, content_filter …)
+    incomplete_by_reason: Counter[str] = field(default_factory=Counter)
     recent_errors: list[str] = field(default_factory=list)  # newest last, a few at most
     estimate_credits: float | None = None  # the preflight's expected spend of this session
     started_at: float = field(default_factory=time.monotonic)
@@ -39,6 +42,17 @@ class RunCounters:
         self.errors_by_code[code] += 1
         self.recent_errors.append(code)
         del self.recent_errors[:-keep]
+
+    def note_finish(self, finish_reason: str | None) -> None:
+        """An ok row's finish reason: counted when it is not a complete answer's."""
+        if finish_reason not in COMPLETE_FINISH:
+            self.incomplete_by_reason[finish_reason] += 1
+
+    def incomplete_text(self) -> str:
+        """"length 12, content_filter 1" (most first); empty while every answer ended with
+        stop."""
+        return ", ".join(f"{reason} {count:,}"
+                         for reason, count in self.incomplete_by_reason.most_common())
 
     @property
     def rows_done_now(self) -> int:
@@ -60,6 +74,8 @@ class RunCounters:
         if self.errors_by_code:
             top = ", ".join(f"{code}×{n}" for code, n in self.errors_by_code.most_common(3))
             errors = f" · errors {top}"
+        if self.incomplete_by_reason:
+            errors += f" · incomplete: {self.incomplete_text()}"
         return (
             f"rows {done:,}/{self.rows_total:,}{failed} · {rate:,.1f} rows/s · "
             f"in flight {self.in_flight} · waiting {self.waiting} · rate {self.rate_text()} · "

@@ -190,6 +190,8 @@ class Recorder:
 
     def _count(self, result: RowResult) -> None:
         counters = self.counters
+        if result.ok:
+            counters.note_finish(result.finish_reason)
         if result.reused_from is not None:
             counters.rows_ok += 1  # answered by an earlier run: no tokens, no credits here
         elif result.ok:

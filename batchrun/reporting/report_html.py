@@ -10,9 +10,10 @@ from html import escape
 from batchrun.reporting.axes import duration_label
 from batchrun.reporting.estimated import ManifestEstimate
 from batchrun.reporting.report_charts import charts
-from batchrun.reporting.report_data import CAUSE_NOT_RECORDED, ReportData, paid
+from batchrun.reporting.report_data import ReportData, paid
 from batchrun.reporting.report_style import STYLE
 from batchrun.reporting.run_facts import RunFacts
+from batchrun.store.retries import CAUSE_NOT_RECORDED
 
 # What a finish reason means for the answer (OpenAI's chat completion object:
 # https://platform.openai.com/docs/api-reference/chat/object).

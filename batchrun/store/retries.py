@@ -29,6 +29,8 @@ import orjson
 
 from batchrun.store.rundir import RunDir
 
+# The cause of a failed try that a journal line does not hold (lines written before causes
+# were kept): the one name for it, in ``status`` and the report alike.
 CAUSE_NOT_RECORDED = "not recorded"
 _ERROR = b'"status":"error"'
 # ``failed_attempts`` is a journal line's last field: a line that ends so had no failed attempt
