@@ -213,3 +213,62 @@ def test_ray_is_an_extra_and_a_local_run_never_imports_it(tmp_path: Path) -> Non
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)
     assert done.stdout.split() == ["0", "False", "False"], done.stderr
+
+
+def test_a_worker_reads_its_shards_forward_and_parquet_from_the_right_row_group(
+        tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from batchrun.cluster.shards import ShardReader
+
+    rows = [{"id": f"r{n}", "prompt": f"p{n}"} for n in range(1, 1001)]
+    manifest = _manifest(tmp_path / "m.jsonl", [json.dumps(row) for row in rows])
+    reader = ShardReader(manifest, JobSpec())
+    seen = []
+    end = False
+    for number, first in enumerate(range(1, 1001, 100), start=1):
+        shard_rows, end = reader.read(Shard(number, first, first + 99, frozenset({first})))
+        seen += [row.id for row in shard_rows]
+        assert reader.cursor.line == first - 1  # the cursor moved forward, shard by shard
+    assert end and len(seen) == 990 and seen[0] == "r2" and seen[-1] == "r1000"
+    # A range handed out again (a lost worker's) starts over from the top.
+    again, _ = reader.read(Shard(99, 5, 7))
+    assert [row.id for row in again] == ["r5", "r6", "r7"]
+
+    parquet = tmp_path / "m.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), parquet, row_group_size=64)
+    late, end = ShardReader(parquet, JobSpec()).read(Shard(1, 700, 705, frozenset({701})))
+    assert [(row.line, row.id) for row in late] == [(700, "r700"), (702, "r702"),
+                                                    (703, "r703"), (704, "r704"),
+                                                    (705, "r705")]
+    assert not end
+
+
+def test_under_a_rate_one_call_brings_a_leases_worth_of_permits_paced() -> None:
+    async def main() -> tuple[int, int, float]:
+        service = GovernorService(rpm=2400, tpm=None, cap=None, spent=0.0)
+        link = GovernorLink("a", service.lease)
+        limiter = LeasedLimiter(link)
+        sent = 0
+
+        async def one() -> None:
+            nonlocal sent
+            while True:
+                if not limiter.acquire_now():
+                    await limiter.acquire()
+                sent += 1
+
+        started = anyio.current_time()
+        async with anyio.create_task_group() as group:
+            for _ in range(32):
+                group.start_soon(one)
+            await anyio.sleep(2.0)
+            group.cancel_scope.cancel()
+        return sent, link.calls, anyio.current_time() - started
+
+    sent, calls, seconds = anyio.run(main)
+    # 2,400/min = 40/s: 80 in 2 s plus the bucket's burst of 40, never more.
+    assert 80 <= sent <= 125
+    # A lease is a quarter second of the rate (10 permits): about 4 calls a second, not 40.
+    assert calls <= 6 * seconds + 2, (calls, sent)

@@ -77,15 +77,42 @@ class Governor:
             if now >= limiter.paused_until:
                 return LeaseGrant(free_for_s=LEASE_S, rate_text=text)
             return LeaseGrant(wait_s=limiter.paused_until - now, rate_text=text)
-        rate = limiter.rate_rpm or 0.0
-        chunk = max(1, min(ask.requests, int(rate / 60.0 * LEASE_S)))
-        granted, delay = 0, 0.0
-        while granted < chunk:
-            delay = limiter.take_or_wait(ask.tokens_each, now)
-            if delay > 0:
-                break
+        delay = limiter.take_or_wait(ask.tokens_each, now)
+        if delay > 0:
+            return LeaseGrant(wait_s=delay, rate_text=text)
+        per_s = self._requests_per_s(ask.tokens_each)
+        chunk = max(1, min(ask.requests, int(per_s * LEASE_S)))
+        granted = 1
+        # The rest of the chunk falls due over the next lease: taken from the buckets now
+        # (below zero, so the next grant waits for them) and sent by the worker one every
+        # 1/rate — one call for a lease's worth, the global rate kept as one bucket keeps it.
+        while granted < chunk and self._may_borrow(ask.tokens_each, now):
+            if limiter.requests is not None:
+                limiter.requests.take(1, now)
+            if limiter.tokens is not None:
+                limiter.tokens.take(ask.tokens_each, now)
+            limiter.control.sent(now)
             granted += 1
-        return LeaseGrant(requests=granted, wait_s=0.0 if granted else delay, rate_text=text)
+        return LeaseGrant(requests=granted, pace_s=1.0 / per_s if per_s else 0.0,
+                          rate_text=text)
+
+    def _requests_per_s(self, tokens_each: int) -> float:
+        """The request rate the buckets allow: requests/min, or tokens/min over the request's
+        tokens, whichever is less."""
+        limiter = self.limiter
+        rates = []
+        if limiter.requests is not None:
+            rates.append(limiter.requests.rate_per_s)
+        if limiter.tokens is not None:
+            rates.append(limiter.tokens.rate_per_s / max(1, tokens_each))
+        return min(rates) if rates else 0.0
+
+    def _may_borrow(self, tokens_each: int, now: float) -> bool:
+        """One more permit fits in what the buckets refill within a lease."""
+        requests, tokens = self.limiter.requests, self.limiter.tokens
+        if requests is not None and requests.level - 1 < -requests.rate_per_s * LEASE_S:
+            return False
+        return tokens is None or tokens.level - tokens_each >= -tokens.rate_per_s * LEASE_S
 
     def allowance(self, ask: LeaseAsk) -> tuple[float, bool]:
         """(credits granted, cap reached): up to ``ask.credits`` of the room left, nothing when

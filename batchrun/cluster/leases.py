@@ -25,6 +25,7 @@ PERMIT_TTL_S = 1.0
 CREDIT_CHUNK = 4
 # Between calls that found no room under the cap (others hold it for requests in flight).
 ROOM_POLL_S = 0.05
+MAX_ROOM_POLL_S = 0.5
 
 Call = Callable[[LeaseAsk], Awaitable[LeaseGrant]]
 
@@ -39,6 +40,8 @@ class GovernorLink:
         self._clock = clock
         self.news = LeaseAsk(worker)
         self.permits = 0
+        self.next_permit_at = 0.0  # permits fall due one by one, at the rate granted
+        self.pace_s = 0.0
         self.permits_until = 0.0
         self.free_until = 0.0
         self.rate_text = "leased from the run's governor"
@@ -50,10 +53,20 @@ class GovernorLink:
             self.news.sent_freely += 1
             return True
         if self.permits and now < self.permits_until:
+            if now < self.next_permit_at:
+                return False  # the next one is not due yet (``permit_due_in``)
             self.permits -= 1
+            self.next_permit_at += self.pace_s
             return True
         self.permits = 0  # lapsed
         return False
+
+    def permit_due_in(self) -> float | None:
+        """Seconds until the next permit in hand falls due; None when none is in hand."""
+        now = self._clock()
+        if not self.permits or now >= self.permits_until:
+            return None
+        return max(0.0, self.next_permit_at - now)
 
     async def ask(self, *, requests: int = 0, tokens_each: int = 0, credits: float = 0.0,
                   credits_floor: float = 0.0) -> LeaseGrant:
@@ -65,8 +78,11 @@ class GovernorLink:
         grant = await self._call(ask)
         now = self._clock()
         if grant.requests:
+            if not self.permits:
+                self.next_permit_at = now
             self.permits += grant.requests
-            self.permits_until = now + PERMIT_TTL_S
+            self.pace_s = grant.pace_s
+            self.permits_until = now + self.permits * grant.pace_s + PERMIT_TTL_S
         if grant.free_for_s:
             self.free_until = now + grant.free_for_s
         if grant.rate_text:
@@ -97,10 +113,14 @@ class LeasedLimiter:
         link = self.link
         self._waiting += 1
         try:
-            while not link.take_permit():
-                async with self._lock:  # one call at a time; it asks for every waiter
-                    if link.take_permit():
-                        return
+            # Waiters leave one by one in arrival order (as from the local limiter); the one
+            # in front waits for the next permit to fall due, or asks for every waiter.
+            async with self._lock:
+                while not link.take_permit():
+                    due = link.permit_due_in()
+                    if due is not None:
+                        await anyio.sleep(due)
+                        continue
                     grant = await link.ask(requests=self._waiting, tokens_each=tokens)
                     if not (grant.requests or grant.free_for_s):
                         await anyio.sleep(min(max(grant.wait_s, 0.001), LEASE_S))
@@ -140,6 +160,7 @@ class LeasedBudget(BudgetGate):
             model_output_limit=template.model_output_limit), price)
         self.link = link
         self._asking = anyio.Lock()
+        self._poll_s = ROOM_POLL_S
 
     async def _wait_for_room(self, credits: float) -> None:
         ledger = self.ledger
@@ -155,8 +176,12 @@ class LeasedBudget(BudgetGate):
             if grant.exhausted:
                 ledger.refused = credits
                 raise BudgetExhausted
-            if not grant.credits:
-                await anyio.sleep(ROOM_POLL_S)
+            if grant.credits:
+                self._poll_s = ROOM_POLL_S
+            else:
+                # Room comes back as other workers' requests settle: ask less and less often.
+                await anyio.sleep(self._poll_s)
+                self._poll_s = min(2 * self._poll_s, MAX_ROOM_POLL_S)
 
     def settle(self, reservation: Reservation, completion: Completion) -> None:
         self._spend(lambda: super(LeasedBudget, self).settle(reservation, completion))

@@ -51,6 +51,7 @@ class LeaseGrant:
     and the rate as a person should read it."""
 
     requests: int = 0
+    pace_s: float = 0.0  # the permits fall due one every ``pace_s`` from the grant on
     free_for_s: float = 0.0  # no rate to keep: send freely this long, then ask again
     wait_s: float = 0.0  # nothing granted: ask again after this long
     credits: float = 0.0

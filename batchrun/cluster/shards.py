@@ -38,7 +38,7 @@ class ShardReader:
                              start=self._before(shard.first)):
             if row.line > shard.last:
                 return rows, False
-            if row.line not in shard.skip:
+            if row.line >= shard.first and row.line not in shard.skip:  # Parquet: from its group
                 rows.append(row)
         return rows, True
 

@@ -71,8 +71,9 @@ def iter_rows(
     """Stream the rows of a manifest. File-level problems raise ``InputError`` at once.
 
     ``done_lines[n] == 1``: line n (JSONL) or row n (Parquet or CSV, 1-based) is passed over
-    unparsed, which is how a resume walks past the rows already done. ``start``: begin after
-    that line (a JSONL file at its byte offset, Parquet at its row group; CSV reads past).
+    unparsed, which is how a resume walks past the rows already done. ``start``: begin near
+    that line — a JSONL file just after it (at its byte offset), Parquet at the start of the
+    row group holding the next row, CSV just after it (read past).
     """
     path = Path(path)
     fmt = manifest_format(path)
