@@ -173,7 +173,8 @@ def test_a_killed_worker_leaves_its_rows_to_the_other(
         tmp_path: Path, make_emulator: Callable[..., EmulatorServer], cluster: Cluster,
         ray_env: dict[str, str]) -> None:
     emulator = make_emulator(latency_ms=100)
-    rows, concurrency = 600, 16
+    # ~6 s of sending at 2 x 8 / 0.1 s: the kill lands mid-run even on a slow machine.
+    rows, concurrency = 1000, 8
     manifest = write_manifest(tmp_path / "m.jsonl", rows)
     job = fast_job(tmp_path, concurrency=concurrency)
     out = tmp_path / "out"
