@@ -130,6 +130,19 @@ def test_a_private_ray_gives_the_same_results_as_the_local_engine(
     assert sum(row["status"] == "ok" for row in local) == 68
     media_rows = [row for row in results(tmp_path / "ray") if not row["id"].startswith("text")]
     assert any(row["prompt_tokens"] and row["prompt_tokens"] > 200 for row in media_rows)
+    # --reuse: every row answered by the earlier run, nothing sent (the workers read its
+    # journal at the same path).
+    before = stats(emulator)["requests_total"]
+    code, out, err = finish(batchrun(["run", *common, "--out", str(tmp_path / "reused"),
+                                      "--engine", "ray", "--reuse", str(tmp_path / "ray"),
+                                      "--json"], ray_env))
+    assert code == 1, err
+    assert stats(emulator)["requests_total"] == before
+    assert json.loads(out)["rows_reused"] == 68
+    # Reused rows keep the answer, not the cost (not paid in this run).
+    answers = [(row["id"], row["status"], row["content"]) for row in results(tmp_path / "ray")]
+    assert [(row["id"], row["status"], row["content"])
+            for row in results(tmp_path / "reused")] == answers
     # The key reached the workers in a call, never in what Ray keeps: not in its session files
     # (logs, actor tables spilled to disk), not in the run directory.
     for folder in (Path(ray_env["RAY_TMPDIR"]), tmp_path / "ray"):

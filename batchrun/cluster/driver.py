@@ -100,7 +100,8 @@ class ClusterRun:
         # Absolute: a worker's working directory is not the driver's.
         media_root = media_root_for(plan.manifest, plan.media_root or job.media_root).resolve()
         specs = [WorkerSpec(f"batchrun-worker-{key}-{n}", plan.manifest.resolve(), job,
-                            plan.endpoint, media_root, plan.key_endpoint, ledger)
+                            plan.endpoint, media_root, plan.key_endpoint, ledger,
+                            plan.reuse.run_path.resolve() if plan.reuse else None)
                  for n in range(self.options.workers)]
         handles = self.runtime.workers(specs, self.governor, cpus=self.options.worker_cpus)
         for spec, handle in zip(specs, handles, strict=True):

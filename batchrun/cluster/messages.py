@@ -83,6 +83,7 @@ class WorkerSpec:
     media_root: Path | None
     key_endpoint: str | None
     ledger: CreditLedger | None  # the run's cap: its bounds, not its room (the governor's)
+    reuse: Path | None = None  # --reuse: the earlier run directory, read at the same path
 
 
 @dataclass

@@ -30,6 +30,7 @@ from batchrun.dispatch.plan import STOP_FATAL, RunOutcome, RunPlan
 from batchrun.dispatch.recording import Recorder
 from batchrun.dispatch.runner import Runner
 from batchrun.manifest.rows import Row
+from batchrun.store.cache import AnswerCache
 from batchrun.store.index import JournalIndex
 
 # The longest ``collect`` waits for something to report (the driver's loop re-checks its
@@ -172,7 +173,8 @@ class DispatchWorker:
         plan = RunPlan(manifest=spec.manifest, run_dir=None,  # type: ignore[arg-type]
                        job=job, endpoint=spec.endpoint, api_key=api_key, rows_total=0,
                        index=JournalIndex(Path(os.devnull)), media_root=spec.media_root,
-                       key_endpoint=spec.key_endpoint, budget=spec.ledger)
+                       key_endpoint=spec.key_endpoint, budget=spec.ledger,
+                       reuse=AnswerCache.open(spec.reuse) if spec.reuse else None)
         settings = ClientSettings(
             endpoint=spec.endpoint, api_key=api_key, max_connections=job.concurrency,
             connect_timeout_s=job.connect_timeout_s, read_timeout_s=job.read_timeout_s,

@@ -139,10 +139,6 @@ def check_engine(options: RunOptions) -> None:
                  if getattr(options, name) is not None]
         if given:
             raise InputError(f"{' and '.join(given)} only apply to --engine ray")
-        return
-    if options.reuse is not None:
-        raise InputError("--reuse does not work with --engine ray yet: the earlier run's "
-                         "answers are on this machine only; run without --engine ray to reuse")
 
 
 def credits_per_row(index: JournalIndex) -> float:
