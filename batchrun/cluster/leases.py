@@ -2,9 +2,10 @@
 (``dispatch.gates``) served from leases instead of local buckets.
 
 ``GovernorLink`` batches what the worker tells the governor (answers, 429s, tokens, credits
-spent) into the calls it makes anyway for permits or allowance, plus one every ``LEASE_S``
-while there is news (``report_loop``). Permits not used within ``PERMIT_TTL_S`` lapse, so a
-worker never saves up a burst above the global rate.
+spent) into the calls it makes anyway for permits or allowance, plus one when news waited a
+whole ``LEASE_S`` without one (``report_loop``). Permits fall due at the rate granted and
+lapse ``PERMIT_TTL_S`` after the last is due, so a worker never saves up a burst above the
+global rate.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class GovernorLink:
         self.free_until = 0.0
         self.rate_text = "leased from the run's governor"
         self.calls = 0
+        self.asked_at = 0.0
 
     def take_permit(self) -> bool:
         now = self._clock()
@@ -75,6 +77,7 @@ class GovernorLink:
         ask.requests, ask.tokens_each = requests, tokens_each
         ask.credits, ask.credits_floor = credits, credits_floor
         self.calls += 1
+        self.asked_at = self._clock()
         grant = await self._call(ask)
         now = self._clock()
         if grant.requests:
@@ -94,15 +97,19 @@ class GovernorLink:
         without a limit, or done sending, still owes its answers and spending)."""
         while True:
             await anyio.sleep(LEASE_S)
-            if self.news.has_news:
+            # News goes with the calls for permits; this call only when none went for a lease.
+            if self.news.has_news and self._clock() - self.asked_at >= LEASE_S:
                 await self.ask()
 
 
 class LeasedLimiter:
     """``dispatch.gates.RequestGate`` from the governor's permits."""
 
-    def __init__(self, link: GovernorLink) -> None:
+    def __init__(self, link: GovernorLink, ask_for: int = 1) -> None:
         self.link = link
+        # Permits asked for at once: at least this many (a worker's demand over a lease, not
+        # just the rows waiting this instant), so a call brings a lease's worth.
+        self.ask_for = ask_for
         self._lock = anyio.Lock()
         self._waiting = 0
 
@@ -121,7 +128,8 @@ class LeasedLimiter:
                     if due is not None:
                         await anyio.sleep(due)
                         continue
-                    grant = await link.ask(requests=self._waiting, tokens_each=tokens)
+                    grant = await link.ask(requests=max(self._waiting, self.ask_for),
+                                           tokens_each=tokens)
                     if not (grant.requests or grant.free_for_s):
                         await anyio.sleep(min(max(grant.wait_s, 0.001), LEASE_S))
         finally:

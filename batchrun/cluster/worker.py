@@ -36,6 +36,10 @@ from batchrun.store.index import JournalIndex
 # The longest ``collect`` waits for something to report (the driver's loop re-checks its
 # shards and its stop at least this often).
 COLLECT_WAIT_S = 0.2
+# Once something is there, answers finishing in the next GATHER_S go in the same report (a
+# crash loses at most these: they are journaled ~50 ms later than they could be).
+GATHER_S = 0.05
+GATHER_ROWS = 256
 
 
 class Outbox:
@@ -98,7 +102,8 @@ class ShardRunner(Runner):
         super().__init__(plan, client)
 
     def _make_limiter(self) -> RequestGate:
-        return LeasedLimiter(self.link)
+        # A lease's worth of this worker's demand: up to twice its requests in flight.
+        return LeasedLimiter(self.link, ask_for=2 * self.job.concurrency)
 
     def _make_budget(self) -> CreditGate | None:
         if self.plan.budget is None:
@@ -210,11 +215,16 @@ class DispatchWorker:
         if not outbox.results and not outbox.shards_done and not self._finished():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(outbox.changed.wait(), wait_s)
+        # Let a few more answers join (each call costs both sides a Ray round trip), unless
+        # the run is stopping or ending: the driver hears of that at once.
+        runner = self.runner
+        if (len(outbox.results) < GATHER_ROWS and not self._finished()
+                and not (runner is not None and runner.stopping)):
+            await asyncio.sleep(GATHER_S)
         outbox.changed.clear()
         report = WorkerReport(results=outbox.results, shards_done=outbox.shards_done,
                               rate_text=self.link.rate_text, finished=self._finished())
         outbox.results, outbox.shards_done = [], []
-        runner = self.runner
         if runner is not None:
             counters = runner.counters
             report.in_flight, report.waiting = counters.in_flight, counters.waiting
