@@ -11,7 +11,6 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -46,8 +45,6 @@ class RayRuntime:
     def connect(cls, address: str | None, *, workers: int, worker_cpus: float) -> RayRuntime:
         """Join the cluster at ``address`` ("auto": the one ``ray start`` made here), or
         start a private Ray on this machine (None or "local") big enough for the workers."""
-        if address not in (None, LOCAL, "auto"):
-            _token_auth_like_auto()  # read when Ray is imported: before that
         ray = require_ray()
         if ray.is_initialized():
             return cls(ray, started_here=False, actors=[])
@@ -60,10 +57,13 @@ class RayRuntime:
             else:
                 ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as error:
-            raise InputError(f"cannot reach the Ray cluster at {address}: {error} (start it "
-                             "with `ray start --head`; a cluster with token authentication "
-                             "needs its token in ~/.ray/auth_token or RAY_AUTH_TOKEN; or leave "
-                             "out --ray-address to run on this machine)") from None
+            raise InputError(
+                f"cannot reach the Ray cluster at {address}: {error}. Is it started (`ray start "
+                "--head`)? A cluster with token authentication (Ray's default once "
+                "~/.ray/auth_token exists) needs RAY_AUTH_MODE=token in the environment with "
+                "an explicit address, and its token in ~/.ray/auth_token or RAY_AUTH_TOKEN "
+                "(Ray's log lines above say InvalidAuthToken then). Or leave out --ray-address "
+                "to run on this machine.") from None
         return cls(ray, started_here=True, actors=[])
 
     def governor(self, run_key: str, *, rpm: float | None, tpm: float | None,
@@ -97,14 +97,6 @@ class RayRuntime:
         self.actors.clear()
         if self.started_here:
             self.ray.shutdown()
-
-
-def _token_auth_like_auto() -> None:
-    """Ray 2.60 turns token authentication on for ``auto`` when ``~/.ray/auth_token`` exists,
-    not for an explicit HOST:PORT, which then fails with InvalidAuthToken after ~20 s of
-    retries: do as ``auto`` does (unless RAY_AUTH_MODE says otherwise)."""
-    if "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").exists():
-        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 class _Lease:
