@@ -309,37 +309,3 @@ def test_the_index_record_layout_is_pinned() -> None:
     assert bytes(data[:56]).hex() == (
         "0a00000000000000" "14000000" "01" "000000" "0300000000000000" "64000000" "c8000000"
         "32000000" "00000000" "000000000000d03f" "efcdab0000000000")
-
-
-# ---------------------------------------------------------------- compaction's fast path
-
-
-def _old_table(lines: list[bytes]) -> Any:
-    """What compaction made of journal lines before Arrow's JSON reader: each parsed alone."""
-    import pyarrow as pa
-
-    from batchrun.store.compact import _parse, parquet_record
-
-    records = [_parse(raw) for raw in lines]
-    return pa.Table.from_pylist([parquet_record(r) for r in records if r is not None],
-                                schema=RESULTS_SCHEMA)
-
-
-def test_compaction_reads_journal_lines_as_each_line_parsed_alone() -> None:
-    from batchrun.store.compact import lines_table
-
-    full = RowResult(id="a", status="ok", content="é😀\n\"q\"", thoughts="t", prompt_tokens=3,
-                     completion_tokens=4, credits=0.0, credits_computed=1.5, http_status=200,
-                     attempts=1, latency_ms=12.5, started_at=1795980367.3193612,
-                     finished_at=1795980368.0000001, extra='{"x":1}', job_version=2,
-                     line=1, failed_attempts=["503 upstream_error"])
-    sparse = {"id": "b", "status": "error", "started_at": 1700000000, "credits": 2,
-              "error_message": "boom", "unknown": [1, {"y": None}]}
-    good = [full.to_json() + b"\n", orjson.dumps(sparse) + b"\n"]
-    assert lines_table(good).equals(_old_table(good))
-    assert lines_table(good).column("credits").to_pylist() == [0.0, 2.0]
-    # A torn line, a line that is not an object, a wrong type: the slow way, the same result.
-    for odd in (b'{"id": "c", "sta\n', b"[1, 2]\n", b'{"id": "d", "status": "ok", '
-                b'"started_at": "soon"}\n'):
-        assert lines_table([*good, odd]).equals(_old_table([*good, odd]))
-    assert lines_table([]).equals(_old_table([]))

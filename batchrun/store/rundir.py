@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from batchrun import __version__
 from batchrun.core.errors import InputError, StorageError
-from batchrun.store.compact import compact_lines, iter_latest, iter_latest_lines
+from batchrun.store.compact import compact, iter_latest
 from batchrun.store.files import atomic_write
 from batchrun.store.index import JournalIndex, load
 from batchrun.store.job_versions import (
@@ -273,9 +273,7 @@ class RunDir(JournalWriter):
         if self.exists() and JOB_VERSIONS not in metadata:
             metadata = {**metadata, JOB_VERSIONS: self.read_info().get(JOB_VERSIONS)}
         try:
-            return compact_lines(
-                iter_latest_lines(self.journal_path, self.load_index(keep_places=True)),
-                self.results_path, metadata)
+            return compact(self.latest(), self.results_path, metadata)
         except (OSError, pa.ArrowException) as exc:
             raise StorageError(
                 f"cannot write {self.results_path}: {getattr(exc, 'strerror', None) or exc}"
