@@ -574,6 +574,49 @@ async def test_streams_on_one_connection_after_a_stream_keep_their_read_timeout(
                 await client.complete(chat_body(), stream=True)
 
 
+async def test_headers_that_come_too_late_hit_the_request_timeout(
+    raw_server: Callable[[Handler], RawServer]
+) -> None:
+    server = raw_server(paced_answer(GOOD_EVENTS, pause_s=0.0, headers_after_s=3.0))
+    settings = settings_for(server.base_url, read_timeout_s=5.0, request_timeout_s=0.3)
+    async with ApiClient(settings) as client:
+        with anyio.fail_after(2.5):
+            with pytest.raises(errors.TransportError,
+                               match=r"request failed: request timed out: no complete answer "
+                                     r"within 0.3s"):
+                await client.complete(chat_body(), stream=True)
+        # the task carries no cancellation on: the next request goes as usual
+        server.handler = sse_answer(GOOD_EVENTS)
+        assert (await client.complete(chat_body(), stream=True)).content == "Hello"
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_a_trickling_stream_hits_the_request_timeout(
+    raw_server: Callable[[Handler], RawServer]
+) -> None:
+    events = [sse(stream_chunk(str(number))) for number in range(40)]
+    server = raw_server(paced_answer(events, pause_s=0.05))
+    settings = settings_for(server.base_url, read_timeout_s=5.0, request_timeout_s=0.4)
+    async with ApiClient(settings) as client:
+        started = anyio.current_time()
+        with pytest.raises(errors.TransportError,
+                           match=r"reading the answer failed: request timed out"):
+            await client.complete(chat_body(), stream=True)
+        assert anyio.current_time() - started < 0.4 + 0.3
+
+
+async def test_a_cancelled_request_is_cancelled_not_timed_out(
+    raw_server: Callable[[Handler], RawServer]
+) -> None:
+    server = raw_server(paced_answer(GOOD_EVENTS, pause_s=0.0, headers_after_s=3.0))
+    settings = settings_for(server.base_url, request_timeout_s=0.5)
+    async with ApiClient(settings) as client:
+        with anyio.move_on_after(0.2) as scope:  # the run's own cancel, before the deadline
+            await client.complete(chat_body(), stream=True)
+        assert scope.cancelled_caught
+        await anyio.sleep(0.6)  # the deadline passes: nothing is cancelled any more
+
+
 async def test_reset_mid_stream(raw_server: Callable[[Handler], RawServer]) -> None:
     server = raw_server(sse_answer([sse(stream_chunk("Hel"))], abort=True))
     async with ApiClient(settings_for(server.base_url)) as client:

@@ -102,11 +102,16 @@ class ApiClient:
         self._stream_headers = {"Accept": "text/event-stream"}
         # Waiting for a free pooled connection is the runner's concurrency at work (the pool
         # is as large as it): only a stalled connect or read, or an answer that takes longer
-        # than request_timeout_s overall, is a fault. aiohttp's own total timer covers the
-        # body's last byte too; it costs a fraction of a cancel scope per request.
-        self._timeout = aiohttp.ClientTimeout(total=settings.request_timeout_s, connect=None,
+        # than request_timeout_s overall, is a fault. The overall limit of a completion is
+        # the stall watch's (one timer for all requests, not aiohttp's timer and timer
+        # context per request); other requests keep aiohttp's own total timer.
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=None,
                                               sock_connect=settings.connect_timeout_s,
                                               sock_read=settings.read_timeout_s)
+        self._timeout_total = aiohttp.ClientTimeout(total=settings.request_timeout_s,
+                                                    connect=None,
+                                                    sock_connect=settings.connect_timeout_s,
+                                                    sock_read=settings.read_timeout_s)
 
     def __repr__(self) -> str:
         return (f"ApiClient(endpoint={self.settings.endpoint!r}, "
@@ -126,7 +131,8 @@ class ApiClient:
             # so a POST rarely lands on a socket the server has just closed.
             keepalive_timeout=15.0,
         )
-        self._stall_watch = StallWatch(self.settings.read_timeout_s, asyncio.get_running_loop())
+        self._stall_watch = StallWatch(self.settings.read_timeout_s, asyncio.get_running_loop(),
+                                       self.settings.request_timeout_s)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=self._timeout,
@@ -172,36 +178,62 @@ class ApiClient:
         The whole exchange is bounded by ``request_timeout_s`` (a trickling stream retries).
         """
         session = self._session or self._open()
+        watch = self._stall_watch
+        assert watch is not None  # made with the session
         headers = self._stream_headers if stream else None
         if not isinstance(body, bytes):
             headers = {**(headers or {}), "Content-Length": str(body.size)}
+        task: asyncio.Task[Any] | None = None
+        if watch.request_timeout is not None:
+            task = asyncio.current_task()
+            assert task is not None
+            cancelling = task.cancelling()
+            watch.begin(task)
+        what = "request failed"
         try:
-            # Redirects are not followed: a POST bounced elsewhere means a wrong endpoint.
-            response = await session.post(
-                self._chat_url, data=body, allow_redirects=False, headers=headers,
-            )
-        except WIRE_FAILURES as exc:
-            raise self._wire_error(exc, "request failed") from None
-        try:
-            if not 200 <= response.status < 300:
-                raise await self._api_error(response)
-            content_type = response.headers.get("Content-Type", "")
-            if "html" in content_type:  # a captive portal, a proxy's page: not the API
-                raw = await response.read()
-                raise TransportError(f"HTTP {response.status} answer is {describe_body(raw)}")
-            if "event-stream" in content_type or (stream and "json" not in content_type):
-                completion = await read_stream(response, self._stall_watch)
-            else:
-                completion = await self._read_json(response)
-            completion.rate_limit = rate_limit_of(response.headers)
-            return completion
-        except WIRE_FAILURES as exc:
-            raise self._wire_error(exc, "reading the answer failed") from None
-        except BatchrunError as exc:
-            raise self._scrubbed(exc) from None
+            try:
+                # Redirects are not followed: a POST bounced elsewhere means a wrong endpoint.
+                response = await session.post(
+                    self._chat_url, data=body, allow_redirects=False, headers=headers,
+                )
+            except WIRE_FAILURES as exc:
+                raise self._wire_error(exc, what) from None
+            what = "reading the answer failed"
+            try:
+                if not 200 <= response.status < 300:
+                    raise await self._api_error(response)
+                content_type = response.headers.get("Content-Type", "")
+                if "html" in content_type:  # a captive portal, a proxy's page: not the API
+                    raw = await response.read()
+                    raise TransportError(
+                        f"HTTP {response.status} answer is {describe_body(raw)}")
+                if "event-stream" in content_type or (stream and "json" not in content_type):
+                    completion = await read_stream(response, watch)
+                else:
+                    completion = await self._read_json(response)
+                completion.rate_limit = rate_limit_of(response.headers)
+                return completion
+            except WIRE_FAILURES as exc:
+                raise self._wire_error(exc, what) from None
+            except BatchrunError as exc:
+                raise self._scrubbed(exc) from None
+            finally:
+                # Back to the pool when the body was read to its end; closed otherwise.
+                response.release()
+        except asyncio.CancelledError:
+            # Cancelled at the deadline (and by nobody else): the overall limit, as aiohttp's
+            # total timer has it.
+            if task is not None and task in watch.fired:
+                watch.fired.discard(task)
+                if task.uncancel() <= cancelling:
+                    raise self._wire_error(TimeoutError(), what) from None
+            raise
         finally:
-            # Back to the pool when the body was read to its end; closed otherwise.
-            response.release()
+            if task is not None:
+                watch.deadlines.pop(task, None)
+                if task in watch.fired:  # cancelled at the deadline, but the answer was in
+                    watch.fired.discard(task)
+                    task.uncancel()
 
     async def get_credits(self) -> float | None:
         """The balance from ``GET {endpoint}/credits``; None when unknown or unlimited.
@@ -211,7 +243,8 @@ class ApiClient:
         """
         session = self._session or self._open()
         try:
-            async with session.get(self._credits_url, allow_redirects=False) as response:
+            async with session.get(self._credits_url, allow_redirects=False,
+                                   timeout=self._timeout_total) as response:
                 if response.status in (401, 402, 403):
                     raise await self._api_error(response)
                 if response.status != 200:

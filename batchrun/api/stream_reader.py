@@ -7,6 +7,7 @@ aiohttp's own errors (``WIRE_FAILURES``), which the client maps.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import anyio
@@ -31,21 +32,32 @@ WIRE_FAILURES: tuple[type[BaseException], ...] = (
 
 
 class StallWatch:
-    """The read timeout of every stream of a client, once its headers are in: a stream that
-    has read nothing for ``timeout`` seconds is failed as aiohttp's own read timer fails it
-    (``SocketTimeoutError``, so the same error and message), at most ``tick`` late.
+    """The read timeout of every stream of a client, once its headers are in, and the
+    whole-request limit of every request: a stream that has read nothing for ``timeout``
+    seconds is failed as aiohttp's own read timer fails it (``SocketTimeoutError``, so the
+    same error and message); a request still unanswered ``request_timeout`` seconds after it
+    began has its task cancelled (``fired``), as aiohttp's total timer cancels it, for the
+    client to raise a ``TimeoutError``. Either at most ``tick`` late.
 
-    aiohttp re-arms its timer on every read from the socket, and on uvloop a re-arm (cancel
-    plus a new timer) costs ~4 us: a stream in N parts paid it N + 1 times. Here a read costs
-    a clock read and a dict store, and one timer serves all streams, only while any is read.
+    aiohttp re-arms its read timer on every read from the socket, and on uvloop a re-arm
+    (cancel plus a new timer) costs ~4 us: a stream in N parts paid it N + 1 times; its total
+    timer cost a timer and a timer context (entered at every wait for the body) per request.
+    Here a read costs a clock read and a dict store, a request two dict operations, and one
+    timer serves all, only while any stream is read or any request is out.
     """
 
-    __slots__ = ("timeout", "tick", "last_read", "_loop", "_handle")
+    __slots__ = ("timeout", "request_timeout", "tick", "last_read", "deadlines", "fired",
+                 "_loop", "_handle")
 
-    def __init__(self, timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, timeout: float, loop: asyncio.AbstractEventLoop,
+                 request_timeout: float | None = None) -> None:
         self.timeout = timeout
-        self.tick = min(1.0, timeout / 8)  # 1 s late at most at the 300-s default
+        self.request_timeout = request_timeout
+        # 1 s late at most at the defaults (300-s reads, 900-s requests)
+        self.tick = min(1.0, timeout / 8, (request_timeout or 8.0) / 8)
         self.last_read: dict[aiohttp.StreamReader, float] = {}  # stream -> loop time
+        self.deadlines: dict[asyncio.Task[Any], float] = {}  # request's task -> loop time
+        self.fired: set[asyncio.Task[Any]] = set()  # tasks cancelled at their deadline
         self._loop = loop
         self._handle: asyncio.TimerHandle | None = None
 
@@ -57,21 +69,36 @@ class StallWatch:
         if self._handle is None:
             self._handle = self._loop.call_later(self.tick, self._check)
 
+    def begin(self, task: asyncio.Task[Any]) -> None:
+        """A request of ``task`` begins: it is cancelled if not over in ``request_timeout``."""
+        assert self.request_timeout is not None
+        self.deadlines[task] = self._loop.time() + self.request_timeout
+        if self._handle is None:
+            self._handle = self._loop.call_later(self.tick, self._check)
+
     def close(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
         self.last_read.clear()
+        self.deadlines.clear()
 
     def _check(self) -> None:
-        stalled_since = self._loop.time() - self.timeout
+        now = self._loop.time()
+        stalled_since = now - self.timeout
         for stream, last in list(self.last_read.items()):
             if last <= stalled_since:
                 del self.last_read[stream]
                 stream.set_exception(
                     aiohttp.SocketTimeoutError("Timeout on reading data from socket"))
-        self._handle = (self._loop.call_later(self.tick, self._check) if self.last_read
-                        else None)
+        if self.deadlines:
+            for task, deadline in list(self.deadlines.items()):
+                if deadline <= now:
+                    del self.deadlines[task]
+                    self.fired.add(task)
+                    task.cancel()
+        self._handle = (self._loop.call_later(self.tick, self._check)
+                        if self.last_read or self.deadlines else None)
 
 
 async def read_stream(response: aiohttp.ClientResponse, watch: StallWatch | None) -> Completion:
