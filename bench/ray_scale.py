@@ -82,6 +82,7 @@ from harness import (
     ROOT,
     Emulator,
     emulator,
+    journal_times,
     machine_note,
     pinned,
     table,
@@ -299,7 +300,7 @@ def run_cli(label: str, manifest: Path, out: Path, emu: Emulator, work: Path, *e
     except ValueError:
         tail = stderr_path.read_text(errors="replace")[-1500:]
         raise RuntimeError(f"{label}: no --json status (exit {exit_code}): {tail}") from None
-    sent, done = _journal(out)
+    sent, done = journal_times(out)
     first_send = (sent[0] - started) if sent else None
     elapsed = (done[-1] - sent[0]) if sent and done else 0.0
     dispatch_cpu = 0.0
@@ -313,22 +314,6 @@ def run_cli(label: str, manifest: Path, out: Path, emu: Emulator, work: Path, *e
         dispatch_cpu_s=dispatch_cpu, engine=report.get("engine"), status=report,
         by_second={int(k): v for k, v in stats.get("requests_by_second", {}).items()},
         leftovers=sampler.alive_after)
-
-
-def _journal(out: Path) -> tuple[list[float], list[float]]:
-    """First sends of every row, finishes of the ok ones (epoch s), sorted."""
-    sent: list[float] = []
-    done: list[float] = []
-    path = out / "journal.jsonl"
-    if not path.exists():
-        return sent, done
-    with open(path, "rb") as journal:
-        for line in journal:
-            record = orjson.loads(line)
-            sent.append(record["started_at"])
-            if record["status"] == "ok":
-                done.append(record["finished_at"])
-    return sorted(sent), sorted(done)
 
 
 def _print_run(run: RunFigures) -> None:
@@ -591,7 +576,7 @@ def cell_rpm(window_s: float, emu: Emulator, work: Path, cores: str,
     window = [run.by_second.get(s, 0) for s in range(start, start + whole)]
     per_min = sum(window) * 60.0 / whole
     tens = [sum(window[i:i + 10]) * 6.0 for i in range(0, whole - 9, 10)]
-    sent, _ = _journal(work / "out-rpm")
+    sent, _ = journal_times(work / "out-rpm")
     journal_rate = (len(sent) - 1) / (sent[-1] - sent[0]) * 60.0 if len(sent) > 1 else 0.0
     engine = run.engine or {}
     lines = [["rpm 1200, 2 workers", "rows", "window", "requests/min (emulator)", "vs 1200",

@@ -92,33 +92,39 @@ def test_a_lost_workers_allowance_counts_as_spent() -> None:
 
 
 # --- a worker's side, over real async calls into the governor's service ----------------
+async def send_for(limiter: LeasedLimiter, seconds: float, senders: int) -> int:
+    """Requests ``senders`` tasks got through ``limiter`` in ``seconds`` (each one answered)."""
+    sent = 0
+
+    async def one() -> None:
+        nonlocal sent
+        while True:
+            if not limiter.acquire_now():
+                await limiter.acquire()
+            sent += 1
+            limiter.answered(None)
+
+    async with anyio.create_task_group() as group:
+        for _ in range(senders):
+            group.start_soon(one)
+        await anyio.sleep(seconds)
+        group.cancel_scope.cancel()
+    return sent
+
+
 def test_two_linked_limiters_share_one_rate() -> None:
     async def main() -> int:
         service = GovernorService(rpm=600, tpm=None, cap=None, spent=0.0)
-        sent = 0
+        counts: list[int] = []
 
         async def worker(name: str) -> None:
-            nonlocal sent
             limiter = LeasedLimiter(GovernorLink(name, service.lease))
-
-            async def one() -> None:
-                nonlocal sent
-                while True:
-                    if not limiter.acquire_now():
-                        await limiter.acquire()
-                    sent += 1
-                    limiter.answered(None)
-
-            async with anyio.create_task_group() as group:
-                for _ in range(8):
-                    group.start_soon(one)
-                await anyio.sleep(3.0)
-                group.cancel_scope.cancel()
+            counts.append(await send_for(limiter, 3.0, senders=8))
 
         async with anyio.create_task_group() as group:
             group.start_soon(worker, "a")
             group.start_soon(worker, "b")
-        return sent
+        return sum(counts)
 
     sent = anyio.run(main)
     # 600/min for 3 s is 30, plus the one-second burst of 10 (and a lapsed permit or two).
@@ -246,29 +252,14 @@ def test_a_worker_reads_its_shards_forward_and_parquet_from_the_right_row_group(
 
 
 def test_under_a_rate_one_call_brings_a_leases_worth_of_permits_paced() -> None:
-    async def main() -> tuple[int, int, float]:
+    async def main() -> tuple[int, int]:
         service = GovernorService(rpm=2400, tpm=None, cap=None, spent=0.0)
         link = GovernorLink("a", service.lease)
-        limiter = LeasedLimiter(link)
-        sent = 0
+        sent = await send_for(LeasedLimiter(link), 2.0, senders=32)
+        return sent, link.calls
 
-        async def one() -> None:
-            nonlocal sent
-            while True:
-                if not limiter.acquire_now():
-                    await limiter.acquire()
-                sent += 1
-
-        started = anyio.current_time()
-        async with anyio.create_task_group() as group:
-            for _ in range(32):
-                group.start_soon(one)
-            await anyio.sleep(2.0)
-            group.cancel_scope.cancel()
-        return sent, link.calls, anyio.current_time() - started
-
-    sent, calls, seconds = anyio.run(main)
+    sent, calls = anyio.run(main)
     # 2,400/min = 40/s: 80 in 2 s plus the bucket's burst of 40, never more.
     assert 80 <= sent <= 125
     # A lease is a quarter second of the rate (10 permits): about 4 calls a second, not 40.
-    assert calls <= 6 * seconds + 2, (calls, sent)
+    assert calls <= 14, (calls, sent)

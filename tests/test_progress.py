@@ -31,6 +31,23 @@ def _command(manifest: Path, out: Path, server: EmulatorServer, *extra: str) -> 
             "--endpoint", server.base_url, "--concurrency", "4", *extra]
 
 
+def read_terminal(leader: int, process: subprocess.Popen[bytes]) -> str:
+    """Everything the process wrote to its pseudo-terminal until it closed it, escape codes
+    removed; the process has exited when this returns."""
+    chunks: list[bytes] = []
+    while select.select([leader], [], [], 60)[0]:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    process.wait(timeout=60)
+    os.close(leader)
+    return ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
+
+
 def test_progress_table_lists_every_figure() -> None:
     counters = RunCounters(rows_total=10, rows_ok=3, rows_failed=1, in_flight=2,
                            requests_sent=5, credits=0.5, estimate_credits=2.0, started_at=0.0)
@@ -56,21 +73,7 @@ def test_live_display_under_a_pseudo_terminal_ends_with_the_summary(
     process = subprocess.Popen(_command(manifest, tmp_path / "run", server), env=env,
                                stdin=follower, stdout=follower, stderr=follower)
     os.close(follower)
-    chunks: list[bytes] = []
-    while True:
-        ready, _, _ = select.select([leader], [], [], 60)
-        if not ready:
-            break
-        try:
-            data = os.read(leader, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    process.wait(timeout=60)
-    os.close(leader)
-    screen = ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
+    screen = read_terminal(leader, process)
     assert process.returncode == 0, screen
     assert "in flight" in screen and "ETA" in screen and "tokens/s" in screen
     assert screen.count("in flight") >= 2  # refreshed while running, not drawn once
@@ -161,18 +164,7 @@ def test_the_live_panel_of_a_real_run_counts_cut_answers(
     process = subprocess.Popen(_command(path, tmp_path / "run", server), env=env,
                                stdin=follower, stdout=follower, stderr=follower)
     os.close(follower)
-    chunks: list[bytes] = []
-    while select.select([leader], [], [], 60)[0]:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    process.wait(timeout=60)
-    os.close(leader)
-    screen = ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
+    screen = read_terminal(leader, process)
     assert process.returncode == 0, screen
     last_frame = screen[screen.rindex("in flight"):]
     assert "incomplete" in last_frame and "length 4 (ok, not ended by stop)" in last_frame
