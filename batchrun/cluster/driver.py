@@ -20,7 +20,7 @@ from batchrun.api.client import ApiClient, ClientSettings
 from batchrun.cluster.messages import KIND_ROW, WorkerReport, WorkerSpec
 from batchrun.cluster.ray_runtime import RayRuntime, run_key
 from batchrun.cluster.shards import ShardBook
-from batchrun.core.errors import BatchrunError, FatalError
+from batchrun.core.errors import BatchrunError, FatalError, InputError
 from batchrun.cost.catalog import price_for
 from batchrun.dispatch.background import sync_journal, watch_interrupts
 from batchrun.dispatch.breaker import CircuitBreaker
@@ -47,6 +47,8 @@ class ClusterOptions:
     workers: int = 2
     worker_cpus: float = 1.0
     shard_rows: int | None = None  # None: four times the concurrency
+    # A worker not started by then (the cluster has no free CPU for it) is left out.
+    start_timeout_s: float = 60.0
 
     def shard_size(self, concurrency: int) -> int:
         return self.shard_rows or max(64, 4 * concurrency)
@@ -80,6 +82,7 @@ class ClusterRun:
         self.governor: Any = None
         self.lost = 0
         self.engine: dict[str, Any] | None = None
+        self.workers_started = 0
         self.started_at = time.monotonic()
 
     def stop(self, reason: str, error: BatchrunError | None = None) -> None:
@@ -104,9 +107,8 @@ class ClusterRun:
                             plan.reuse.run_path.resolve() if plan.reuse else None)
                  for n in range(self.options.workers)]
         handles = self.runtime.workers(specs, self.governor, cpus=self.options.worker_cpus)
-        for spec, handle in zip(specs, handles, strict=True):
-            await handle.start.remote(plan.api_key)
-            self.live[spec.name] = handle
+        await self._start([spec.name for spec in specs], handles)
+        self.workers_started = len(self.live)
         plan.run_dir.open_journal()
         self.started_at = time.monotonic()  # lease calls per second: of dispatch, not start-up
         try:
@@ -127,6 +129,37 @@ class ClusterRun:
         return RunOutcome(counters=self.counters, stop_reason=self.stop_reason,
                           stop_error=self.stop_error, rows_pending=self._pending(),
                           engine=self.engine)
+
+    async def _start(self, names: list[str], handles: list[Any]) -> None:
+        """Start the workers together; one the cluster cannot place (no free CPU) or that dies
+        starting is left out, with a word; none at all is an error."""
+        async def start(name: str, handle: Any) -> None:
+            with anyio.move_on_after(self.options.start_timeout_s):
+                try:
+                    await handle.start.remote(self.plan.api_key)
+                except Exception as error:
+                    if not self.runtime.is_lost(error):
+                        raise
+                    return
+                self.live[name] = handle
+
+        async with anyio.create_task_group() as group:
+            for name, handle in zip(names, handles, strict=True):
+                group.start_soon(start, name, handle)
+        left_out = [name for name in names if name not in self.live]
+        for name, handle in zip(names, handles, strict=True):
+            if name in left_out:
+                self.runtime.kill(handle)
+        if not self.live:
+            raise InputError(
+                f"none of the {len(names)} dispatch workers started within "
+                f"{self.options.start_timeout_s:g} s: each takes {self.options.worker_cpus:g} "
+                "CPU of the Ray cluster (`ray status` shows what is free)")
+        if left_out and self.plan.notice is not None:
+            self.plan.notice(
+                f"{len(left_out)} of {len(names)} dispatch workers did not start within "
+                f"{self.options.start_timeout_s:g} s (no free CPU on the cluster?): going on "
+                f"with {len(self.live)}")
 
     async def _drive(self, name: str, handle: Any) -> None:
         """Keep one worker fed with shards and journal what it finishes, until it ends."""
@@ -209,7 +242,8 @@ class ClusterRun:
     async def _engine_stats(self) -> dict[str, Any]:
         summary = await self.governor.summary.remote()
         seconds = time.monotonic() - self.started_at
-        return {"name": "ray", "workers": self.options.workers, "workers_lost": self.lost,
+        return {"name": "ray", "workers": self.options.workers,
+                "workers_started": self.workers_started, "workers_lost": self.lost,
                 "shard_rows": self.book.size, "seconds": round(seconds, 3),
                 "lease_calls": summary["asks"],
                 "lease_calls_per_s": round(summary["asks"] / seconds, 2) if seconds else 0.0,

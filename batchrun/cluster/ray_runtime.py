@@ -89,11 +89,14 @@ class RayRuntime:
         exceptions = self.ray.exceptions
         return isinstance(error, exceptions.RayActorError | exceptions.ActorUnavailableError)
 
+    def kill(self, handle: Any) -> None:
+        with contextlib.suppress(Exception):  # gone already is fine
+            self.ray.kill(handle)
+
     def close(self) -> None:
         """Remove the run's actors (the governor first of all); stop a Ray started here."""
         for handle in self.actors:
-            with contextlib.suppress(Exception):  # gone already is fine
-                self.ray.kill(handle)
+            self.kill(handle)
         self.actors.clear()
         if self.started_here:
             self.ray.shutdown()
