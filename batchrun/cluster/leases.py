@@ -93,8 +93,8 @@ class GovernorLink:
         return grant
 
     async def report_loop(self) -> None:
-        """Send the news at least every ``LEASE_S`` while there is some (a worker sending
-        without a limit, or done sending, still owes its answers and spending)."""
+        """Send the news when it waited a whole ``LEASE_S`` without a call for permits (a
+        worker done sending, or between windows, still owes its answers and spending)."""
         while True:
             await anyio.sleep(LEASE_S)
             # News goes with the calls for permits; this call only when none went for a lease.
