@@ -9,7 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support.kit import fast_job, journal, run_cli, write_job, write_manifest
+from support.kit import (
+    INVOICE_SCHEMA,
+    fast_job,
+    journal,
+    run_cli,
+    write_invoices,
+    write_job,
+    write_manifest,
+)
 
 from batchrun.core.result import record_credits
 from batchrun.cost.catalog import price_for
@@ -19,22 +27,15 @@ from batchrun.emulator.server import EmulatorServer
 from batchrun.plan.calibration import Calibration
 from batchrun.store.index import JournalIndex
 
-ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_FILE = ROOT / "jobs/schemas/invoice.schema.json"
+SCHEMA_FILE = INVOICE_SCHEMA
 
-
-def _invoices(path: Path, rows: int) -> Path:
-    path.write_text("".join(
-        json.dumps({"id": f"inv-{n}", "text": f"Invoice {n} from vendor {n % 7}, "
-                    f"total {n * 3.5:.2f} EUR"}) + "\n" for n in range(rows)))
-    return path
 
 
 def test_the_calibrated_estimate_carries_the_sample_retry_cost(
     tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
 ) -> None:
     server = make_emulator(bad_json_rate=0.5)
-    manifest = _invoices(tmp_path / "invoices.jsonl", 120)
+    manifest = write_invoices(tmp_path / "invoices.jsonl", 120)
     job = write_job(tmp_path / "job.toml", output_schema=str(SCHEMA_FILE), schema_retries=2,
                     prompt_template="Extract the fields of this invoice:\n\n{text}",
                     include_thoughts=False)

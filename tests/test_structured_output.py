@@ -13,7 +13,7 @@ import jsonschema
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from support.kit import by_id, journal, run_cli, write_job
+from support.kit import INVOICE_SCHEMA, by_id, journal, run_cli, write_invoices, write_job
 
 from batchrun.api.structured import check_answer
 from batchrun.emulator.server import EmulatorServer
@@ -21,25 +21,19 @@ from batchrun.emulator.structured import SCHEMA_HEADING as EMULATOR_HEADING
 from batchrun.request.structured import SCHEMA_HEADING
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_FILE = ROOT / "jobs/schemas/invoice.schema.json"
+SCHEMA_FILE = INVOICE_SCHEMA
 SCHEMA: dict[str, Any] = json.loads(SCHEMA_FILE.read_text())
 EXPECTED_TYPES = {"vendor": pa.string(), "invoice_number": pa.string(), "date": pa.date32(),
                   "currency": pa.string(), "total": pa.float64(), "line_count": pa.int64(),
                   "paid": pa.bool_()}
 
 
-def _invoices(path: Path, rows: int) -> Path:
-    path.write_text("".join(
-        json.dumps({"id": f"inv-{n}", "text": f"Invoice {n} from vendor {n % 7}, "
-                    f"total {n * 3.5:.2f} EUR"}) + "\n" for n in range(rows)))
-    return path
-
 
 def test_a_500_row_extraction_validates_or_says_why_and_counts_every_try(
     tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
 ) -> None:
     server = make_emulator(bad_json_rate=0.6)
-    manifest = _invoices(tmp_path / "invoices.jsonl", 500)
+    manifest = write_invoices(tmp_path / "invoices.jsonl", 500)
     job = write_job(tmp_path / "job.toml", output_schema=str(SCHEMA_FILE), schema_retries=2,
                     prompt_template="Extract the fields of this invoice:\n\n{text}",
                     concurrency=32, include_thoughts=False)
@@ -97,7 +91,7 @@ def test_the_schema_is_in_the_prompt_and_response_format_only_where_known(
     tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
 ) -> None:
     server = make_emulator(record_requests=True)
-    manifest = _invoices(tmp_path / "invoices.jsonl", 2)
+    manifest = write_invoices(tmp_path / "invoices.jsonl", 2)
     common = dict(output_schema=str(SCHEMA_FILE), prompt_template="Invoice: {text}",
                   system="Be exact.")
     for mode, expect_format in (("auto", False), ("always", True)):
@@ -138,7 +132,7 @@ def test_a_rows_own_schema_overrides_the_jobs(
 
 
 def test_a_missing_schema_file_stops_before_anything_is_sent(tmp_path: Path) -> None:
-    manifest = _invoices(tmp_path / "invoices.jsonl", 2)
+    manifest = write_invoices(tmp_path / "invoices.jsonl", 2)
     job = write_job(tmp_path / "job.toml", output_schema="nowhere.json",
                     prompt_template="{text}")
     result = run_cli(["estimate", str(manifest), "--job", str(job)])
@@ -183,7 +177,7 @@ def test_a_reused_answer_keeps_its_parsed_json(
     tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
 ) -> None:
     server = make_emulator()
-    manifest = _invoices(tmp_path / "invoices.jsonl", 5)
+    manifest = write_invoices(tmp_path / "invoices.jsonl", 5)
     job = write_job(tmp_path / "job.toml", output_schema=str(SCHEMA_FILE),
                     prompt_template="{text}")
     first, second = tmp_path / "first", tmp_path / "second"

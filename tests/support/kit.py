@@ -21,6 +21,8 @@ KEY = "sk-faultkit-7f3a9c1e5b2d4f60a8e1"
 
 
 QUESTION = "Question {number}: why is the sky blue?"
+# The example extraction job's JSON Schema (jobs/extract_invoice_fields.toml uses it).
+INVOICE_SCHEMA = ROOT / "jobs" / "schemas" / "invoice.schema.json"
 
 
 def write_manifest(path: Path, rows: int, *, prefix: str = "row", prompt: str = QUESTION) -> Path:
@@ -30,6 +32,14 @@ def write_manifest(path: Path, rows: int, *, prefix: str = "row", prompt: str = 
         for number in range(rows):
             handle.write(json.dumps({"id": f"{prefix}-{number}",
                                      "prompt": prompt.format(number=number)}) + "\n")
+    return path
+
+
+def write_invoices(path: Path, rows: int) -> Path:
+    """``rows`` invoice texts to extract fields from, ids ``inv-0`` …"""
+    path.write_text("".join(
+        json.dumps({"id": f"inv-{n}", "text": f"Invoice {n} from vendor {n % 7}, "
+                    f"total {n * 3.5:.2f} EUR"}) + "\n" for n in range(rows)))
     return path
 
 
