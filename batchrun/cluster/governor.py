@@ -30,7 +30,6 @@ class Governor:
     def __init__(self, rpm: float | None, tpm: float | None, *, cap: float | None = None,
                  spent: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.limiter = Limiter(rpm=rpm, tpm=tpm, clock=clock)
-        self._clock = clock
         self.cap = cap
         self.spent = spent  # credits paid, run directory's earlier sessions included
         self.held: dict[str, float] = {}  # allowance out with each worker
@@ -44,9 +43,7 @@ class Governor:
         self.asks += 1
         limiter = self.limiter
         if ask.sent_freely:
-            now = self._clock()
-            for _ in range(ask.sent_freely):
-                limiter.control.sent(now)  # sent in a window without limit: count them
+            limiter.sent_elsewhere(ask.sent_freely)
         for _ in range(ask.answered - 1):
             limiter.answered(None)
         if ask.answered:
@@ -80,39 +77,16 @@ class Governor:
         delay = limiter.take_or_wait(ask.tokens_each, now)
         if delay > 0:
             return LeaseGrant(wait_s=delay, rate_text=text)
-        per_s = self._requests_per_s(ask.tokens_each)
+        per_s = limiter.requests_per_s(ask.tokens_each)
         chunk = max(1, min(ask.requests, int(per_s * LEASE_S)))
         granted = 1
-        # The rest of the chunk falls due over the next lease: taken from the buckets now
-        # (below zero, so the next grant waits for them) and sent by the worker one every
-        # 1/rate — one call for a lease's worth, the global rate kept as one bucket keeps it.
-        while granted < chunk and self._may_borrow(ask.tokens_each, now):
-            if limiter.requests is not None:
-                limiter.requests.take(1, now)
-            if limiter.tokens is not None:
-                limiter.tokens.take(ask.tokens_each, now)
-            limiter.control.sent(now)
+        # The rest of the chunk falls due over the next lease: taken from the buckets now and
+        # sent by the worker one every 1/rate — one call for a lease's worth, the global rate
+        # kept as one bucket keeps it.
+        while granted < chunk and limiter.take_ahead(ask.tokens_each, now, LEASE_S):
             granted += 1
         return LeaseGrant(requests=granted, pace_s=1.0 / per_s if per_s else 0.0,
                           rate_text=text)
-
-    def _requests_per_s(self, tokens_each: int) -> float:
-        """The request rate the buckets allow: requests/min, or tokens/min over the request's
-        tokens, whichever is less."""
-        limiter = self.limiter
-        rates = []
-        if limiter.requests is not None:
-            rates.append(limiter.requests.rate_per_s)
-        if limiter.tokens is not None:
-            rates.append(limiter.tokens.rate_per_s / max(1, tokens_each))
-        return min(rates) if rates else 0.0
-
-    def _may_borrow(self, tokens_each: int, now: float) -> bool:
-        """One more permit fits in what the buckets refill within a lease."""
-        requests, tokens = self.limiter.requests, self.limiter.tokens
-        if requests is not None and requests.level - 1 < -requests.rate_per_s * LEASE_S:
-            return False
-        return tokens is None or tokens.level - tokens_each >= -tokens.rate_per_s * LEASE_S
 
     def allowance(self, ask: LeaseAsk) -> tuple[float, bool]:
         """(credits granted, cap reached): up to ``ask.credits`` of the room left, nothing when

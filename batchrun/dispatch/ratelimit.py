@@ -159,6 +159,43 @@ class Limiter:
         self._sent(now)
         return 0.0
 
+    def take_ahead(self, tokens: int, now: float, within_s: float) -> bool:
+        """Count one more request as sent now if the buckets refill its share within
+        ``within_s`` (they go below zero, so later requests wait for it): permits handed out
+        ahead, to be sent over the next ``within_s`` (a cluster's leases)."""
+        requests, token_bucket = self.requests, self.tokens
+        if requests is not None:
+            requests.refill(now)
+            if requests.level - 1 < -requests.rate_per_s * within_s:
+                return False
+        if token_bucket is not None:
+            token_bucket.refill(now)
+            if token_bucket.level - tokens < -token_bucket.rate_per_s * within_s:
+                return False
+        if requests is not None:
+            requests.take(1, now)
+        if token_bucket is not None:
+            token_bucket.take(tokens, now)
+        self._sent(now)
+        return True
+
+    def requests_per_s(self, tokens: int) -> float:
+        """The request rate the buckets allow for requests of ``tokens``: requests/min, or
+        tokens/min over ``tokens``, whichever is less (0.0: no bucket)."""
+        rates = []
+        if self.requests is not None:
+            rates.append(self.requests.rate_per_s)
+        if self.tokens is not None:
+            rates.append(self.tokens.rate_per_s / max(1, tokens))
+        return min(rates) if rates else 0.0
+
+    def sent_elsewhere(self, count: int) -> None:
+        """``count`` requests went out without asking (a cluster worker's window without
+        limit): the rate controller counts them as sent now."""
+        now = self._clock()
+        for _ in range(count):
+            self._sent(now)
+
     def _sent(self, now: float) -> None:
         self.control.sent(now)
         self._last_sent_at = now
