@@ -12,7 +12,7 @@ import pytest
 from batchrun.cluster.governor import Governor, GovernorService
 from batchrun.cluster.leases import GovernorLink, LeasedBudget, LeasedLimiter
 from batchrun.cluster.messages import LEASE_S, LeaseAsk, Shard
-from batchrun.cluster.shards import ShardBook, read_shard
+from batchrun.cluster.shards import ShardBook, ShardReader
 from batchrun.core.result import Completion
 from batchrun.cost.budget import BudgetExhausted, CreditLedger
 from batchrun.cost.catalog import price_for
@@ -169,11 +169,11 @@ def test_a_shard_reads_only_its_lines_and_says_when_the_file_ends(tmp_path: Path
     rows = [json.dumps({"id": f"r{n}", "prompt": f"p{n}"}) for n in range(1, 11)]
     manifest = _manifest(tmp_path / "m.jsonl", rows[:5] + [""] + rows[5:])  # a blank line 6
     job = JobSpec()
-    middle, end = read_shard(manifest, job, Shard(1, 3, 7, frozenset({4})))
+    middle, end = ShardReader(manifest, job).read(Shard(1, 3, 7, frozenset({4})))
     assert [row.line for row in middle] == [3, 5, 7] and not end
-    last, end = read_shard(manifest, job, Shard(2, 8, 20))
+    last, end = ShardReader(manifest, job).read(Shard(2, 8, 20))
     assert [row.id for row in last] == ["r7", "r8", "r9", "r10"] and end
-    beyond, end = read_shard(manifest, job, Shard(3, 21, 30))
+    beyond, end = ShardReader(manifest, job).read(Shard(3, 21, 30))
     assert beyond == [] and end
 
 
@@ -225,8 +225,6 @@ def test_a_worker_reads_its_shards_forward_and_parquet_from_the_right_row_group(
         tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from batchrun.cluster.shards import ShardReader
 
     rows = [{"id": f"r{n}", "prompt": f"p{n}"} for n in range(1, 1001)]
     manifest = _manifest(tmp_path / "m.jsonl", [json.dumps(row) for row in rows])

@@ -121,13 +121,14 @@ class ClusterRun:
                     for name, handle in list(self.live.items()):
                         drivers.start_soon(self._drive, name, handle)
                 outer.cancel_scope.cancel()
-            await self._settle_budget()
-            self.engine = await self._engine_stats()
+            governed = await self.governor.summary.remote()
+            self._settle_budget(governed)
+            self.engine = self._engine_stats(governed)
         finally:
             self.recorder.flush()
             plan.run_dir.close_journal()
         return RunOutcome(counters=self.counters, stop_reason=self.stop_reason,
-                          stop_error=self.stop_error, rows_pending=self._pending(),
+                          stop_error=self.stop_error, rows_pending=self.counters.rows_pending,
                           engine=self.engine)
 
     async def _start(self, names: list[str], handles: list[Any]) -> None:
@@ -225,13 +226,12 @@ class ClusterRun:
         counters.waiting = sum(r.waiting for r in reports)
         counters.requests_sent = sum(r.requests_sent for r in reports)
 
-    async def _settle_budget(self) -> None:
+    def _settle_budget(self, summary: dict[str, Any]) -> None:
         """The cap's ledger on the driver learns what the cluster spent (for the summary
         and the resume advice)."""
         ledger = self.plan.budget
-        if ledger is None or self.governor is None:
+        if ledger is None:
             return
-        summary = await self.governor.summary.remote()
         ledger.spent = float(summary["spent"])
         ledger.reserved, ledger.in_flight = 0.0, 0
         if summary["refused"] is not None and ledger.refused is None:
@@ -239,8 +239,7 @@ class ClusterRun:
         if self.stop_reason == STOP_BUDGET and ledger.refused is None:
             ledger.refused = 0.0
 
-    async def _engine_stats(self) -> dict[str, Any]:
-        summary = await self.governor.summary.remote()
+    def _engine_stats(self, summary: dict[str, Any]) -> dict[str, Any]:
         seconds = time.monotonic() - self.started_at
         return {"name": "ray", "workers": self.options.workers,
                 "workers_started": self.workers_started, "workers_lost": self.lost,
@@ -248,10 +247,6 @@ class ClusterRun:
                 "lease_calls": summary["asks"],
                 "lease_calls_per_s": round(summary["asks"] / seconds, 2) if seconds else 0.0,
                 "rate_limited": summary["refusals"]}
-
-    def _pending(self) -> int:
-        counters = self.counters
-        return max(0, counters.rows_total - counters.rows_skipped - counters.rows_done_now)
 
 
 def connect(options: ClusterOptions) -> RayRuntime:

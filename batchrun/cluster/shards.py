@@ -54,11 +54,6 @@ class ShardReader:
         return self.cursor
 
 
-def read_shard(manifest: Path, job: JobSpec, shard: Shard) -> tuple[list[Row], bool]:
-    """One shard's rows, read on their own (``ShardReader.read``)."""
-    return ShardReader(manifest, job).read(shard)
-
-
 class ShardBook:
     """Which lines go to which worker, on the driver."""
 

@@ -58,6 +58,11 @@ class RunCounters:
     def rows_done_now(self) -> int:
         return self.rows_ok + self.rows_failed
 
+    @property
+    def rows_pending(self) -> int:
+        """Rows neither done in an earlier session nor in this one."""
+        return max(0, self.rows_total - self.rows_skipped - self.rows_done_now)
+
     def pace(self, now: float | None = None) -> tuple[float, int, float, str]:
         """(seconds elapsed, rows done in all sessions, rows/s this session, ETA) at ``now``."""
         elapsed = max(1e-9, (now if now is not None else time.monotonic()) - self.started_at)

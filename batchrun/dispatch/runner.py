@@ -184,14 +184,11 @@ class Runner:
 
     def outcome(self) -> RunOutcome:
         """What the run did, once dispatch has ended."""
-        pending = max(
-            0, self.counters.rows_total - self.counters.rows_skipped - self.counters.rows_done_now
-        )
         return RunOutcome(
             counters=self.counters,
             stop_reason=self.stop_reason,
             stop_error=self.stop_error,
-            rows_pending=pending,
+            rows_pending=self.counters.rows_pending,
         )
 
     async def _dispatch(self) -> None:
