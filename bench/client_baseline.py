@@ -28,7 +28,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from steady import steady_rate  # noqa: E402  (bench/ is the script's own folder)
+from cpu_window import CpuSampler  # noqa: E402  (bench/ is the script's own folder)
+from steady import steady_rate  # noqa: E402
 
 from batchrun.dispatch.eventloop import lean_collector, loop_factory  # noqa: E402
 from batchrun.manifest.job import load_job  # noqa: E402
@@ -70,8 +71,9 @@ async def read_stream(response: aiohttp.ClientResponse) -> tuple[str, str, Any]:
     return "".join(content), "".join(reasoning), usage
 
 
-async def hammer(url: str, bodies: list[bytes], concurrency: int,
-                 stream: bool) -> tuple[int, int, float | None, int]:
+async def hammer(url: str, bodies: list[bytes], concurrency: int, stream: bool,
+                 window: list[float]) -> tuple[int, int, float | None, int]:
+    """Send every body; ``window`` gets the first send's and the last answer's wall times."""
     headers = {"Authorization": "Bearer sk-bench-key-0000", "Content-Type": "application/json",
                "Accept": "text/event-stream" if stream else "application/json"}
     queue = iter(bodies)
@@ -94,6 +96,7 @@ async def hammer(url: str, bodies: list[bytes], concurrency: int,
     async with aiohttp.ClientSession(connector=connector) as session:
         first_sent = time.time()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    window[:] = [first_sent, max(finished, default=first_sent)]
     return counts[0], counts[1], steady_rate(finished, first_sent), counts[2]
 
 
@@ -109,14 +112,16 @@ def main() -> None:
     with collector:
         cpu_before = _cpu()
         started = time.perf_counter()
-        with asyncio.Runner(loop_factory=factory) as runner:
+        window: list[float] = []
+        with CpuSampler() as sampler, asyncio.Runner(loop_factory=factory) as runner:
             requests, ok, steady, with_usage = runner.run(hammer(
                 endpoint.rstrip("/") + "/chat/completions", bodies, job.concurrency,
-                job.stream))
+                job.stream, window))
         elapsed = time.perf_counter() - started
         cpu_s = _cpu() - cpu_before
     sys.stdout.write(orjson.dumps({"requests": requests, "ok": ok, "elapsed_s": elapsed,
                                    "cpu_s": cpu_s, "wall_s": elapsed,
+                                   "dispatch_cpu_s": sampler.cpu_between(*window),
                                    "steady_rate": steady, "streams_with_usage": with_usage,
                                    "loop": "uvloop" if factory else "asyncio",
                                    "gc": "lean" if lean else "default"}).decode() + "\n")

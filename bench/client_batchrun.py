@@ -3,7 +3,9 @@
     python bench/client_batchrun.py MANIFEST JOB OUT ENDPOINT [extra run flags...]
 
 CPU is this process's user + system time from just before ``batchrun run`` starts (imports
-done) to its end: the estimate pass, the run, the journal and results.parquet all count.
+done) to its end: the estimate pass, the run, the journal and results.parquet all count;
+``dispatch_cpu_s`` is the part spent between the first send and the last answer
+(``cpu_window``), the window the rates are measured over.
 The last stdout line is a JSON object (requests, ok, elapsed_s, cpu_s, ...).
 """
 
@@ -20,7 +22,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from steady import steady_rate  # noqa: E402  (bench/ is the script's own folder)
+from cpu_window import CpuSampler  # noqa: E402  (bench/ is the script's own folder)
+from steady import steady_rate  # noqa: E402
 
 from batchrun.cli import cli  # noqa: E402
 from batchrun.dispatch import eventloop  # noqa: E402  (after the path fix, as a script)
@@ -48,11 +51,12 @@ def main() -> None:
             "--api-key", "sk-bench-key-0000", "--yes", "--quiet", *extra]
     cpu_before = _cpu()
     wall_before = time.perf_counter()
-    try:
-        cli.main(argv, prog_name="batchrun", standalone_mode=False)
-        exit_code = 0
-    except SystemExit as stop:
-        exit_code = int(stop.code or 0)
+    with CpuSampler() as sampler:
+        try:
+            cli.main(argv, prog_name="batchrun", standalone_mode=False)
+            exit_code = 0
+        except SystemExit as stop:
+            exit_code = int(stop.code or 0)
     wall_s = time.perf_counter() - wall_before
     cpu_s = _cpu() - cpu_before
     # Streamed, constant memory: the peak RSS is the run's, not this summary's.
@@ -71,6 +75,7 @@ def main() -> None:
     sys.stdout.write("\n" + orjson.dumps({
         "requests": requests, "ok": ok, "elapsed_s": last_done - first_sent,
         "cpu_s": cpu_s, "wall_s": wall_s, "exit_code": exit_code,
+        "dispatch_cpu_s": sampler.cpu_between(first_sent, last_done),
         "steady_rate": steady_rate(finished, first_sent),
     }).decode() + "\n")
 

@@ -172,6 +172,15 @@ class ClientFigures:
     def cpu_per_1000(self) -> float:
         return 1000.0 * self.cpu_s / self.requests if self.requests else float("nan")
 
+    @property
+    def dispatch_cpu_per_1000(self) -> float | None:
+        """CPU per 1,000 requests between the first send and the last answer, when the
+        client reports it (``cpu_window``)."""
+        value = self.extra.get("dispatch_cpu_s")
+        if value is None or not self.requests:
+            return None
+        return 1000.0 * float(value) / self.requests
+
 
 def run_client(argv: Sequence[str], *, timeout_s: float = 3600.0) -> ClientFigures:
     """Run a client script on core 1; it prints its figures as the last stdout line."""

@@ -14,7 +14,11 @@ request bytes, bodies built before its clock starts) and ``batchrun run`` (core 
 same manifest one after the other. Rates are answers per second from the first send to the
 last answer; "steady" rates leave out the first 2 s and the last 1 s (the pool filling up and
 draining, ``bench/steady.py``), as the ideal is a steady-state figure. CPU is the client
-process's own (start-up excluded) per 1,000 requests. At latency 0 there is no ideal but the
+process's own (start-up excluded) per 1,000 requests; "window" CPU is the part of it spent
+between the first send and the last answer (``bench/cpu_window.py``): batchrun's estimate pass
+before and results.parquet after are left out, as the rates leave them out. In a cell where
+the client's core is saturated, the rate ratio is about the inverse of the window CPU ratio.
+At latency 0 there is no ideal but the
 emulator's speed: the baseline is the yardstick there.
 
 ``--thoughts on`` asks for thoughts (the job's ``include_thoughts``; the emulator sends them as
@@ -144,7 +148,9 @@ def _print_run(attempt: int, latency_ms: float, concurrency: int, stream: bool, 
           + f", {ours.cpu_per_1000:.3f} CPU-s/1k; aiohttp {base.rate:,.0f} req/s"
           + (f" (steady {_of_ideal(base.steady_rate, ideal)})" if finite else "")
           + f", {base.cpu_per_1000:.3f} CPU-s/1k; ratios {ours.rate / base.rate:.3f} req/s, "
-          f"{ours.cpu_per_1000 / base.cpu_per_1000:.2f}x CPU", flush=True)
+          f"{ours.cpu_per_1000 / base.cpu_per_1000:.2f}x CPU, "
+          f"{_window_ratio(ours, base)}x CPU first send to last answer "
+          f"({_window_cpu(ours)} vs {_window_cpu(base)})", flush=True)
 
 
 def _median(runs: list[ClientFigures]) -> ClientFigures:
@@ -154,9 +160,22 @@ def _median(runs: list[ClientFigures]) -> ClientFigures:
     cpu = sorted(run.cpu_per_1000 for run in runs)[len(runs) // 2]
     steadies = sorted(run.steady_rate for run in runs if run.steady_rate is not None)
     steady = steadies[len(steadies) // 2] if steadies else None
+    windows = sorted(w for run in runs if (w := run.dispatch_cpu_per_1000) is not None)
+    window = windows[len(windows) // 2] * middle.requests / 1000.0 if windows else None
     return ClientFigures(requests=middle.requests, ok=middle.ok, elapsed_s=middle.elapsed_s,
                          cpu_s=cpu * middle.requests / 1000.0, max_rss_mb=middle.max_rss_mb,
-                         extra={**middle.extra, "steady_rate": steady})
+                         extra={**middle.extra, "steady_rate": steady,
+                                "dispatch_cpu_s": window})
+
+
+def _window_cpu(run: ClientFigures) -> str:
+    value = run.dispatch_cpu_per_1000
+    return f"{value:.3f}" if value is not None else "-"
+
+
+def _window_ratio(ours: ClientFigures, base: ClientFigures) -> str:
+    mine, theirs = ours.dispatch_cpu_per_1000, base.dispatch_cpu_per_1000
+    return f"{mine / theirs:.2f}" if mine is not None and theirs else "-"
 
 
 def _of_ideal(rate: float | None, ideal: float) -> str:
@@ -184,6 +203,9 @@ def _row(latency_ms: float, concurrency: int, stream: bool, rows: int, ideal: fl
         f"{base.cpu_per_1000:.3f}",
         f"{ours.cpu_per_1000:.3f}",
         f"{ours.cpu_per_1000 / base.cpu_per_1000:.2f}",
+        _window_cpu(base),
+        _window_cpu(ours),
+        _window_ratio(ours, base),
         f"{ours.max_rss_mb:.0f}",
         "ok" if ours.ok == rows else f"{ours.ok:,} ok",
     ]
@@ -244,6 +266,7 @@ def main() -> None:
               "batchrun req/s", "batchrun / ideal", "batchrun steady / ideal",
               "aiohttp steady / ideal", "batchrun / aiohttp",
               "aiohttp CPU-s/1k", "batchrun CPU-s/1k", "CPU batchrun / aiohttp",
+              "aiohttp window CPU-s/1k", "batchrun window CPU-s/1k", "window CPU ratio",
               "batchrun RSS MB", "rows ok"]
     rows = [header]
     with workdir() as work:
