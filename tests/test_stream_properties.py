@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batchrun.api.held_stream import HOLD_BYTES, HeldStream, end_of_stream
 from batchrun.api.response import parse_completion
 from batchrun.api.sse import SSEDecoder
 from batchrun.api.stream import StreamAccumulator
-from batchrun.core.errors import BatchrunError, TransportError
+from batchrun.api.stream_reader import _finish_stream
+from batchrun.core.errors import TransportError
 from batchrun.core.result import Completion
 
 # No "<": a tag-shaped prefix is the thought splitter's business (tested in test_response).
@@ -88,11 +88,12 @@ def sse_stream(answer: dict[str, Any], eol: str, comments: bool) -> bytes:
 
 def parse_chunks(chunks: list[bytes]) -> Completion:
     """What ``stream_reader.read_stream`` does with the bytes as they arrive."""
-    parser = HeldStream(200)
+    decoder = SSEDecoder()
+    accumulator = StreamAccumulator(200)
     for data in chunks:
-        if parser.take(data):
-            return parser.finish()
-    return parser.end()
+        if accumulator.feed_payloads(decoder.feed_bytes(data)):
+            return accumulator.finish(saw_done=True)
+    return _finish_stream(decoder, accumulator)
 
 
 def parse_chunks_as_text(chunks: list[bytes]) -> Completion:
@@ -103,7 +104,7 @@ def parse_chunks_as_text(chunks: list[bytes]) -> Completion:
         for event in decoder.feed(data):
             if accumulator.feed_event(event):
                 return accumulator.finish(saw_done=True)
-    return end_of_stream(decoder, accumulator)
+    return _finish_stream(decoder, accumulator)
 
 
 def summary(completion: Completion) -> tuple[Any, ...]:
@@ -192,37 +193,3 @@ def test_bytes_and_text_paths_take_any_event_alike(events: list[bytes], cuts: li
     raw = b"".join(b"data: " + event + b"\n\n" for event in events)
     chunks = split(raw, cuts)
     assert _outcome(parse_chunks, chunks) == _outcome(parse_chunks_as_text, chunks)
-
-
-def _long_answer(chunks: int) -> bytes:
-    answer = {"pieces": [f"piece {n} of a long answer. " for n in range(chunks)],
-              "thoughts": ["think first"], "style": "field", "finish": "stop",
-              "usage": {"prompt_tokens": 5, "completion_tokens": chunks, "total_tokens": 99},
-              "credits": 0.25, "usage_on_last_chunk": False}
-    return sse_stream(answer, "\n", comments=True)
-
-
-def test_a_long_stream_is_parsed_as_it_comes_never_held_whole() -> None:
-    raw = _long_answer(4_000)
-    assert len(raw) > 4 * HOLD_BYTES
-    parser = HeldStream(200)
-    reads = split(raw, list(range(1_000, len(raw), 1_000)))
-    most_held = 0
-    for data in reads[:-1]:
-        assert not parser.take(data)
-        most_held = max(most_held, parser.held_bytes)
-    assert most_held < HOLD_BYTES  # parsed in batches, the last read within the limit
-    assert parser.take(reads[-1])
-    assert summary(parser.finish()) == summary(parse_chunks([raw]))
-
-
-def test_an_error_event_is_raised_with_its_read_not_at_the_end() -> None:
-    head = _long_answer(3)[:200]
-    error = b'data: {"error": {"message": "upstream overloaded", "code": 503}}\n\n'
-    parser = HeldStream(200)
-    assert not parser.take(head)  # neither [DONE] nor an error yet: held
-    assert parser.held_bytes == len(head)
-    with pytest.raises(BatchrunError, match="upstream overloaded"):
-        # the marker cut between two reads is found as well
-        parser.take(error[:12])
-        parser.take(error[12:])

@@ -3,8 +3,7 @@
 Pure: SSE data payloads in, a ``Completion`` or a ``BatchrunError`` out, with the same result and
 the same ``Completion.extra`` layout as ``response.parse_completion`` gives for the JSON form of
 the answer. This is the hot path of a streamed run (every chunk of every answer comes through
-``StreamAccumulator.feed_payloads``): the usual chunk takes the plain-chunk fast path, and
-``held_stream`` hands it a body's reads together.
+``StreamAccumulator.feed_payloads``): the usual chunk takes the plain-chunk fast path.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Read a streamed answer off the wire: the body's bytes into ``held_stream.HeldStream`` (the SSE
-decoder and the chunk accumulator), with the read timeout of every stream (``StallWatch``) and the
+"""Read a streamed answer off the wire: the body's bytes through the SSE decoder into the
+chunk accumulator (``stream``), with the read timeout of every stream (``StallWatch``) and the
 drain after ``[DONE]`` that keeps the connection pooled. ``client`` calls it; failures leave as
 aiohttp's own errors (``WIRE_FAILURES``), which the client maps.
 """
@@ -13,7 +13,9 @@ import aiohttp
 import anyio
 from aiohttp.http_exceptions import HttpProcessingError
 
-from batchrun.api.held_stream import HeldStream
+from batchrun.api.sse import SSEDecoder
+from batchrun.api.stream import StreamAccumulator, decode_event
+from batchrun.core.errors import TransportError
 from batchrun.core.result import Completion
 
 # How long to wait for the end of the body once [DONE] is in (see ``_drain``).
@@ -102,7 +104,8 @@ class StallWatch:
 async def read_stream(response: aiohttp.ClientResponse, watch: StallWatch | None) -> Completion:
     """The completion of a streamed answer whose headers are in, its body read to the end (or
     to ``[DONE]`` and a short drain); the client's ``watch`` times the reads."""
-    parser = HeldStream(response.status)
+    decoder = SSEDecoder()
+    accumulator = StreamAccumulator(response.status)
     content = response.content
     assert watch is not None  # made with the session
     connection = response.connection
@@ -116,12 +119,13 @@ async def read_stream(response: aiohttp.ClientResponse, watch: StallWatch | None
         # readany() itself, not iter_any(): one awaitable less per read; b"" is the end.
         while data := await content.readany():
             last_read[content] = watch.now()
-            if parser.take(data):
-                completion = parser.finish()
+            # Events as bytes: orjson parses them without a decoded copy.
+            if accumulator.feed_payloads(decoder.feed_bytes(data)):
+                completion = accumulator.finish(saw_done=True)
                 if not content.at_eof():
                     await _drain(content)
                 return completion
-        return parser.end()
+        return _finish_stream(decoder, accumulator)
     finally:
         last_read.pop(content, None)
 
@@ -138,7 +142,26 @@ async def _drain(content: aiohttp.StreamReader) -> None:
             pass
 
 
+def _finish_stream(decoder: SSEDecoder, accumulator: StreamAccumulator) -> Completion:
+    """End of body without [DONE]: take what is left, then judge whether it is complete."""
+    for event in decoder.flush():
+        data = event.strip()
+        if data == "[DONE]":
+            return accumulator.finish(saw_done=True)
+        if not data:
+            continue
+        try:
+            chunk = decode_event(data)
+        except TransportError as exc:
+            raise TransportError(f"stream cut mid-event before [DONE] ({exc.message})") from None
+        accumulator.add(chunk)
+    return accumulator.finish(saw_done=False)
+
+
 def parse_sse_bytes(raw: bytes, http_status: int) -> Completion:
     """The completion of an event stream read whole (one sent under a JSON content type)."""
-    parser = HeldStream(http_status)
-    return parser.finish() if parser.take(raw) else parser.end()
+    decoder = SSEDecoder()
+    accumulator = StreamAccumulator(http_status)
+    if accumulator.feed_payloads(decoder.feed_bytes(raw)):
+        return accumulator.finish(saw_done=True)
+    return _finish_stream(decoder, accumulator)
