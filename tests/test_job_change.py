@@ -194,6 +194,8 @@ def test_a_calibration_sample_under_a_changed_job_is_refused_unless_allowed(
     refused = calibrate(TRANSLATE, 10)
     assert refused.exit_code == 2, refused.output
     assert "prompt_template changed" in refused.output and "--allow-job-change" in refused.output
+    # estimate has no --reuse: the way to a new directory is --out alone
+    assert "--out NEW_DIR" in refused.output and "--reuse" not in refused.output
     assert server.stats.billed_requests == 5  # nothing sent
     allowed = calibrate(TRANSLATE, 10, "--allow-job-change")
     assert allowed.exit_code == 0, allowed.output

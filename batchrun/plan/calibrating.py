@@ -82,7 +82,8 @@ def calibrate_estimate(options: CalibrateOptions, console: Console,
         with open_session(options.manifest, spec, run_path, api_key=key, console=console,
                           media_root=options.media_root, fingerprint=fingerprint,
                           emulated=options.emulate,
-                          allow_job_change=options.allow_job_change) as session:
+                          allow_job_change=options.allow_job_change,
+                          reuse_offered=False) as session:
             session.print_estimate(
                 f"uncalibrated estimate for {options.manifest} ({spec.model}):", always=True)
             session.begin()

@@ -50,10 +50,12 @@ class OpenedRun:
 
 def open_run(run_dir: RunDir, fingerprint: str, *, retry_failed: bool,
              job_shape: dict[str, Any] | None = None,
-             allow_job_change: bool = False, redo_incomplete: bool = False) -> OpenedRun:
+             allow_job_change: bool = False, redo_incomplete: bool = False,
+             reuse_offered: bool = True) -> OpenedRun:
     """Lock ``run_dir``, refuse another manifest's run, load the journal index; refuse a job
     whose requests (``job_shape``) differ from those of the rows answered, unless allowed
-    (``redo_incomplete``: answers cut short count as not done)."""
+    (``redo_incomplete``: answers cut short count as not done; ``reuse_offered``: the
+    command has ``--reuse`` for the refusal to suggest)."""
     run_dir.lock()
     change = None
     try:
@@ -68,7 +70,8 @@ def open_run(run_dir: RunDir, fingerprint: str, *, retry_failed: bool,
         if resumed and job_shape is not None:
             answered = sum(index.count(state) for state in OK_STATES)
             change = run_dir.check_same_job(job_shape, answered=answered,
-                                            allow_change=allow_job_change)
+                                            allow_change=allow_job_change,
+                                            reuse_offered=reuse_offered)
     except BaseException:
         run_dir.release()
         raise

@@ -170,11 +170,14 @@ def open_session(
     emulated: bool = False,
     allow_job_change: bool = False,
     redo_incomplete: bool = False,
+    reuse_offered: bool = True,
 ) -> Iterator[Session]:
     """Lock ``out``, read its journal, open the --reuse cache, scan the manifest. ``spec``
     carries its final endpoint (``emulated``: the embedded emulator's, whose port changes every
     time, so cache keys name it ``EMULATOR_ENDPOINT``). On the way out: the lock is released,
-    the cache closed, and a run directory this session created but never began is removed."""
+    the cache closed, and a run directory this session created but never began is removed.
+    ``reuse_offered``: the command has ``--reuse`` (``estimate --calibrate`` has not), so a
+    refusal to resume under a changed job may suggest it."""
     endpoint = spec.resolved_endpoint()
     key_endpoint = EMULATOR_ENDPOINT if emulated else None
     if (insecure := plain_http_warning(endpoint)) is not None:
@@ -186,7 +189,7 @@ def open_session(
     shape = request_shape(spec, key_endpoint or endpoint)
     opened = open_run(run_dir, fingerprint, retry_failed=retry_failed,  # locks
                       job_shape=shape, allow_job_change=allow_job_change,
-                      redo_incomplete=redo_incomplete)
+                      redo_incomplete=redo_incomplete, reuse_offered=reuse_offered)
     if opened.job_change is not None:
         console.warn(job_change_notice(opened.job_change))
     cache = None

@@ -68,17 +68,19 @@ def job_change(info: Mapping[str, Any], shape: Mapping[str, Any], *,
     return JobChange(version + 1, changed, before, dict(shape), answered)
 
 
-def refusal(change: JobChange, run_path: Path) -> JobChangedError:
+def refusal(change: JobChange, run_path: Path, *, reuse_offered: bool = True) -> JobChangedError:
     """The error that stops a resume under a changed job, naming what changed and the two
-    ways on."""
+    ways on (a new run directory with ``--reuse`` where the command has that flag)."""
     what = "; ".join(f"{name} changed from {_shown(change.before.get(name))} to "
                      f"{_shown(change.after.get(name))}" for name in change.changed)
+    new_dir = "the same command with --out NEW_DIR"
+    if reuse_offered:
+        new_dir += (f" --reuse {run_path} (answers whose request did not change are copied from "
+                    "it, not paid again)")
     return JobChangedError(
         f"{run_path} holds {change.answered:,} rows answered under another job: {what}. "
         "Resuming here would answer the rest under this job and mix both in one result. "
-        "Either:\n"
-        f"  - start a new run directory: the same command with --out NEW_DIR --reuse {run_path} "
-        "(answers whose request did not change are copied from it, not paid again)\n"
+        f"Either:\n  - start a new run directory: {new_dir}\n"
         "  - or go on here under this job: the same command with --allow-job-change (run.json "
         f"records it as job version {change.version}; the results' job_version column says "
         "which version answered each row)"

@@ -142,15 +142,16 @@ class RunDir(JournalWriter):
         self.job_version = info.get(JOB_VERSION)
         return False
 
-    def check_same_job(self, shape: dict[str, Any], *, answered: int,
-                       allow_change: bool) -> JobChange | None:
+    def check_same_job(self, shape: dict[str, Any], *, answered: int, allow_change: bool,
+                       reuse_offered: bool = True) -> JobChange | None:
         """Refuse to resume under a job whose requests differ from those the answered rows
-        were sent with, unless ``allow_change``; the change, if any (see ``job_versions``)."""
+        were sent with, unless ``allow_change``; the change, if any (see ``job_versions``).
+        ``reuse_offered``: the command has ``--reuse``, which the refusal then suggests."""
         if not self.exists():
             return None
         change = job_change(self.read_info(), shape, answered=answered)
         if change is not None and change.answered and not allow_change:
-            raise refusal(change, self.path)
+            raise refusal(change, self.path, reuse_offered=reuse_offered)
         return change
 
     def check_same_manifest(self, fingerprint: str) -> None:
