@@ -148,6 +148,30 @@ def test_refusals_that_fall_when_we_send_less_keep_the_cut() -> None:
     assert control.background == 0.0
 
 
+def test_a_cut_whose_refusals_vanish_is_kept_without_waiting_out_the_trial() -> None:
+    # 300/min: 5 answers a second, too few for the shares' test to call a fall from ~17% to
+    # 0% significant within one trial epoch; refusals gone altogether are enough.
+    control = RateController(configured=3000)
+    cut_at = 0.0
+    for number in range(180):  # 6/s sent, the server takes 5/s: every sixth refused
+        cut_at = number / 6
+        control.sent(cut_at)
+        if number % 6 == 5:
+            control.refused(cut_at)
+        else:
+            control.answered(cut_at)
+        if control.decision == CUT:
+            break
+    assert control.decision == CUT
+    now = cut_at + control.settle_s
+    while control.state == TRIAL and now < cut_at + 30:
+        now = _epoch(control, now, sent=4, refused=0)  # none refused at the lower rate
+    assert control.decision == KEPT and control.background == 0.0
+    # one trial epoch (min_outcomes answers, at most epoch_max_s), not max_trial_epochs
+    assert now - cut_at <= control.settle_s + control.epoch_max_s + 1.0
+    assert control.grow(1.0)  # and the climb back starts
+
+
 def test_growth_is_fast_to_the_knee_gentle_near_the_limit_then_faster_and_faster() -> None:
     control = RateController(configured=3000, recover_s=10.0, probe_per_s=0.01)
     assert not control.grow(5.0)  # never cut: nothing to recover

@@ -19,7 +19,9 @@ to weigh, not an order:
 - The trial judges the cut: if the refused share fell (by half, or to the background), the
   refusals were ours and the cut stays; if it did not fall, they were not ours: the cut is
   **undone** (the rate goes back to what it was) and the background share is raised to what
-  was measured, so refusals at that share no longer count as overload.
+  was measured, so refusals at that share no longer count as overload. Refusals gone
+  altogether in an epoch of ``min_outcomes`` answers (no background learnt) keep the cut at
+  once: at a low rate the shares' test would wait out several epochs, and the climb with it.
 - A quiet epoch with fewer refusals than the background share lowers it (an average), so it
   follows a gateway that gets calmer; it rises only by a trial (a gateway that gets busier
   shows overload, and the trial that follows proves the refusals are not ours).
@@ -205,6 +207,14 @@ class RateController:
                            * (1.0 / max(1, before.outcomes) + 1.0 / after.outcomes))
         return after.share <= 0.5 * before.share and drop > 2.0 * spread
 
+    def _vanished(self, before: Epoch, latest: Epoch) -> bool:
+        """Refusals gone altogether in the trial's latest epoch (of ``min_outcomes`` answers at
+        least) after a cut that showed some, with no background share learnt: they were ours.
+        At a low rate the shares' test needs more answers than the trial's epochs bring (5 a
+        second at 300/min), and the climb back waits on the trial."""
+        return (self.background == 0.0 and before.refused >= 3 and latest.refused == 0
+                and latest.outcomes >= self.min_outcomes)
+
     def _maybe_decide(self, now: float) -> bool:
         epoch = self.epoch
         elapsed = now - epoch.starts_at
@@ -238,7 +248,7 @@ class RateController:
         """Did the cut lower the refused share? Keep it, undo it, or watch one more epoch."""
         trial = _sum(epoch, self._trial)
         before = self._at_cut
-        if self.fell(before, trial):
+        if self.fell(before, trial) or self._vanished(before, epoch):
             self.state, self.decision = STEADY, KEPT  # the refusals were ours
             return False
         if trial.share >= self.max_background or self.fell(trial, before):
