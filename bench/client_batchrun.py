@@ -75,7 +75,8 @@ def main() -> None:
     sys.stdout.write("\n" + orjson.dumps({
         "requests": requests, "ok": ok, "elapsed_s": last_done - first_sent,
         "cpu_s": cpu_s, "wall_s": wall_s, "exit_code": exit_code,
-        "dispatch_cpu_s": sampler.cpu_between(first_sent, last_done),
+        "dispatch_cpu_s": (sampler.cpu_between(first_sent, last_done)
+                           if first_sent <= last_done else None),  # None: nothing was sent
         "steady_rate": steady_rate(finished, first_sent),
     }).decode() + "\n")
 
