@@ -19,10 +19,13 @@ from batchrun.emulator.server import EmulatorServer
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def _manifest(tmp_path: Path, rows: int) -> Path:
+def _manifest(tmp_path: Path, rows: int, *, long_rows: int = 0) -> Path:
+    """``rows`` prompts; the first ``long_rows`` say LONG (an emulator started with
+    ``length_match="LONG"`` cuts their answers short: finish_reason length)."""
     path = tmp_path / "m.jsonl"
-    path.write_text("".join(json.dumps({"id": f"r{n}", "prompt": f"q{n}"}) + "\n"
-                            for n in range(rows)))
+    path.write_text("".join(
+        json.dumps({"id": f"r{n}", "prompt": f"q{n} LONG" if n < long_rows else f"q{n}"}) + "\n"
+        for n in range(rows)))
     return path
 
 
@@ -48,6 +51,18 @@ def read_terminal(leader: int, process: subprocess.Popen[bytes]) -> str:
     return ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
 
 
+def _run_in_terminal(manifest: Path, out: Path, server: EmulatorServer) -> tuple[int, str]:
+    """``batchrun run`` on a 120-column pseudo-terminal: its exit code and its screen."""
+    leader, follower = pty.openpty()
+    env = {**os.environ, "BATCHRUN_API_KEY": "sk-progress-test", "COLUMNS": "120",
+           "TERM": "xterm-256color"}
+    process = subprocess.Popen(_command(manifest, out, server), env=env,
+                               stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    screen = read_terminal(leader, process)
+    return process.returncode, screen
+
+
 def test_progress_table_lists_every_figure() -> None:
     counters = RunCounters(rows_total=10, rows_ok=3, rows_failed=1, in_flight=2,
                            requests_sent=5, credits=0.5, estimate_credits=2.0, started_at=0.0)
@@ -67,14 +82,8 @@ def test_live_display_under_a_pseudo_terminal_ends_with_the_summary(
 ) -> None:
     server = make_emulator(latency_ms=60)
     manifest = _manifest(tmp_path, 80)
-    leader, follower = pty.openpty()
-    env = {**os.environ, "BATCHRUN_API_KEY": "sk-progress-test", "COLUMNS": "120",
-           "TERM": "xterm-256color"}
-    process = subprocess.Popen(_command(manifest, tmp_path / "run", server), env=env,
-                               stdin=follower, stdout=follower, stderr=follower)
-    os.close(follower)
-    screen = read_terminal(leader, process)
-    assert process.returncode == 0, screen
+    returncode, screen = _run_in_terminal(manifest, tmp_path / "run", server)
+    assert returncode == 0, screen
     assert "in flight" in screen and "ETA" in screen and "tokens/s" in screen
     assert screen.count("in flight") >= 2  # refreshed while running, not drawn once
     tail = screen[screen.rindex("in flight"):]
@@ -132,10 +141,7 @@ def test_progress_lines_of_a_real_run_count_cut_answers(
 ) -> None:
     # The emulator cuts short (finish_reason length) every answer whose prompt says LONG.
     server = make_emulator(latency_ms=100, length_match="LONG")
-    path = tmp_path / "m.jsonl"
-    path.write_text("".join(
-        json.dumps({"id": f"r{n}", "prompt": f"q{n} LONG" if n < 6 else f"q{n}"}) + "\n"
-        for n in range(48)))
+    path = _manifest(tmp_path, 48, long_rows=6)
     env = {**os.environ, "BATCHRUN_API_KEY": "sk-progress-test"}
     result = subprocess.run(_command(path, tmp_path / "run", server, "--progress-every", "0.2"),
                             env=env, capture_output=True, text=True, timeout=120)
@@ -154,17 +160,8 @@ def test_the_live_panel_of_a_real_run_counts_cut_answers(
     tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
 ) -> None:
     server = make_emulator(latency_ms=60, length_match="LONG")
-    path = tmp_path / "m.jsonl"
-    path.write_text("".join(
-        json.dumps({"id": f"r{n}", "prompt": f"q{n} LONG" if n < 4 else f"q{n}"}) + "\n"
-        for n in range(40)))
-    leader, follower = pty.openpty()
-    env = {**os.environ, "BATCHRUN_API_KEY": "sk-progress-test", "COLUMNS": "120",
-           "TERM": "xterm-256color"}
-    process = subprocess.Popen(_command(path, tmp_path / "run", server), env=env,
-                               stdin=follower, stdout=follower, stderr=follower)
-    os.close(follower)
-    screen = read_terminal(leader, process)
-    assert process.returncode == 0, screen
+    path = _manifest(tmp_path, 40, long_rows=4)
+    returncode, screen = _run_in_terminal(path, tmp_path / "run", server)
+    assert returncode == 0, screen
     last_frame = screen[screen.rindex("in flight"):]
     assert "incomplete" in last_frame and "length 4 (ok, not ended by stop)" in last_frame
