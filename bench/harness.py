@@ -104,12 +104,17 @@ def emulator(*args: str) -> Iterator[Emulator]:
             raise RuntimeError(f"emulator did not start: {line!r}")
         yield Emulator(process, line.rsplit(" ", 1)[-1])
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, 10)
+
+
+def stop(process: subprocess.Popen[Any], grace_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace_s``; reaped either way."""
+    process.terminate()
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def write_manifest(path: Path, rows: int, *, prompt_chars: int = 60) -> Path:

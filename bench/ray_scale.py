@@ -85,6 +85,7 @@ from harness import (
     journal_times,
     machine_note,
     pinned,
+    stop,
     table,
     workdir,
     write_manifest,
@@ -357,12 +358,7 @@ def running_cluster(work: Path, cores: str) -> Iterator[tuple[int, str]]:
             time.sleep(0.2)
         yield process.pid, f"127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, 60)
         log.close()
 
 
