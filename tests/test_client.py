@@ -546,6 +546,36 @@ async def test_a_stall_after_some_parts_hits_the_read_timeout_soon(
     assert len(server.peers) == 2
 
 
+async def test_a_stream_kept_open_after_done_is_answered_within_a_tick_or_two(
+    raw_server: Callable[[Handler], RawServer]
+) -> None:
+    # The body never ends on its own (no chunked terminator for 3 s): the reader, waiting
+    # for the end of the body, is woken once the stream falls quiet with bytes unread.
+    server = raw_server(sse_answer(GOOD_EVENTS, stall_s=3.0))
+    async with ApiClient(settings_for(server.base_url, read_timeout_s=0.8)) as client:
+        started = anyio.current_time()
+        completion = await client.complete(chat_body(), stream=True)
+        assert anyio.current_time() - started < 0.8  # two ticks of 0.1 s, not the stall
+    assert completion.content == "Hello"
+    assert completion.finish_reason == "stop"
+
+
+async def test_a_long_burst_of_stream_is_not_held_up_by_flow_control(
+    raw_server: Callable[[Handler], RawServer]
+) -> None:
+    # 6 MiB of events at once: more than aiohttp buffers before it stops reading the
+    # socket. The watch wakes the reader as unread bytes pile up, so the socket flows.
+    piece = "x" * 4000
+    events = [sse(stream_chunk(piece)) for _ in range(1500)] + GOOD_EVENTS
+    server = raw_server(sse_answer(events))
+    async with ApiClient(settings_for(server.base_url, read_timeout_s=2.0)) as client:
+        started = anyio.current_time()
+        completion = await client.complete(chat_body(), stream=True)
+        elapsed = anyio.current_time() - started
+    assert completion.content == piece * 1500 + "Hello"
+    assert elapsed < 2.0  # ticks of 0.25 s; a reader left waiting would stall for 2 s
+
+
 async def test_headers_that_never_come_hit_the_read_timeout(
     raw_server: Callable[[Handler], RawServer]
 ) -> None:

@@ -30,7 +30,13 @@ from batchrun import __version__
 from batchrun.api.response import parse_completion
 from batchrun.api.retry_after import parse_retry_after, rate_limit_of
 from batchrun.api.sse import SSEDecoder
-from batchrun.api.stream_reader import WIRE_FAILURES, StallWatch, parse_sse_bytes, read_stream
+from batchrun.api.stream_reader import (
+    READ_BUFSIZE,
+    WIRE_FAILURES,
+    StallWatch,
+    parse_sse_bytes,
+    read_stream,
+)
 from batchrun.core.errors import (
     BatchrunError,
     RateLimitedError,
@@ -140,6 +146,8 @@ class ApiClient:
             cookie_jar=aiohttp.DummyCookieJar(),  # an API has no use for cookies
             trust_env=False,  # no proxies from the environment
             raise_for_status=False,
+            # A stream is read whole at its end (``read_stream``): room for a long answer.
+            read_bufsize=READ_BUFSIZE,
         )
         return self._session
 

@@ -10,16 +10,12 @@ import asyncio
 from typing import Any
 
 import aiohttp
-import anyio
 from aiohttp.http_exceptions import HttpProcessingError
 
 from batchrun.api.sse import SSEDecoder
 from batchrun.api.stream import StreamAccumulator, decode_event
 from batchrun.core.errors import TransportError
 from batchrun.core.result import Completion
-
-# How long to wait for the end of the body once [DONE] is in (see ``_drain``).
-DRAIN_AFTER_DONE_S = 0.5
 
 # Everything that means "no usable answer came over the wire".
 WIRE_FAILURES: tuple[type[BaseException], ...] = (
@@ -31,22 +27,50 @@ WIRE_FAILURES: tuple[type[BaseException], ...] = (
 )
 
 
+# Unread bytes of one stream that make the watch wake its reader before the body ends, so
+# that aiohttp's flow control (it stops reading the socket at twice ``READ_BUFSIZE``
+# buffered) never holds a long answer up.
+WAKE_AT_BYTES = 2**18
+# The session's read buffer: a stream pauses at twice this much unread.
+READ_BUFSIZE = 2**20
+
+
+class _Reading:
+    """One stream being read: what the watch knows of it."""
+
+    __slots__ = ("task", "seen", "changed_at", "consumed", "waiting", "woken")
+
+    def __init__(self, task: asyncio.Task[Any], seen: int, now: float) -> None:
+        self.task = task
+        self.seen = seen  # the stream's byte count at the last look
+        self.changed_at = now  # when that count last grew (loop time)
+        self.consumed = 0  # bytes the reader has taken
+        self.waiting = False  # the reader waits for the end of the body
+        self.woken = False  # the watch cancelled that wait to have the bytes read now
+
+
 class StallWatch:
     """The read timeout of every stream of a client, once its headers are in, and the
-    whole-request limit of every request: a stream that has read nothing for ``timeout``
-    seconds is failed as aiohttp's own read timer fails it (``SocketTimeoutError``, so the
-    same error and message); a request still unanswered ``request_timeout`` seconds after it
-    began has its task cancelled (``fired``), as aiohttp's total timer cancels it, for the
-    client to raise a ``TimeoutError``. Either at most ``tick`` late.
+    whole-request limit of every request: a stream whose byte count has not grown for
+    ``timeout`` seconds is failed as aiohttp's own read timer fails it
+    (``SocketTimeoutError``, so the same error and message); a request still unanswered
+    ``request_timeout`` seconds after it began has its task cancelled (``fired``), as
+    aiohttp's total timer cancels it, for the client to raise a ``TimeoutError``. Either at
+    most two ``tick`` late.
+
+    A stream's reader waits for the end of the body and reads it whole (``read_stream``):
+    one wake of its task per answer instead of one per part. The watch wakes a reader
+    sooner (``woken``: its wait is cancelled) when its stream has unread bytes but fell
+    quiet for a tick (a server that keeps the connection after ``[DONE]``) or holds
+    ``WAKE_AT_BYTES`` unread.
 
     aiohttp re-arms its read timer on every read from the socket, and on uvloop a re-arm
-    (cancel plus a new timer) costs ~4 us: a stream in N parts paid it N + 1 times; its total
-    timer cost a timer and a timer context (entered at every wait for the body) per request.
-    Here a read costs a clock read and a dict store, a request two dict operations, and one
-    timer serves all, only while any stream is read or any request is out.
+    costs ~4 us: a stream in N parts paid it N + 1 times; its total timer cost a timer and a
+    timer context per request. Here a request costs a few dict operations, and one timer
+    serves all, only while any stream is read or any request is out.
     """
 
-    __slots__ = ("timeout", "request_timeout", "tick", "last_read", "deadlines", "fired",
+    __slots__ = ("timeout", "request_timeout", "tick", "reading", "deadlines", "fired",
                  "_loop", "_handle")
 
     def __init__(self, timeout: float, loop: asyncio.AbstractEventLoop,
@@ -55,19 +79,21 @@ class StallWatch:
         self.request_timeout = request_timeout
         # 1 s late at most at the defaults (300-s reads, 900-s requests)
         self.tick = min(1.0, timeout / 8, (request_timeout or 8.0) / 8)
-        self.last_read: dict[aiohttp.StreamReader, float] = {}  # stream -> loop time
+        self.reading: dict[aiohttp.StreamReader, _Reading] = {}
         self.deadlines: dict[asyncio.Task[Any], float] = {}  # request's task -> loop time
         self.fired: set[asyncio.Task[Any]] = set()  # tasks cancelled at their deadline
         self._loop = loop
         self._handle: asyncio.TimerHandle | None = None
 
-    def now(self) -> float:
-        return self._loop.time()
-
-    def watch(self, stream: aiohttp.StreamReader) -> None:
-        self.last_read[stream] = self._loop.time()
+    def watch(self, stream: aiohttp.StreamReader, task: asyncio.Task[Any]) -> _Reading:
+        """``task`` reads ``stream`` from now on, until ``forget``."""
+        reading = self.reading[stream] = _Reading(task, stream.total_bytes, self._loop.time())
         if self._handle is None:
             self._handle = self._loop.call_later(self.tick, self._check)
+        return reading
+
+    def forget(self, stream: aiohttp.StreamReader) -> None:
+        self.reading.pop(stream, None)
 
     def begin(self, task: asyncio.Task[Any]) -> None:
         """A request of ``task`` begins: it is cancelled if not over in ``request_timeout``."""
@@ -80,17 +106,25 @@ class StallWatch:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        self.last_read.clear()
+        self.reading.clear()
         self.deadlines.clear()
 
     def _check(self) -> None:
         now = self._loop.time()
         stalled_since = now - self.timeout
-        for stream, last in list(self.last_read.items()):
-            if last <= stalled_since:
-                del self.last_read[stream]
+        for stream, reading in list(self.reading.items()):
+            total = stream.total_bytes
+            if total != reading.seen:
+                reading.seen = total
+                reading.changed_at = now
+                if total - reading.consumed >= WAKE_AT_BYTES:
+                    _wake(reading)
+            elif reading.changed_at <= stalled_since:
+                del self.reading[stream]
                 stream.set_exception(
                     aiohttp.SocketTimeoutError("Timeout on reading data from socket"))
+            elif total > reading.consumed:
+                _wake(reading)  # quiet, with bytes to read: [DONE] may be among them
         if self.deadlines:
             for task, deadline in list(self.deadlines.items()):
                 if deadline <= now:
@@ -98,48 +132,61 @@ class StallWatch:
                     self.fired.add(task)
                     task.cancel()
         self._handle = (self._loop.call_later(self.tick, self._check)
-                        if self.last_read or self.deadlines else None)
+                        if self.reading or self.deadlines else None)
+
+
+def _wake(reading: _Reading) -> None:
+    if reading.waiting and not reading.woken:
+        reading.woken = True
+        reading.task.cancel()
 
 
 async def read_stream(response: aiohttp.ClientResponse, watch: StallWatch | None) -> Completion:
     """The completion of a streamed answer whose headers are in, its body read to the end (or
-    to ``[DONE]`` and a short drain); the client's ``watch`` times the reads."""
+    to ``[DONE]`` when the server keeps the connection after it); the client's ``watch``
+    times it and wakes the read when bytes wait."""
     decoder = SSEDecoder()
     accumulator = StreamAccumulator(response.status)
     content = response.content
     assert watch is not None  # made with the session
     connection = response.connection
     if connection is not None and connection.protocol is not None:
-        # The body's reads are timed by the watch; aiohttp's timer (re-armed per socket
-        # read) still timed the wait for the headers. Reset for the connection's next use.
+        # The body is timed by the watch; aiohttp's timer (re-armed per socket read) still
+        # timed the wait for the headers. Reset for the connection's next use.
         connection.protocol.read_timeout = None
-    last_read = watch.last_read
-    watch.watch(content)
+    task = asyncio.current_task()
+    assert task is not None
+    reading = watch.watch(content, task)
     try:
-        # readany() itself, not iter_any(): one awaitable less per read; b"" is the end.
-        while data := await content.readany():
-            last_read[content] = watch.now()
+        while True:
+            if not content.is_eof() and content.exception() is None:
+                await _wait_for_body(content, reading)
+            data = content.read_nowait()  # all that is buffered; raises the stream's error
+            reading.consumed += len(data)
             # Events as bytes: orjson parses them without a decoded copy.
-            if accumulator.feed_payloads(decoder.feed_bytes(data)):
-                completion = accumulator.finish(saw_done=True)
-                if not content.at_eof():
-                    await _drain(content)
-                return completion
-        return _finish_stream(decoder, accumulator)
+            if data and accumulator.feed_payloads(decoder.feed_bytes(data)):
+                return accumulator.finish(saw_done=True)  # what follows [DONE] is left
+            if content.is_eof():
+                return _finish_stream(decoder, accumulator)
     finally:
-        last_read.pop(content, None)
+        watch.forget(content)
 
 
-async def _drain(content: aiohttp.StreamReader) -> None:
-    """Read the few bytes after [DONE] (the chunked-body terminator) so that aiohttp sees a
-    complete body and puts the connection back in the pool instead of closing it. Bounded:
-    a server that keeps the stream open after [DONE] only costs us that connection."""
-    with anyio.move_on_after(DRAIN_AFTER_DONE_S):
-        try:
-            while await content.readany():
-                pass
-        except WIRE_FAILURES:
-            pass
+async def _wait_for_body(content: aiohttp.StreamReader, reading: _Reading) -> None:
+    """Until the body ends, fails, or the watch wakes us to read what is there."""
+    task = reading.task
+    cancelling = task.cancelling()
+    reading.waiting = True
+    try:
+        await content.wait_eof()
+    except asyncio.CancelledError:
+        if not reading.woken:
+            raise
+        reading.woken = False
+        if task.uncancel() > cancelling:
+            raise  # cancelled by somebody else as well
+    finally:
+        reading.waiting = False
 
 
 def _finish_stream(decoder: SSEDecoder, accumulator: StreamAccumulator) -> Completion:
