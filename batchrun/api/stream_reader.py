@@ -1,7 +1,14 @@
 """Read a streamed answer off the wire: the body's bytes through the SSE decoder into the
-chunk accumulator (``stream``), with the read timeout of every stream (``StallWatch``) and the
-drain after ``[DONE]`` that keeps the connection pooled. ``client`` calls it; failures leave as
-aiohttp's own errors (``WIRE_FAILURES``), which the client maps.
+chunk accumulator (``stream``), with the read timeout of every stream (``StallWatch``).
+``client`` calls it; failures leave as aiohttp's own errors (``WIRE_FAILURES``), which the
+client maps.
+
+Nothing here shows an answer before it is complete, so the body is read when it has ended,
+not part by part: a wake of the row's task per part (4+ parts over the latency) cost about
+a tenth of a streamed row's CPU (``bench/throughput.py``, 200 ms x 512, 4 parts: 0.743 ->
+0.674 CPU-s per 1,000 rows between first send and last answer). The watch still sees every
+stream's bytes grow, so a stall is a stall as before, and it wakes a reader early when bytes
+wait (below).
 """
 
 from __future__ import annotations
