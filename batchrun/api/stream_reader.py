@@ -4,9 +4,10 @@ chunk accumulator (``stream``), with the read timeout of every stream (``StallWa
 client maps.
 
 Nothing here shows an answer before it is complete, so the body is read when it has ended,
-not part by part: a wake of the row's task per part (4+ parts over the latency) cost about
-a tenth of a streamed row's CPU (``bench/throughput.py``, 200 ms x 512, 4 parts: 0.743 ->
-0.674 CPU-s per 1,000 rows between first send and last answer). The watch still sees every
+not part by part: a wake of the row's task per part (4+ parts over the latency) cost 5-9%
+of a streamed row's CPU (``bench/throughput.py --old``, 200 ms x 512, 4 parts, two paired
+measurements: 0.743 -> 0.674 and 0.740 -> 0.697 CPU-s per 1,000 rows between first send
+and last answer; ``bench/RESULTS.md``). The watch still sees every
 stream's bytes grow, so a stall is a stall as before, and it wakes a reader early when bytes
 wait (below).
 """
