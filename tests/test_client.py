@@ -578,6 +578,19 @@ async def test_a_long_burst_of_stream_is_not_held_up_by_flow_control(
     assert elapsed < 4.0
 
 
+async def test_an_empty_stream_body_is_a_truncated_answer(
+    raw_server: Callable[[Handler], RawServer]
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=200, body=b"", content_type="text/event-stream")
+
+    server = raw_server(handler)
+    async with ApiClient(settings_for(server.base_url)) as client:
+        with anyio.fail_after(5):
+            with pytest.raises(errors.TransportError, match=r"stream ended before \[DONE\]"):
+                await client.complete(chat_body(), stream=True)
+
+
 async def test_headers_that_never_come_hit_the_read_timeout(
     raw_server: Callable[[Handler], RawServer]
 ) -> None:
