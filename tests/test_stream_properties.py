@@ -12,9 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrun.api.response import parse_completion
-from batchrun.api.sse import SSEDecoder
-from batchrun.api.stream import StreamAccumulator
-from batchrun.api.stream_reader import _finish_stream
+from batchrun.api.stream_reader import StreamParser
 from batchrun.core.errors import TransportError
 from batchrun.core.result import Completion
 
@@ -88,23 +86,22 @@ def sse_stream(answer: dict[str, Any], eol: str, comments: bool) -> bytes:
 
 def parse_chunks(chunks: list[bytes]) -> Completion:
     """What ``stream_reader.read_stream`` does with the bytes as they arrive."""
-    decoder = SSEDecoder()
-    accumulator = StreamAccumulator(200)
+    parser = StreamParser(200)
     for data in chunks:
-        if accumulator.feed_payloads(decoder.feed_bytes(data)):
-            return accumulator.finish(saw_done=True)
-    return _finish_stream(decoder, accumulator)
+        completion = parser.feed(data)
+        if completion is not None:
+            return completion
+    return parser.end()
 
 
 def parse_chunks_as_text(chunks: list[bytes]) -> Completion:
     """The same through the text API (events decoded, then parsed one by one)."""
-    decoder = SSEDecoder()
-    accumulator = StreamAccumulator(200)
+    parser = StreamParser(200)
     for data in chunks:
-        for event in decoder.feed(data):
-            if accumulator.feed_event(event):
-                return accumulator.finish(saw_done=True)
-    return _finish_stream(decoder, accumulator)
+        for event in parser.decoder.feed(data):
+            if parser.accumulator.feed_event(event):
+                return parser.accumulator.finish(saw_done=True)
+    return parser.end()
 
 
 def summary(completion: Completion) -> tuple[Any, ...]:

@@ -153,8 +153,7 @@ async def read_stream(response: aiohttp.ClientResponse, watch: StallWatch | None
     """The completion of a streamed answer whose headers are in, its body read to the end (or
     to ``[DONE]`` when the server keeps the connection after it); the client's ``watch``
     times it and wakes the read when bytes wait."""
-    decoder = SSEDecoder()
-    accumulator = StreamAccumulator(response.status)
+    parser = StreamParser(response.status)
     content = response.content
     assert watch is not None  # made with the session
     connection = response.connection
@@ -171,11 +170,10 @@ async def read_stream(response: aiohttp.ClientResponse, watch: StallWatch | None
                 await _wait_for_body(content, reading)
             data = content.read_nowait()  # all that is buffered; raises the stream's error
             reading.consumed += len(data)
-            # Events as bytes: orjson parses them without a decoded copy.
-            if data and accumulator.feed_payloads(decoder.feed_bytes(data)):
-                return accumulator.finish(saw_done=True)  # what follows [DONE] is left
+            if data and (completion := parser.feed(data)) is not None:
+                return completion
             if content.is_eof():
-                return _finish_stream(decoder, accumulator)
+                return parser.end()
     finally:
         watch.forget(content)
 
@@ -197,26 +195,44 @@ async def _wait_for_body(content: aiohttp.StreamReader, reading: _Reading) -> No
         reading.waiting = False
 
 
-def _finish_stream(decoder: SSEDecoder, accumulator: StreamAccumulator) -> Completion:
-    """End of body without [DONE]: take what is left, then judge whether it is complete."""
-    for event in decoder.flush():
-        data = event.strip()
-        if data == "[DONE]":
-            return accumulator.finish(saw_done=True)
-        if not data:
-            continue
-        try:
-            chunk = decode_event(data)
-        except TransportError as exc:
-            raise TransportError(f"stream cut mid-event before [DONE] ({exc.message})") from None
-        accumulator.add(chunk)
-    return accumulator.finish(saw_done=False)
+class StreamParser:
+    """A streamed body, in as many reads as it comes, into one ``Completion`` (pure): the SSE
+    decoder and the chunk accumulator, as ``read_stream`` and ``parse_sse_bytes`` use them."""
+
+    __slots__ = ("decoder", "accumulator")
+
+    def __init__(self, http_status: int = 200) -> None:
+        self.decoder = SSEDecoder()
+        self.accumulator = StreamAccumulator(http_status)
+
+    def feed(self, data: bytes) -> Completion | None:
+        """The next bytes of the body; the answer once they bring ``[DONE]`` (what follows it
+        is left), else None."""
+        # Events as bytes: orjson parses them without a decoded copy.
+        if self.accumulator.feed_payloads(self.decoder.feed_bytes(data)):
+            return self.accumulator.finish(saw_done=True)
+        return None
+
+    def end(self) -> Completion:
+        """End of body without [DONE]: take what is left, then judge whether it is complete."""
+        accumulator = self.accumulator
+        for event in self.decoder.flush():
+            data = event.strip()
+            if data == "[DONE]":
+                return accumulator.finish(saw_done=True)
+            if not data:
+                continue
+            try:
+                chunk = decode_event(data)
+            except TransportError as exc:
+                raise TransportError(
+                    f"stream cut mid-event before [DONE] ({exc.message})") from None
+            accumulator.add(chunk)
+        return accumulator.finish(saw_done=False)
 
 
 def parse_sse_bytes(raw: bytes, http_status: int) -> Completion:
     """The completion of an event stream read whole (one sent under a JSON content type)."""
-    decoder = SSEDecoder()
-    accumulator = StreamAccumulator(http_status)
-    if accumulator.feed_payloads(decoder.feed_bytes(raw)):
-        return accumulator.finish(saw_done=True)
-    return _finish_stream(decoder, accumulator)
+    parser = StreamParser(http_status)
+    completion = parser.feed(raw)
+    return completion if completion is not None else parser.end()
