@@ -80,6 +80,16 @@ def test_a_small_run_gets_a_few_round_bins_not_a_label_per_value() -> None:
     assert all(edge / 10 ** math.floor(math.log10(edge)) in (1, 2, 5) for edge in wide.edges)
 
 
+def test_latencies_close_together_get_labels_that_stay_apart() -> None:
+    # Answers all read at the end of a 500-ms stream: bins of a fraction of a millisecond,
+    # whose labels at three digits read "506 ms" twice.
+    latencies = [505.2 + 0.1 * n for n in range(22)]
+    bins = histogram(latencies)
+    assert not bins.log and bins.edges[1] - bins.edges[0] < 1
+    [(_, x_ticks)] = tick_labels(latency_chart(latencies))
+    assert len(set(x_ticks)) == len(x_ticks) and x_ticks[0] == "505.0 ms", x_ticks
+
+
 def test_a_rate_is_never_taken_over_less_than_a_second() -> None:
     # 12 rows that finish within 6 ms: the old report said 1,833 rows/s.
     lines = [{"id": f"r{n}", "status": "ok", "credits": 0.1, "attempts": 1,

@@ -58,13 +58,19 @@ def tick_label(value: float, step: float) -> str:
     return f"{value:,.{decimals}f}"
 
 
-def duration_label(seconds: float) -> str:
-    """A duration a person reads at once: 0, 250 ms, 1.5 s, 45 s, 2 min 30 s, 1 h 5 min."""
+def duration_label(seconds: float, step_s: float | None = None) -> str:
+    """A duration a person reads at once: 0, 250 ms, 1.5 s, 45 s, 2 min 30 s, 1 h 5 min.
+    ``step_s``: the step between the labels, when they must stay apart: latencies all near
+    505 ms in bins of 0.5 ms read 505.0, 505.5, 506.0 ms, not 505, 506, 506 ms."""
     if seconds <= 0:
         return "0"
     if seconds < 1:
+        if step_s is not None:
+            return f"{tick_label(seconds * 1000, step_s * 1000)} ms"
         return f"{_significant(seconds * 1000)} ms"
     if seconds < 60:
+        if step_s is not None:
+            return f"{tick_label(seconds, step_s)} s"
         return f"{_significant(seconds)} s"
     if seconds < 3600:
         minutes, rest = divmod(round(seconds), 60)

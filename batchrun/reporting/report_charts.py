@@ -90,7 +90,12 @@ def latency_chart(latencies_ms: list[float]) -> str:
     """Answered rows by the time their answering try took on the wire."""
     bins = histogram(latencies_ms)
     scale = " (log scale)" if bins.log else ""
+    # Even bins may be narrow beside their values (every answer near 505 ms): their labels
+    # carry the digits the step needs. Log bins are 1-2-5 apart: three digits tell them.
+    step_s = None
+    if len(bins.edges) > 1 and not bins.log:
+        step_s = (bins.edges[1] - bins.edges[0]) / 1000
     return interval_chart(
         f"Latency of answered rows{scale}", bins.edges, [float(c) for c in bins.counts],
         x_label="latency: request sent to answer read", y_label="rows",
-        edge_label=lambda ms: duration_label(ms / 1000), log_x=bins.log, whole=True)
+        edge_label=lambda ms: duration_label(ms / 1000, step_s), log_x=bins.log, whole=True)
