@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 from support.ratesim import simulate
 
 from batchrun.core.ratelimit_info import RateLimitInfo
-from batchrun.dispatch.ratecontrol import CUT, KEPT, STEADY, TRIAL, UNDONE, Epoch, RateController
+from batchrun.dispatch.ratecontrol import CUT, KEPT, STEADY, TRIAL, UNDONE, RateController
 from batchrun.dispatch.ratelimit import Limiter, TokenBucket
+from batchrun.dispatch.refusals import Epoch
 
 
 def _dispatch_times(per_minute: float, demand: list[float], horizon_s: float) -> list[float]:
@@ -128,11 +129,13 @@ def test_a_share_of_refusals_that_stays_when_we_send_less_is_learnt_as_backgroun
     now += control.settle_s
     while control.state == TRIAL and now < 20:  # the same 10% at the lower rate
         now = _epoch(control, now, sent=240, refused=24)
-    assert control.decision == UNDONE and control.rate is None  # back to no limit
+    # Back to no limit, after a second cut: the same share after one cut could still be a
+    # limit that cut did not get under.
+    assert control.decision == UNDONE and control.rate is None and control.cuts == 2
     assert control.background == pytest.approx(0.1, abs=0.02)
     for _ in range(30):  # from now on 10% is the gateway's, not ours: no more cuts
         now = _epoch(control, now, sent=300, refused=30)
-    assert control.cuts == 1 and control.rate is None
+    assert control.cuts == 2 and control.rate is None
 
 
 def test_refusals_that_fall_when_we_send_less_keep_the_cut() -> None:
@@ -149,8 +152,10 @@ def test_refusals_that_fall_when_we_send_less_keep_the_cut() -> None:
 
 
 def test_a_cut_whose_refusals_vanish_is_kept_without_waiting_out_the_trial() -> None:
-    # 300/min: 5 answers a second, too few for the shares' test to call a fall from ~17% to
-    # 0% significant within one trial epoch; refusals gone altogether are enough.
+    # 300/min: 5 answers a second. Refusals gone at the lower rate keep the cut as soon as
+    # the evidence is 20 to 1, here two trial epochs, not the whole of max_trial_epochs (a
+    # lower bar kept cuts that background refusals caused: 0.43 of the fault-free rate on
+    # the virtual clock at 5-20% of them with --rpm 3000).
     control = RateController(configured=3000)
     cut_at = 0.0
     for number in range(180):  # 6/s sent, the server takes 5/s: every sixth refused
@@ -164,11 +169,10 @@ def test_a_cut_whose_refusals_vanish_is_kept_without_waiting_out_the_trial() -> 
             break
     assert control.decision == CUT
     now = cut_at + control.settle_s
-    while control.state == TRIAL and now < cut_at + 30:
+    while control.state == TRIAL and now < cut_at + 60:
         now = _epoch(control, now, sent=4, refused=0)  # none refused at the lower rate
     assert control.decision == KEPT and control.background == 0.0
-    # one trial epoch (min_outcomes answers, at most epoch_max_s), not max_trial_epochs
-    assert now - cut_at <= control.settle_s + control.epoch_max_s + 1.0
+    assert now - cut_at <= control.settle_s + 2 * control.epoch_max_s + 1.0
     assert control.grow(1.0)  # and the climb back starts
 
 

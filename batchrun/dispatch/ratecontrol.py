@@ -1,5 +1,6 @@
 """The request rate to keep to, decided from the answers: tells "you are too fast" from
-"the server is full" (pure: every clock value is handed in).
+"the server is full", and finds a limit nobody announced (pure: every clock value is handed
+in; the statistics are in ``refusals``).
 
 A shared gateway refuses a share of requests with 429 whatever our own rate is: its upstream,
 or other tenants, are busy. Slowing down does not lower such refusals, it only wastes the
@@ -7,44 +8,59 @@ capacity we were given; only refusals that our rate causes call for a cut. So a 
 to weigh, not an order:
 
 - Answers and refusals are counted in **epochs** of at least ``epoch_s`` and ``min_outcomes``
-  answers (at most ``epoch_max_s``). At each epoch's end the refused share is compared with the
-  **background share**, the share of refusals learnt not to be ours: the epoch shows
-  **overload** when its share is above the background by more than ``margin`` and three
-  standard deviations of a binomial draw of that size (so noise does not count as evidence).
-  A flood (at least ``flood_refusals`` refused, most of what came back) decides at once.
-- On overload the rate is **cut** to ``decrease`` × the rate the server accepted over that
-  epoch (sent less refused: never a stretch a pause of ours emptied, as the epoch restarts at
-  every decision), and a **trial** epoch starts once the pause is over and the answers to
-  requests sent before the cut are back (``settle_s``).
-- The trial judges the cut: if the refused share fell (by half, or to the background), the
-  refusals were ours and the cut stays; if it did not fall, they were not ours: the cut is
-  **undone** (the rate goes back to what it was) and the background share is raised to what
-  was measured, so refusals at that share no longer count as overload. Refusals gone
-  altogether in an epoch of ``min_outcomes`` answers (no background learnt) keep the cut at
-  once: at a low rate the shares' test would wait out several epochs, and the climb with it.
-- A quiet epoch with fewer refusals than the background share lowers it (an average), so it
-  follows a gateway that gets calmer; it rises only by a trial (a gateway that gets busier
-  shows overload, and the trial that follows proves the refusals are not ours).
+  answers (at most ``epoch_max_s``). An epoch shows **overload** when its refused share is above
+  the **background share** (the refusals learnt not to be ours) by more than ``margin`` and
+  three standard deviations (of a binomial draw that size, and of the background's own
+  measure); so do the last three epochs together, which catches a share that stays above it.
+  A flood (``flood_refusals`` refused, most of what came back) decides at once.
+- On overload the rate is **cut** under the limit measured: what the server took between the
+  epoch's first and last refusal (a token bucket is empty at both, so its burst does not count)
+  × ``under``; when refusals came too close together for that, what it took over the epoch ×
+  ``decrease``. A **trial** epoch starts once the answers to requests sent before the cut are
+  back (``settle_s``).
+- The trial weighs the refusals at the lower rate (a likelihood ratio, up to
+  ``max_trial_epochs`` epochs, sooner when it reaches ``evidence_needed``): fell to the
+  background, they were ours and the cut is **kept**; the same share as before, they may be
+  background or a limit the cut did not get under (its measure held the bucket's burst), so it
+  **cuts once more** (when no background is known yet); the same share again, they are not
+  ours: both cuts are **undone** and the share is learnt as background.
+- The background share is pooled over the last ``Background.window`` answers, up and down,
+  while we send at a rate it was seen at; it never rises above what a trial showed (a limit
+  crept over slowly must not pass for background); it is forgotten if overload shows within
+  ``undo_doubt_s`` of the undo that taught it (a limit that moved during the trial).
 - While workers wait on the rate it **climbs back**: within ``recover_s`` to 95% of the limit
-  last measured, then by ``probe_per_s`` of the rate a second (the limit is likely still
-  there), and once ``beyond`` that limit without overload (it moved up) by a probe that
-  doubles every ``probe_double_s``, so a raised limit is found in seconds, not hours; never
-  above ``--rpm`` or a limit the server announced. A cut decided on a flood (refusals within
-  instants, too few to measure the server by) is a floor, not a limit: from it the rate
-  doubles each second until refusals show where the limit is (TCP's slow start).
+  measured, then ``probe_per_s`` of the rate a second; past the limit (``beyond``) it
+  **probes** by a step that starts at ``probe_from`` a second and doubles every
+  ``probe_double_s`` (at most ``max_probe_step``), so a raised limit is found in seconds.
+  Refusals while probing above a measured limit (two above the background) end the probe at
+  once, without a trial: back to ``under`` × the limit measured again (between refusals) or
+  kept. A probe that got far past the old limit before failing shows the limit moved up; the
+  next probe then starts brisk. A cut decided on a flood whose measure spans instants is a
+  floor, not a limit: from it the rate doubles each second (TCP's slow start).
 - A limit the server announces (``x-ratelimit-limit-requests``) is kept to at once, up or down
-  (at 99% of it when it is below ``--rpm``).
+  (at 99% of it when it is below ``--rpm``). Never above ``--rpm``.
 
 In figures (``bench/real_conditions.py``, README "Rate limits and 429s"): 1% to 10% of
 background 429s cost about their own share of throughput and no more; a token bucket the
-client is not told of is found, and a limit that moves is followed.
+client is not told of is found, and a limit that moves is followed within seconds.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from batchrun.dispatch.refusals import (
+    Background,
+    Epoch,
+    overloaded,
+    refused_beyond,
+    rose,
+    same_share_evidence,
+    sum_epochs,
+    taken_over,
+)
 
 # Share of an announced limit we keep to when it is below --rpm.
 ANNOUNCED_SHARE = 0.99
@@ -65,35 +81,20 @@ KEPT = "kept"
 
 
 @dataclass
-class Epoch:
-    """Counts since the last decision; outcomes before ``starts_at`` are not counted."""
-
-    starts_at: float
-    sent: int = 0
-    ok: int = 0
-    refused: int = 0
-
-    @property
-    def outcomes(self) -> int:
-        """Answers and refusals, or what was sent when more: a 429 comes back at once, an
-        answer a latency later, so right after a decision refusals alone are no share."""
-        return max(self.ok + self.refused, self.sent)
-
-    @property
-    def share(self) -> float:
-        return self.refused / self.outcomes if self.outcomes else 0.0
-
-
-@dataclass
 class RateController:
     """The request rate to keep to (requests/min, None: no limit) and why."""
 
     configured: float | None  # --rpm: never exceeded
-    decrease: float = 0.8
+    decrease: float = 0.8  # of the rate taken over an epoch, when no better measure
+    under: float = 0.95  # of a limit measured between refusals
     recover_s: float = 10.0
-    probe_per_s: float = 0.01
-    probe_double_s: float = 2.0
-    beyond: float = 1.05  # past this many times the limit last measured, the limit moved up
+    probe_per_s: float = 0.02
+    probe_from: float = 0.03
+    probe_double_s: float = 1.5
+    max_probe_step: float = 0.3
+    beyond: float = 1.05  # past this many times the limit measured, probe for a new one
+    moved_up: float = 1.25  # a failed probe's window this far above the limit: it moved
+    window_s: float = 5.0  # seconds of answers a failed probe's window spans
     min_rpm: float = 1.0
     epoch_s: float = 1.0
     epoch_max_s: float = 5.0
@@ -101,34 +102,48 @@ class RateController:
     margin: float = 0.02
     flood_refusals: int = 10
     settle_s: float = 0.5
-    background_weight: float = 0.3  # how far a quiet epoch moves the background share
     # Refused shares from here up are overload whatever a trial says: a gateway refusing
     # this much at any rate is not helped by our sending more.
     max_background: float = 0.3
-    max_trial_epochs: int = 3  # a trial that stays unclear this long keeps the cut
+    max_trial_epochs: int = 6  # a trial decides on the evidence it has by then
+    evidence_needed: float = math.log(20.0)  # likelihood ratio that ends a trial early
+    undo_doubt_s: float = 3.0
     server_limit: float | None = None
     rate: float | None = field(default=None, init=False)
     reason: str = field(default=REASON_UNLIMITED, init=False)
-    background: float = field(default=0.0, init=False)
     state: str = field(default=STEADY, init=False)
     epoch: Epoch = field(default_factory=lambda: Epoch(0.0), init=False)
     estimate: float | None = field(default=None, init=False)  # the limit last measured
     cuts: int = field(default=0, init=False)
     undone: int = field(default=0, init=False)
     decision: str | None = field(default=None, init=False)  # the last epoch's verdict
+    _background: Background = field(default_factory=Background, init=False)
+    _before_undo: Background = field(default_factory=Background, init=False)
+    _undone_at: float = field(default=-math.inf, init=False)
     _before_cut: float | None = field(default=None, init=False)
     _reason_before_cut: str = field(default=REASON_UNLIMITED, init=False)
     _at_cut: Epoch = field(default_factory=lambda: Epoch(0.0), init=False)
     _trial: Epoch = field(default_factory=lambda: Epoch(0.0), init=False)  # earlier epochs
-    _recent: deque[Epoch] = field(default_factory=lambda: deque(maxlen=2), init=False)
     _trial_epochs: int = field(default=0, init=False)
+    _recut: bool = field(default=False, init=False)  # this trial judges a second cut
+    _first_trial: Epoch = field(default_factory=lambda: Epoch(0.0), init=False)
+    _recent: deque[Epoch] = field(default_factory=lambda: deque(maxlen=2), init=False)
+    # (seconds, taken) of the steady epochs since the last cut, for a failed probe's window.
+    _taken: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=30),
+                                             init=False)
     _fast_step_per_s: float = field(default=0.0, init=False)
     _probing_s: float = field(default=0.0, init=False)
+    _brisk: bool = field(default=False, init=False)  # the limit moved up: probe briskly
     _rough_estimate: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self.rate = self.configured
         self.reason = REASON_CONFIGURED if self.configured is not None else REASON_UNLIMITED
+
+    @property
+    def background(self) -> float:
+        """The share of requests learnt to be refused whatever our rate."""
+        return self._background.share
 
     # --- limits -------------------------------------------------------------------------
     @property
@@ -156,6 +171,12 @@ class RateController:
         self.epoch = Epoch(now)
         return changed
 
+    @property
+    def probing(self) -> bool:
+        """Is the rate above the limit last measured (looking for one that moved up)?"""
+        return (self.estimate is not None and self.rate is not None
+                and not self._rough_estimate and self.rate > self.estimate)
+
     # --- evidence -----------------------------------------------------------------------
     def sent(self, now: float) -> None:
         if now >= self.epoch.starts_at:
@@ -173,128 +194,157 @@ class RateController:
         epoch = self.epoch
         if now < epoch.starts_at:
             return False
-        epoch.refused += 1
-        if epoch.refused > epoch.outcomes * self.background + 1:
+        epoch.note_refusal(now)
+        if self._overloaded(epoch):
             # More refused than the background explains: probe gently from here.
             self._probing_s = 0.0
             self._rough_estimate = False
         return self._maybe_decide(now)
 
-    def overloaded(self, epoch: Epoch, extra_margin: float = 0.0) -> bool:
-        """Does ``epoch`` show more refusals than the background explains? (A flood, judged
-        on a few instants, must clear ``extra_margin`` more: a cluster of background
-        refusals right after a decision is not one.)"""
-        outcomes = epoch.outcomes
-        if epoch.refused < 3 or outcomes == 0:
-            return False
-        base = self.background
-        # Refusals beyond what the background explains, against three standard deviations
-        # of a binomial draw of this size (a floor of 1% keeps a quiet start from twitching).
-        excess = epoch.refused - outcomes * base
-        spread = math.sqrt(outcomes * max(base, 0.01) * (1.0 - base))
-        return excess > (self.margin + extra_margin) * outcomes + 3.0 * spread
-
-    @staticmethod
-    def fell(before: Epoch, after: Epoch) -> bool:
-        """Did the refused share fall from ``before`` to ``after`` by at least half, beyond
-        two standard deviations of the difference of two binomial shares? (Swapped: did it
-        rise by as much.)"""
-        if after.outcomes == 0:
-            return True  # nothing came back to judge by: keep the cut, the safe side
-        drop = before.share - after.share
-        pooled = (before.refused + after.refused) / (before.outcomes + after.outcomes)
-        spread = math.sqrt(pooled * (1.0 - pooled)
-                           * (1.0 / max(1, before.outcomes) + 1.0 / after.outcomes))
-        return after.share <= 0.5 * before.share and drop > 2.0 * spread
-
-    def _vanished(self, before: Epoch, latest: Epoch) -> bool:
-        """Refusals gone altogether in the trial's latest epoch (of ``min_outcomes`` answers at
-        least) after a cut that showed some, with no background share learnt: they were ours.
-        At a low rate the shares' test needs more answers than the trial's epochs bring (5 a
-        second at 300/min), and the climb back waits on the trial."""
-        return (self.background == 0.0 and before.refused >= 3 and latest.refused == 0
-                and latest.outcomes >= self.min_outcomes)
+    def _overloaded(self, epoch: Epoch, extra_margin: float = 0.0) -> bool:
+        return overloaded(epoch, self._background, self.margin, extra_margin)
 
     def _maybe_decide(self, now: float) -> bool:
         epoch = self.epoch
+        if self.state == STEADY and self.probing and refused_beyond(epoch, self._background):
+            return self._probe_failed(now)
         elapsed = now - epoch.starts_at
         flood = epoch.refused >= self.flood_refusals and epoch.refused * 2 > epoch.outcomes \
-            and self.overloaded(epoch, extra_margin=0.25)
-        # A trial compares two shares: it needs more answers than spotting a flood does.
-        wanted = self.min_outcomes * (2 if self.state == TRIAL else 1)
+            and self._overloaded(epoch, extra_margin=0.25)
         if not flood and elapsed < self.epoch_max_s and (
-                elapsed < self.epoch_s or epoch.outcomes < wanted):
+                elapsed < self.epoch_s or epoch.outcomes < self.min_outcomes):
             return False
         return self._decide(now, elapsed)
 
     def _decide(self, now: float, elapsed: float) -> bool:
         epoch = self.epoch
-        overloaded = self.overloaded(epoch)
+        overload = self._overloaded(epoch) or (
+            self.state == STEADY and bool(self._recent)
+            and self._overloaded(sum_epochs(epoch, *self._recent)))
         self.epoch = Epoch(now)
         if self.state == TRIAL:
             return self._judge_trial(now, epoch, elapsed)
-        if not overloaded:
-            self.decision = None
-            self._recent.append(epoch)
-            if epoch.share < self.background:
-                # Calmer than learnt: let the background share fall. It rises only when a
-                # trial proves refusals were not ours (a probe above a limit must not teach
-                # that its refusals are background).
-                self.background += self.background_weight * (epoch.share - self.background)
-            return False
-        return self._cut(now, epoch, elapsed)
-
-    def _judge_trial(self, now: float, epoch: Epoch, elapsed: float) -> bool:
-        """Did the cut lower the refused share? Keep it, undo it, or watch one more epoch."""
-        trial = _sum(epoch, self._trial)
-        before = self._at_cut
-        if self.fell(before, trial) or self._vanished(before, epoch):
-            self.state, self.decision = STEADY, KEPT  # the refusals were ours
-            return False
-        if trial.share >= self.max_background or self.fell(trial, before):
-            # Still refused wholesale, or more than before, at the lower rate: the cut was
-            # not deep enough (its measure held the server's burst), not a sign that the
-            # refusals are not ours.
+        if overload:
             return self._cut(now, epoch, elapsed)
-        if trial.share >= 0.7 * before.share:
-            # The same share with less sent: not ours. Undo, and learn the share.
-            self.state, self.decision = STEADY, UNDONE
-            self.undone += 1
-            self.background = max(self.background, min(trial.share, before.share))
-            changed = self.rate != self._before_cut
-            self.rate, self.reason = self._before_cut, self._reason_before_cut
-            return changed
-        if self._trial_epochs < self.max_trial_epochs:
-            self._trial, self._trial_epochs = trial, self._trial_epochs + 1
-            self.decision = None  # it fell some, not clearly: one more epoch at this rate
-            return False
-        self.state, self.decision = STEADY, KEPT  # still unclear: the safe side
+        self.decision = None
+        self._recent.append(epoch)
+        self._taken.append((elapsed, epoch.sent - epoch.refused))
+        sent_rpm = epoch.sent * 60.0 / elapsed if elapsed > 0 else 0.0
+        if self._background.outcomes > 0 and (
+                self.rate is None or sent_rpm <= 1.1 * self._background.seen_at_rpm):
+            # At a rate the background was seen at (or no limit, so no probe): pool this
+            # epoch into its measure, up or down (above it, a probe's refusals must not
+            # teach that they are background).
+            self._background.pool(epoch, sent_rpm)
         return False
 
-    def _cut(self, now: float, epoch: Epoch, elapsed: float) -> bool:
-        # A flood decides within instants: over less than half a second, a server's
-        # burst would pass for its rate.
-        accepted = max(0, epoch.sent - epoch.refused) * 60.0 / max(0.5, elapsed)
-        measures = [x for x in (self.rate, accepted) if x is not None and x > 0]
+    def _judge_trial(self, now: float, epoch: Epoch, elapsed: float) -> bool:
+        """Did the cut lower the refused share? Keep it, cut again, undo it, or watch one
+        more epoch."""
+        trial = sum_epochs(epoch, self._trial)
+        before = self._at_cut
+        if trial.share >= self.max_background or rose(before, trial):
+            # Still refused wholesale, or more than before, at the lower rate: the cut did
+            # not get under the limit, not a sign that the refusals are not ours.
+            return self._cut(now, epoch, elapsed)
+        evidence = same_share_evidence(before, trial, self.background)
+        if abs(evidence) < self.evidence_needed and self._trial_epochs < self.max_trial_epochs:
+            self._trial, self._trial_epochs = trial, self._trial_epochs + 1
+            self.decision = None  # not clear yet: one more epoch at this rate
+            return False
+        if evidence <= 0.0:
+            self.state, self.decision, self._recut = STEADY, KEPT, False  # they were ours
+            return False
+        if not self._recut and self._background.outcomes == 0:
+            # The same share with less sent, no background known: the gateway's, or a limit
+            # this cut did not get under. Once more from what this trial saw taken: under a
+            # limit the share then falls; background stays where it was at any rate.
+            changed = self._cut(now, epoch, elapsed, before=sum_epochs(before, trial))
+            self._recut, self._first_trial = True, trial
+            return changed
+        return self._undo(now, trial)
+
+    def _undo(self, now: float, trial: Epoch) -> bool:
+        """The same share at lower rates: not ours. Back to the rate before the cuts, and
+        learn the share from the trials (none of them picked for its share)."""
+        self.state, self.decision = STEADY, UNDONE
+        self.undone += 1
+        self._before_undo, self._undone_at = replace(self._background), now
+        if self._recut:  # the two trials measured it afresh
+            self._background.refused = self._background.outcomes = 0.0
+            trial = sum_epochs(trial, self._first_trial)
+        self._recut = False
+        self._background.prove(trial, self._before_cut, cap=self.max_background)
+        changed = self.rate != self._before_cut
+        self.rate, self.reason = self._before_cut, self._reason_before_cut
+        self.estimate = self._before_cut  # the cuts measured the background, not a limit
+        return changed
+
+    def _doubt_undo(self, now: float) -> None:
+        """Overload right after an undo: the undo was wrong (the limit moved during its
+        trial), and so is the background share it taught."""
+        if now - self._undone_at <= self.undo_doubt_s:
+            self._background, self._undone_at = self._before_undo, -math.inf
+
+    def _cut(self, now: float, epoch: Epoch, elapsed: float, before: Epoch | None = None
+             ) -> bool:
+        drained = epoch.drained_rate()
+        # A flood decides within instants: over less than half a second, a server's burst
+        # would pass for its rate.
+        taken = drained if drained is not None else \
+            max(0, epoch.sent - epoch.refused) * 60.0 / max(0.5, elapsed)
+        measures = [x for x in (self.rate, taken) if x is not None and x > 0]
         if not measures:
             return False  # nothing sent that we could measure
-        self._before_cut, self._reason_before_cut = self.rate, self.reason
+        self._doubt_undo(now)
+        if self.state != TRIAL:  # a cut within a trial deepens the same sequence of cuts
+            self._before_cut, self._reason_before_cut = self.rate, self.reason
         # The share before the cut, over the last few epochs: the one that showed overload
         # alone was picked for its high share, and would make any trial look like a fall.
-        self._at_cut = _sum(epoch, *self._recent)
-        self._recent.clear()
+        self._at_cut = before if before is not None else sum_epochs(epoch, *self._recent)
         self.estimate = min(measures)
         # A flood's measure spans instants: a floor, not the limit; no gentle probe near it.
-        self._rough_estimate = elapsed < self.epoch_s
-        self.rate = max(self.min_rpm, self.estimate * self.decrease)
-        self.reason = REASON_CUT
+        self._rough_estimate = elapsed < self.epoch_s and drained is None
+        share = self.under if drained is not None else self.decrease
+        self.rate = max(self.min_rpm, self.estimate * share)
         self._fast_step_per_s = max(0.0, 0.95 * self.estimate - self.rate) / self.recover_s
-        self._probing_s = 0.0
+        self.state = TRIAL
+        self._trial, self._trial_epochs = Epoch(now), 1
+        return self._restart(now)
+
+    def _probe_failed(self, now: float) -> bool:
+        """Refusals while probing above the limit measured: back under it at once, no trial
+        (the probe was one). The limit is measured again between the refusals; when they
+        came too close together, a window of the last seconds' answers says whether it
+        moved up."""
+        assert self.estimate is not None and self.rate is not None
+        self._doubt_undo(now)
+        drained = self.epoch.drained_rate()
+        moved = False
+        if drained is not None:
+            self.estimate = min(drained, self.rate)
+        else:
+            window = min(taken_over(self._taken, self.window_s), self.rate)
+            if window > self.moved_up * self.estimate:
+                # It moved up, to somewhere between the window's average (which lags the
+                # probe) and where the probe failed: probe on briskly from under the window.
+                self.estimate, moved = window, True
+        self.rate = min(self.rate, self.under * self.estimate)
+        self._fast_step_per_s = 0.0
+        self._restart(now)
+        self._brisk = moved
+        return True
+
+    def _restart(self, now: float) -> bool:
+        """After a cut of either kind: new counts, a gentle start."""
+        self.reason = REASON_CUT
         self.cuts += 1
         self.decision = CUT
-        self.state = TRIAL
+        self._probing_s = 0.0
+        self._brisk = False
+        self._recent.clear()
+        self._taken.clear()
         self.epoch = Epoch(now + self.settle_s)
-        self._trial, self._trial_epochs = Epoch(now), 1
         return True
 
     def pause_over(self, until: float) -> None:
@@ -315,21 +365,28 @@ class RateController:
             # Cut on a flood's rough measure: double each second until refusals say where
             # the limit is (TCP's slow start), rather than creep up from a guess.
             grown = self.rate * 2.0 ** seconds
+        elif self._brisk:
+            grown = self.rate * (1.0 + self._probe_step(seconds, head_start=2.0) * seconds)
         elif self.rate < 0.95 * estimate and self._fast_step_per_s > 0:
             grown = min(0.95 * estimate, self.rate + self._fast_step_per_s * seconds)
         elif self.rate < self.beyond * estimate:
-            # Near the limit last measured: probe gently, it is likely still there.
+            # Near the limit measured: probe gently, it is likely still there.
             grown = self.rate * (1.0 + self.probe_per_s * seconds)
         else:
-            # Well past it without overload: the limit moved up. Probe faster and faster.
-            self._probing_s += seconds
-            step = self.probe_per_s * 2.0 ** (self._probing_s / self.probe_double_s)
-            grown = self.rate * (1.0 + step * seconds)
+            # Past it without refusals: the limit may have moved up. Faster and faster.
+            grown = self.rate * (1.0 + self._probe_step(seconds) * seconds)
         self.rate = min(grown, ceiling) if ceiling is not None else grown
         self.reason = REASON_CLIMB
         if ceiling is not None and self.rate >= ceiling:
             self.reason = REASON_CONFIGURED if ceiling == self.configured else REASON_ANNOUNCED
         return True
+
+    def _probe_step(self, seconds: float, head_start: float = 0.0) -> float:
+        """A probe's growth a second: ``probe_from``, doubling every ``probe_double_s``
+        (``head_start`` doublings ahead), at most ``max_probe_step``."""
+        self._probing_s += seconds
+        doublings = self._probing_s / self.probe_double_s + head_start
+        return min(self.max_probe_step, self.probe_from * 2.0 ** doublings)
 
     def describe(self) -> str:
         """The rate and why, for the progress display."""
@@ -338,10 +395,3 @@ class RateController:
         if self.background >= 0.005:
             note += f"; {self.background:.0%} of requests refused regardless of rate"
         return f"{shown} ({note})"
-
-
-def _sum(first: Epoch, *others: Epoch) -> Epoch:
-    """The counts of several epochs as one, starting with ``first``."""
-    return Epoch(first.starts_at, first.sent + sum(e.sent for e in others),
-                 first.ok + sum(e.ok for e in others),
-                 first.refused + sum(e.refused for e in others))
