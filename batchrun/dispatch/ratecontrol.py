@@ -41,8 +41,9 @@ to weigh, not an order:
   (at 99% of it when it is below ``--rpm``). Never above ``--rpm``.
 
 In figures (``bench/real_conditions.py``, README "Rate limits and 429s"): 1% to 10% of
-background 429s cost about their own share of throughput and no more; a token bucket the
-client is not told of is found, and a limit that moves is followed within seconds.
+background 429s cost about their own share of throughput and no more; a limit stepping 1,200
+→ 300 → 1,200/min that nobody announces is followed within 2–13 s at 0.95–0.99 of what it
+allowed, with 3% of requests refused.
 """
 
 from __future__ import annotations
