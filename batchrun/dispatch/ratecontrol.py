@@ -19,7 +19,7 @@ to weigh, not an order:
   ``decrease``. A **trial** epoch starts once the answers to requests sent before the cut are
   back (``settle_s``).
 - The trial weighs the refusals at the lower rate (a likelihood ratio, up to
-  ``max_trial_epochs`` epochs, sooner when it reaches ``evidence_needed``): fell to the
+  ``max_trial_epochs`` epochs or ``max_trial_s``, sooner at ``evidence_needed``): fell to the
   background, they were ours and the cut is **kept**; the same share as before, they may be
   background or a limit the cut did not get under (its measure held the bucket's burst), so it
   **cuts once more** (when no background is known yet); the same share again, they are not
@@ -95,6 +95,7 @@ class RateController:
     max_probe_step: float = 0.3
     beyond: float = 1.05  # past this many times the limit measured, probe for a new one
     moved_up: float = 1.25  # a failed probe's window this far above the limit: it moved
+    far_refusals: int = 6  # refusals a probe far past the limit waits for, to measure it
     window_s: float = 5.0  # seconds of answers a failed probe's window spans
     min_rpm: float = 1.0
     epoch_s: float = 1.0
@@ -106,7 +107,8 @@ class RateController:
     # Refused shares from here up are overload whatever a trial says: a gateway refusing
     # this much at any rate is not helped by our sending more.
     max_background: float = 0.3
-    max_trial_epochs: int = 6  # a trial decides on the evidence it has by then
+    max_trial_epochs: int = 6  # a trial decides on the evidence it has by then,
+    max_trial_s: float = 10.0  # or after this long (epochs of 20 answers are slow at 300/min)
     evidence_needed: float = math.log(20.0)  # likelihood ratio that ends a trial early
     undo_doubt_s: float = 3.0
     server_limit: float | None = None
@@ -207,7 +209,8 @@ class RateController:
 
     def _maybe_decide(self, now: float) -> bool:
         epoch = self.epoch
-        if self.state == STEADY and self.probing and refused_beyond(epoch, self._background):
+        if self.state == STEADY and self.probing and refused_beyond(epoch, self._background) \
+                and self._measured_enough(epoch):
             return self._probe_failed(now)
         elapsed = now - epoch.starts_at
         flood = epoch.refused >= self.flood_refusals and epoch.refused * 2 > epoch.outcomes \
@@ -249,7 +252,8 @@ class RateController:
             # not get under the limit, not a sign that the refusals are not ours.
             return self._cut(now, epoch, elapsed)
         evidence = same_share_evidence(before, trial, self.background)
-        if abs(evidence) < self.evidence_needed and self._trial_epochs < self.max_trial_epochs:
+        if abs(evidence) < self.evidence_needed and self._trial_epochs < self.max_trial_epochs \
+                and now - self._trial.starts_at < self.max_trial_s:
             self._trial, self._trial_epochs = trial, self._trial_epochs + 1
             self.decision = None  # not clear yet: one more epoch at this rate
             return False
@@ -312,6 +316,14 @@ class RateController:
         self.state = TRIAL
         self._trial, self._trial_epochs = Epoch(now), 1
         return self._restart(now)
+
+    def _measured_enough(self, epoch: Epoch) -> bool:
+        """Refused far above the limit we knew (it moved up), a probe fails only once its
+        refusals measure the new limit, or after ``far_refusals``: backing off to a guess
+        from before the move would creep up from far under it. Near the old limit, at once."""
+        assert self.estimate is not None and self.rate is not None
+        return (self.rate <= self.moved_up * self.estimate or epoch.refused >= self.far_refusals
+                or epoch.drained_rate() is not None)
 
     def _probe_failed(self, now: float) -> bool:
         """Refusals while probing above the limit measured: back under it at once, no trial

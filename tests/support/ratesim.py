@@ -9,6 +9,7 @@ Workers hold a wire slot only while a request is out: a refused row waits its ow
 from __future__ import annotations
 
 import heapq
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,8 +125,9 @@ def simulate(
             heapq.heappush(events, (clock[0] + 0.001, seq, "bg", retry_after_s))
         elif server is not None and server.wait_time(1, clock[0]) > 0:
             result.bucket_429 += 1
+            # Retry-After in whole seconds, at least one, as the emulator (and HTTP) give it.
             heapq.heappush(events, (clock[0] + 0.001, seq, "rpm",
-                                    server.wait_time(1, clock[0])))
+                                    float(max(1, math.ceil(server.wait_time(1, clock[0]))))))
         else:
             if server is not None:
                 server.take(1, clock[0])
