@@ -1,11 +1,8 @@
 """The request rate to keep to, decided from the answers: tells "you are too fast" from
-"the server is full", and finds a limit nobody announced (pure: every clock value is handed
-in; the statistics are in ``refusals``).
-
-A shared gateway refuses a share of requests with 429 whatever our own rate is: its upstream,
-or other tenants, are busy. Slowing down does not lower such refusals, it only wastes the
-capacity we were given; only refusals that our rate causes call for a cut. So a 429 is evidence
-to weigh, not an order:
+"the server is full", and finds a limit nobody announced (pure: clock values are handed in;
+the statistics are in ``refusals``). A shared gateway refuses a share of requests whatever our
+rate (its upstream or other tenants are busy): slowing down does not lower such refusals, it
+wastes the capacity we have. So a 429 is evidence to weigh, not an order:
 
 - Answers and refusals are counted in **epochs** of at least ``epoch_s`` and ``min_outcomes``
   answers (at most ``epoch_max_s``). An epoch shows **overload** when its refused share is above
@@ -13,30 +10,27 @@ to weigh, not an order:
   three standard deviations (of a binomial draw that size, and of the background's own
   measure); so do the last three epochs together, which catches a share that stays above it.
   A flood (``flood_refusals`` refused, most of what came back) decides at once.
-- On overload the rate is **cut** under the limit measured: what the server took between the
-  epoch's first and last refusal (a token bucket is empty at both, so its burst does not count)
-  × ``under``; when refusals came too close together for that, what it took over the epoch ×
-  ``decrease``. A **trial** epoch starts once the answers to requests sent before the cut are
-  back (``settle_s``).
+- On overload the rate is **cut** to ``under`` × what the server took between the epoch's first
+  and last refusal (a token bucket is empty at both, so its burst does not count), or when they
+  came too close together, ``decrease`` × what it took over the epoch. A **trial** starts once
+  the answers to requests sent before the cut are back (``settle_s``).
 - The trial weighs the refusals at the lower rate (a likelihood ratio, up to
   ``max_trial_epochs`` epochs or ``max_trial_s``, sooner at ``evidence_needed``): fell to the
   background, they were ours and the cut is **kept**; the same share as before, they may be
-  background or a limit the cut did not get under (its measure held the bucket's burst), so it
-  **cuts once more** (when no background is known yet); the same share again, they are not
-  ours: both cuts are **undone** and the share is learnt as background.
+  background or a limit the cut did not get under, so it **cuts once more** (when no
+  background is known yet); the same share again: both cuts are **undone**, the share learnt.
 - The background share is pooled over the last ``Background.window`` answers, up and down,
   while we send at a rate it was seen at; it never rises above what a trial showed (a limit
   crept over slowly must not pass for background); it is forgotten if overload shows within
   ``undo_doubt_s`` of the undo that taught it (a limit that moved during the trial).
 - While workers wait on the rate it **climbs back**: within ``recover_s`` to 95% of the limit
-  measured, then ``probe_per_s`` of the rate a second; past the limit (``beyond``) it
-  **probes** by a step that starts at ``probe_from`` a second and doubles every
-  ``probe_double_s`` (at most ``max_probe_step``), so a raised limit is found in seconds.
-  Refusals while probing above a measured limit (two above the background) end the probe at
-  once, without a trial: back to ``under`` × the limit measured again (between refusals) or
-  kept. A probe that got far past the old limit before failing shows the limit moved up; the
-  next probe then starts brisk. A cut decided on a flood whose measure spans instants is a
-  floor, not a limit: from it the rate doubles each second (TCP's slow start).
+  measured, then ``probe_per_s`` of the rate a second; past it (``beyond``) it **probes** by a
+  step from ``probe_from`` a second, doubling every ``probe_double_s`` (at most
+  ``max_probe_step``). Two refusals above the background end a probe without a trial: back to
+  ``under`` × the limit measured again between them; far past the old limit (it moved up),
+  once they measure the new one (or a window of answers shows the move: the next probe starts
+  brisk). A cut on a flood whose measure spans instants is a floor: from it the rate doubles
+  each second (TCP's slow start).
 - A limit the server announces (``x-ratelimit-limit-requests``) is kept to at once, up or down
   (at 99% of it when it is below ``--rpm``). Never above ``--rpm``.
 
@@ -104,9 +98,7 @@ class RateController:
     margin: float = 0.02
     flood_refusals: int = 10
     settle_s: float = 0.5
-    # Refused shares from here up are overload whatever a trial says: a gateway refusing
-    # this much at any rate is not helped by our sending more.
-    max_background: float = 0.3
+    max_background: float = 0.3  # refused shares from here up are overload whatever a trial says
     max_trial_epochs: int = 6  # a trial decides on the evidence it has by then,
     max_trial_s: float = 10.0  # or after this long (epochs of 20 answers are slow at 300/min)
     evidence_needed: float = math.log(20.0)  # likelihood ratio that ends a trial early
@@ -132,8 +124,7 @@ class RateController:
     _first_trial: Epoch = field(default_factory=lambda: Epoch(0.0), init=False)
     _recent: deque[Epoch] = field(default_factory=lambda: deque(maxlen=2), init=False)
     # (seconds, taken) of the steady epochs since the last cut, for a failed probe's window.
-    _taken: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=30),
-                                             init=False)
+    _taken: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=30), init=False)
     _fast_step_per_s: float = field(default=0.0, init=False)
     _probing_s: float = field(default=0.0, init=False)
     _brisk: bool = field(default=False, init=False)  # the limit moved up: probe briskly
@@ -294,8 +285,7 @@ class RateController:
     def _cut(self, now: float, epoch: Epoch, elapsed: float, before: Epoch | None = None
              ) -> bool:
         drained = epoch.drained_rate()
-        # A flood decides within instants: over less than half a second, a server's burst
-        # would pass for its rate.
+        # A flood decides within instants: over less than 0.5 s a burst would pass for rate.
         taken = drained if drained is not None else \
             max(0, epoch.sent - epoch.refused) * 60.0 / max(0.5, elapsed)
         measures = [x for x in (self.rate, taken) if x is not None and x > 0]
@@ -318,18 +308,16 @@ class RateController:
         return self._restart(now)
 
     def _measured_enough(self, epoch: Epoch) -> bool:
-        """Refused far above the limit we knew (it moved up), a probe fails only once its
-        refusals measure the new limit, or after ``far_refusals``: backing off to a guess
-        from before the move would creep up from far under it. Near the old limit, at once."""
+        """Near the old limit a probe fails at once; far past it (it moved up), once its
+        refusals measure the new one, or ``far_refusals`` came (backing off to a guess from
+        before the move would creep up from far under it)."""
         assert self.estimate is not None and self.rate is not None
         return (self.rate <= self.moved_up * self.estimate or epoch.refused >= self.far_refusals
                 or epoch.drained_rate() is not None)
 
     def _probe_failed(self, now: float) -> bool:
-        """Refusals while probing above the limit measured: back under it at once, no trial
-        (the probe was one). The limit is measured again between the refusals; when they
-        came too close together, a window of the last seconds' answers says whether it
-        moved up."""
+        """Back under the limit, measured again between the refusals (or kept, unless a
+        window of the last seconds' answers shows it moved up); the probe was the trial."""
         assert self.estimate is not None and self.rate is not None
         self._doubt_undo(now)
         drained = self.epoch.drained_rate()
