@@ -161,7 +161,7 @@ class RateController:
         self.rate = ceiling
         self.reason = REASON_ANNOUNCED if ceiling != self.configured else REASON_CONFIGURED
         # Answers from before the change say nothing about the rate now.
-        self.state = STEADY
+        self.state, self._recut = STEADY, False
         self.epoch = Epoch(now)
         return changed
 
