@@ -5,7 +5,7 @@ clock value is handed in). ``ratecontrol`` decides with them."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Reversible
 from dataclasses import dataclass
 
 # A share of 0 would make a single refusal infinitely telling.
@@ -56,12 +56,12 @@ class Epoch:
         return taken * 60.0 / span
 
 
-def taken_over(stretches: Iterable[tuple[float, int]], window_s: float) -> float:
+def taken_over(stretches: Reversible[tuple[float, int]], window_s: float) -> float:
     """Requests/min taken over the last ``window_s`` seconds of ``stretches`` ((seconds,
     taken), oldest first): long enough that a bucket's burst cannot pass for its rate.
     0 when they span less."""
     seconds, taken = 0.0, 0
-    for elapsed, count in reversed(list(stretches)):
+    for elapsed, count in reversed(stretches):
         seconds, taken = seconds + elapsed, taken + count
         if seconds >= window_s:
             return taken * 60.0 / seconds
@@ -131,9 +131,11 @@ def refused_beyond(epoch: Epoch, background: Background, at_least: int = 2) -> b
     """A looser test than ``overloaded``: ``at_least`` refusals and two standard deviations
     above the background. For a probe above a known limit, where a false alarm only sends
     the rate back under that limit and each refusal waited for is one more paid."""
-    expected = epoch.outcomes * background.share
-    spread = math.sqrt(epoch.outcomes * max(background.share, 0.01))
-    return epoch.refused >= at_least and epoch.refused > expected + 2.0 * spread
+    if epoch.refused < at_least:
+        return False  # every answer while probing asks: the usual one stops here
+    share = background.share
+    spread = math.sqrt(epoch.outcomes * max(share, 0.01))
+    return epoch.refused > epoch.outcomes * share + 2.0 * spread
 
 
 def rose(before: Epoch, after: Epoch) -> bool:
