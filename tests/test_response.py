@@ -67,6 +67,30 @@ def test_reference_example() -> None:
     }
 
 
+# The reference's billing note: reasoning tokens "are recorded for audit only in the response,
+# in output.usage.reasoning_tokens, and in pricing_detail".
+AUDIT_RECORDS: list[dict[str, Any]] = [
+    {"output": {"usage": {"reasoning_tokens": 457}}},
+    {"pricing_detail": {"input_tokens": 194, "output_tokens": 229, "reasoning_tokens": 457}},
+    {"output": {"usage": {}}, "pricing_detail": {"reasoning_tokens": "457"}},
+]
+
+
+@pytest.mark.parametrize("records", AUDIT_RECORDS)
+def test_reasoning_tokens_from_the_audit_records_when_usage_has_none(
+    records: dict[str, Any],
+) -> None:
+    body = copy.deepcopy(REFERENCE_RESPONSE)
+    del body["usage"]["completion_tokens_details"]
+    body.update(copy.deepcopy(records))
+    completion = parse_completion(body)
+    assert completion.reasoning_tokens == 457
+    assert all(completion.extra[key] == value for key, value in records.items())  # kept
+    # usage's own count wins over the audit records
+    body["usage"]["completion_tokens_details"] = {"reasoning_tokens": 5}
+    assert parse_completion(body).reasoning_tokens == 5
+
+
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
 def test_thoughts_from_a_message_field(field: str) -> None:
     completion = parse_completion(with_message(content="42", **{field: "Let me think."}))
@@ -285,6 +309,17 @@ def test_last_non_null_usage_and_credits_win() -> None:
         {**chunk(), "choices": [], "usage": None},
     ])
     assert completion.completion_tokens == 20 and completion.credits_consumed == 0.02
+
+
+@pytest.mark.parametrize("records", AUDIT_RECORDS)
+def test_a_stream_takes_reasoning_tokens_from_the_audit_records_too(
+    records: dict[str, Any],
+) -> None:
+    usage = {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 35}
+    last = {**chunk(finish="stop", usage=usage), **copy.deepcopy(records)}
+    completion = run_stream([chunk("Hi"), last])
+    assert completion.reasoning_tokens == 457 and completion.content == "Hi"
+    assert all(completion.extra[key] == value for key, value in records.items())
 
 
 def test_reasoning_field_named_reasoning() -> None:

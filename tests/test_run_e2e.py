@@ -33,6 +33,13 @@ def test_sample_job_runs_on_the_embedded_emulator(tmp_path: Path) -> None:
     assert table.schema.remove_metadata() == RESULTS_SCHEMA
     metadata = json.loads(table.schema.metadata[b"batchrun"])
     assert metadata["model"] == "gemini-3.1-pro" and metadata["totals"]["rows_ok"] == len(rows)
+    # Each field under its own key too: job, model, endpoint (no key), version, fingerprint,
+    # totals.
+    flat = table.schema.metadata
+    assert flat[b"model"] == b"gemini-3.1-pro" and flat[b"endpoint"].startswith(b"http://127.")
+    assert flat[b"batchrun_version"] and flat[b"manifest_fingerprint"]
+    assert json.loads(flat[b"job"])["model"] == "gemini-3.1-pro"
+    assert json.loads(flat[b"totals"]) == metadata["totals"]
 
 
 @pytest.mark.slow  # ~50 s: 2,000 rows held to 3,000/min, a quarter failing at first

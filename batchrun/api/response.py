@@ -94,6 +94,7 @@ def parse_completion(obj: Any, http_status: int = 200) -> Completion:
         extra=extra,
     )
     apply_usage(completion, obj.get("usage"))
+    audited_reasoning(completion)
     return completion
 
 
@@ -142,6 +143,25 @@ def apply_usage(completion: Completion, usage: Any) -> None:
     completion.reasoning_tokens = reasoning
     rest.pop("credits_consumed", None)
     put(completion.extra, "usage", rest)
+
+
+def audited_reasoning(completion: Completion) -> None:
+    """Reasoning tokens from the answer's audit records when ``usage`` carried none.
+
+    The gateway's billing note says reasoning tokens "are recorded for audit only in the
+    response, in output.usage.reasoning_tokens, and in pricing_detail": an answer that counts
+    them only there still gets its ``reasoning_tokens``. Both objects stay in ``extra``.
+    """
+    if completion.reasoning_tokens is not None or not completion.extra:
+        return
+    output = completion.extra.get("output")
+    usage = output.get("usage") if isinstance(output, dict) else None
+    for record in (usage, output, completion.extra.get("pricing_detail")):
+        if isinstance(record, dict):
+            count = _int(record.get("reasoning_tokens"))
+            if count is not None:
+                completion.reasoning_tokens = count
+                return
 
 
 def _credits(obj: Mapping[str, Any]) -> float | None:

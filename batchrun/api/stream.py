@@ -15,6 +15,7 @@ import orjson
 from batchrun.api.response import (
     TOP_KNOWN,
     apply_usage,
+    audited_reasoning,
     content_text,
     float_or_none,
     payload_error,
@@ -204,6 +205,7 @@ class StreamAccumulator:
             extra=extra,
         )
         apply_usage(completion, self._usage)
+        audited_reasoning(completion)
         return completion
 
     def _add_choices(self, choices: Any) -> None:

@@ -34,7 +34,7 @@ from batchrun.manifest.rows import id_key_of
 from batchrun.reporting.flatten import flatten_file, run_schema
 from batchrun.reporting.status import run_summary
 from batchrun.store.cache import REUSED_EXTRA_KEY
-from batchrun.store.compact import BATCH_ROWS, json_record, parquet_record
+from batchrun.store.compact import BATCH_ROWS, file_metadata, json_record, parquet_record
 from batchrun.store.rundir import RunDir
 from batchrun.store.summary import RunSummary
 
@@ -185,8 +185,7 @@ def _write_joined_parquet(run: RunDir, manifest: Path, metadata: dict[str, Any],
     columns = _input_schema(manifest)
     schema = pa.schema(list(RESULTS_SCHEMA) + [pa.field(name, kind_type)
                                                for name, kind_type, _ in columns])
-    schema = schema.with_metadata(
-        {b"batchrun": orjson.dumps(metadata, option=orjson.OPT_NON_STR_KEYS)})
+    schema = schema.with_metadata(file_metadata(metadata))
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         results: list[dict[str, Any]] = []
         inputs: list[dict[str, Any]] = []

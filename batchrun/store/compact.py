@@ -81,13 +81,21 @@ def json_record(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def file_metadata(metadata: dict[str, Any]) -> dict[bytes, bytes]:
+    """Parquet key-value metadata: the whole of ``metadata`` as JSON under ``batchrun``, and
+    each of its fields under its own key too (text as it is, anything else as JSON), so a
+    reader that looks for ``model`` or ``totals`` finds them without knowing our layout."""
+    flat = {key.encode(): value.encode() if isinstance(value, str)
+            else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+            for key, value in metadata.items() if value is not None}
+    return {**flat, b"batchrun": orjson.dumps(metadata, option=orjson.OPT_NON_STR_KEYS)}
+
+
 def compact(latest: Iterable[tuple[int, dict[str, Any]]], results_path: Path,
             metadata: dict[str, Any]) -> int:
     """Write ``latest`` (``iter_latest``'s records) to results.parquet atomically; returns the
     number of rows."""
-    schema = RESULTS_SCHEMA.with_metadata(
-        {b"batchrun": orjson.dumps(metadata, option=orjson.OPT_NON_STR_KEYS)}
-    )
+    schema = RESULTS_SCHEMA.with_metadata(file_metadata(metadata))
     # A name of our own: ``export`` may compact while the run itself finishes.
     tmp_path = results_path.with_name(f"{results_path.name}.{os.getpid()}.tmp")
     written = 0
