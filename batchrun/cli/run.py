@@ -71,7 +71,9 @@ def print_warnings(outcome: RunOutcome) -> None:
     counters = outcome.counters
     if counters.missing_usage:
         err(f"warning: {counters.missing_usage:,} answers came without usage; their tokens and "
-             "cost are unknown (rows flagged error_code=missing_usage, status ok)")
+            "cost are unknown (rows flagged error_code=missing_usage, status ok); a server that "
+            "sends usage on a stream only when asked is asked by the job's "
+            'stream_usage = "ask"')
     if counters.answers_unrecorded:
         err(f"warning: {counters.answers_unrecorded:,} answers arrived but could not be "
              "written; those rows stay pending and will be sent (and paid) again on resume")

@@ -50,8 +50,8 @@ class JobSpec:
     # endpoint is known to accept it (the gateway's API reference lists no response_format).
     schema_response_format: str = "auto"
     # Ask for usage on streams (stream_options.include_usage), which OpenAI and vLLM send only
-    # when asked: "ask", "never", or "auto" = ask unless the endpoint is the gateway's (it
-    # sends usage on every stream and documents no stream_options).
+    # when asked: "ask", "never", or "auto" = ask unless it is the gateway's API, by its host
+    # or its model (it sends usage on every stream and documents no stream_options).
     stream_usage: str = "auto"
     expected_output_tokens: int = 500
     concurrency: int = 32

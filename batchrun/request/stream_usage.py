@@ -3,8 +3,12 @@
 OpenAI's API sends a streamed answer's usage only when asked
 (https://platform.openai.com/docs/api-reference/chat/create#chat-create-stream_options), and
 so do servers that copy it (vLLM). The gateway sends usage on every stream and its API
-reference (https://api.aivideoapi.ai) lists no ``stream_options``, so ``auto`` asks everyone
-but the gateway.
+reference (https://api.aivideoapi.ai) lists no ``stream_options`` among the request's fields,
+so ``auto`` asks everyone but the gateway's API: its host, or its model (``gemini-3.1-pro``
+and its versions) served at any other address (a mirror, a proxy, a local copy of the API),
+which gets only the fields the reference lists. A server of that model that does want to be
+asked is named by ``stream_usage = "ask"``; the run's warning about answers without usage
+says so.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import functools
 from typing import Any
 from urllib.parse import urlsplit
 
+from batchrun.cost.catalog import DEFAULT_MODEL, normalise
 from batchrun.manifest.job import DEFAULT_ENDPOINT, JobSpec
 
 _GATEWAY_HOST = urlsplit(DEFAULT_ENDPOINT).hostname
@@ -22,7 +27,12 @@ def asks_stream_usage(job: JobSpec) -> bool:
     """Whether streamed bodies of ``job`` carry ``stream_options.include_usage``."""
     if job.stream_usage != "auto":
         return job.stream_usage == "ask"
-    return not _is_gateway(job.resolved_endpoint())
+    return not (_is_gateway_model(job.model) or _is_gateway(job.resolved_endpoint()))
+
+
+@functools.lru_cache(maxsize=8)
+def _is_gateway_model(model: str) -> bool:
+    return normalise(model).startswith(DEFAULT_MODEL)
 
 
 @functools.lru_cache(maxsize=8)  # asked for every row
