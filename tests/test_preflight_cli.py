@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from support.kit import fast_job, run_cli, write_manifest
+from support.kit import fast_job, results, run_cli, write_manifest
 
 from batchrun.emulator.server import EmulatorServer
 
@@ -125,22 +125,38 @@ def test_above_confirm_above_on_a_tty_it_asks(
         assert "not confirmed; nothing was sent" in screen
 
 
-def test_a_balance_below_the_estimate_refuses_to_start_unless_told(
+def test_a_balance_below_the_estimate_warns_then_the_402_stops_the_run_resumably(
     tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
 ) -> None:
-    server = make_emulator(balance=5.0)
-    manifest = write_manifest(tmp_path / "m.jsonl", 10)
-    job = fast_job(tmp_path, expected_output_tokens=1000)  # estimate ~9.6 credits; real ~2
-    base = ["run", str(manifest), "--job", str(job), "--out", str(tmp_path / "run"),
+    # As DESIGN's contract has it for insufficient_credits: the run goes until the API's 402,
+    # keeps every answer, exits 3 and says how to resume; nothing paid is sent twice.
+    manifest = write_manifest(tmp_path / "m.jsonl", 40)
+    server = make_emulator(balance=1.0)  # a few rows' worth (a row costs ~0.2 here)
+    job = fast_job(tmp_path, expected_output_tokens=1000, concurrency=2)
+    out = tmp_path / "run"
+    base = ["run", str(manifest), "--job", str(job), "--out", str(out),
             "--endpoint", server.base_url, "--yes"]
-    refused = run_cli(base)
-    assert refused.exit_code == 2
-    assert "balance (5.0000 credits) is below the estimate" in refused.output
-    assert "--ignore-balance" in refused.output
-    assert server.stats.requests_total == 0
-    started = run_cli([*base, "--ignore-balance"])
-    assert started.exit_code == 0, started.output
-    assert server.stats.requests_total == 10
+    first = run_cli(base)
+    assert first.exit_code == 3, first.output
+    assert "balance (1.0000 credits) is below the estimate" in first.output
+    assert "insufficient_credits" in first.output and "top up" in first.output
+    ok_rows = [row for row in results(out) if row["status"] == "ok"]
+    assert 0 < len(ok_rows) < 40 and len(ok_rows) == server.stats.billed_requests
+
+    server.config.balance = 0.0  # spent: stops before sending, with the same advice
+    sent = server.stats.requests_total
+    empty = run_cli(base)
+    assert empty.exit_code == 3, empty.output
+    assert "nothing was sent" in empty.output and "top up" in empty.output
+    assert f"batchrun run {manifest} --out {out}" in " ".join(empty.output.split())
+    assert server.stats.requests_total == sent
+
+    server.config.balance = 1_000.0
+    done = run_cli(base)
+    assert done.exit_code == 0, done.output
+    assert "below the estimate" not in done.output
+    assert all(row["status"] == "ok" for row in results(out)) and len(results(out)) == 40
+    assert max(server.stats.billed_by_body.values()) == 1  # nobody paid twice
 
 
 def test_a_paid_calibration_asks_and_needs_a_key(tmp_path: Path, emulator: EmulatorServer) -> None:

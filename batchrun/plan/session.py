@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from batchrun.api.client import ApiClient
 from batchrun.api.endpoint_check import plain_http_warning
-from batchrun.core.errors import InputError
+from batchrun.core.errors import InputError, InsufficientCreditsError
 from batchrun.cost.budget import CreditLedger
 from batchrun.cost.catalog import Price
 from batchrun.cost.estimate import estimate_lines
@@ -71,18 +71,26 @@ class Console(Protocol):
         """The progress display is over (a terminal's live line ends)."""
 
 
-def balance_check(needed: float, ignore_balance: bool) -> Callable[[ApiClient], Awaitable[None]]:
-    """Before dispatch: refuse to start when GET /credits says the balance is below ``needed``."""
+def balance_check(needed: float, ignore_balance: bool, *, warn: Callable[[str], None],
+                  resume_command: str) -> Callable[[ApiClient], Awaitable[None]]:
+    """Before dispatch, what ``GET /credits`` says of the balance. Nothing left: stop as a 402
+    would (exit 3), before sending. Below ``needed``: say so and start, since the API's 402 stops
+    dispatch when it runs out, with every answer kept and the run resumable (DESIGN's contract
+    for ``insufficient_credits``); a prepaid balance cannot be overspent."""
 
     async def check_balance(client: ApiClient) -> None:
         if ignore_balance or needed <= 0:
             return
         balance = await client.get_credits()
-        if balance is not None and balance < needed:
-            raise InputError(
-                f"the balance ({balance:,.4f} credits) is below the estimate "
-                f"({needed:,.4f}); top up, or pass --ignore-balance to start anyway"
-            )
+        if balance is None or balance >= needed:
+            return
+        if balance <= 0:
+            raise InsufficientCreditsError(
+                f"the balance is {balance:,.4f} credits (GET /credits), nothing was sent; top "
+                f"up (Dashboard > Billing), then resume: {resume_command}")
+        warn(f"warning: the balance ({balance:,.4f} credits) is below the estimate "
+             f"({needed:,.4f}): the run stops when it runs out (exit 3, every answer kept); "
+             f"top up, then resume with: {resume_command}")
 
     return check_balance
 
