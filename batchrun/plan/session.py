@@ -89,8 +89,8 @@ def balance_check(needed: float, ignore_balance: bool, *, warn: Callable[[str], 
                 f"the balance is {balance:,.4f} credits (GET /credits), nothing was sent; top "
                 f"up (Dashboard > Billing), then resume: {resume_command}")
         warn(f"warning: the balance ({balance:,.4f} credits) is below the estimate "
-             f"({needed:,.4f}): the run stops when it runs out (exit 3, every answer kept); "
-             f"top up, then resume with: {resume_command}")
+             f"({needed:,.4f}): the run stops when it runs out (exit 3, every answer kept, "
+             "the command that resumes printed); top up first to finish in one go")
 
     return check_balance
 
