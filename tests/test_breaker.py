@@ -21,8 +21,15 @@ def ok(row_id: str = "r") -> RowResult:
 
 def failed(row_id: str = "r", code: str = "invalid_request", *, retryable: bool = False,
            message: str = "'model' is required.") -> RowResult:
+    """A row the API refused (it was sent)."""
     return RowResult(id=row_id, status="error", error_code=code, http_status=400,
-                     error_message=message, retryable=retryable)
+                     error_message=message, retryable=retryable, attempts=1)
+
+
+def unsendable(row_id: str = "r") -> RowResult:
+    """A row that failed before it was sent: its own input."""
+    return RowResult(id=row_id, status="error", error_code="media_error",
+                     error_message="media file not found: gone.png", attempts=0)
 
 
 # ---------------------------------------------------------------- the rules
@@ -95,7 +102,50 @@ def test_zero_turns_both_rules_off() -> None:
     assert all(breaker.observe(failed(f"r{n}")) is None for n in range(1000))
 
 
+def test_rows_that_failed_before_sending_count_for_neither_rule() -> None:
+    breaker = CircuitBreaker(first_n=5, window=10, rate=0.5)
+    for number in range(100):
+        assert breaker.observe(unsendable(f"u{number}")) is None
+    # Both rules still start from nothing: the first rows armed, the window empty.
+    for number in range(4):
+        assert breaker.observe(failed(f"r{number}")) is None
+    assert breaker.observe(failed("r4")) is not None
+
+
 # ---------------------------------------------------------------- whole runs
+
+
+def test_rows_with_missing_media_among_good_ones_never_stop_the_run(
+    tmp_path: Path, make_emulator: MakeEmulator
+) -> None:
+    # Every other row names a file that is not there: those fail at once, before the good
+    # rows' answers arrive (200 ms), so they are the first 30 rows to finish.
+    emulator = make_emulator(latency_ms=200)
+    (tmp_path / "pic.png").write_bytes(
+        (Path(__file__).parent.parent / "sample_inputs/media/chart.png").read_bytes())
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(
+        json.dumps({"id": f"r{n}", "prompt": "Describe it.",
+                    "media": ["pic.png" if n % 2 else f"missing-{n}.png"]}) + "\n"
+        for n in range(60)))
+    job = write_job(tmp_path / "job.toml", concurrency=64)  # every row taken at once
+    args = ["run", str(manifest), "--job", str(job), "--out", str(tmp_path / "run"),
+            "--endpoint", emulator.base_url, "--yes"]
+    result = run_cli(args)
+    assert result.exit_code == 1, result.output
+    assert "circuit breaker" not in result.output
+    rows = by_id(tmp_path / "run")
+    assert len(rows) == 60
+    assert all(row["status"] == "ok" for name, row in rows.items() if int(name[1:]) % 2)
+    assert all(row["error_code"] == "media_error" and row["attempts"] == 0
+               for name, row in rows.items() if not int(name[1:]) % 2)
+    sent = emulator.stats.requests_total
+    assert sent == 30
+    again = run_cli(args)  # nothing to send again: the bad rows' errors are their own
+    assert again.exit_code == 1, again.output
+    assert emulator.stats.requests_total == sent
+
+
 
 
 def test_breaker_stops_a_run_whose_job_the_gateway_refuses(

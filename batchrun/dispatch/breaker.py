@@ -1,12 +1,17 @@
 """The circuit breaker: stop a run whose rows all fail alike, instead of failing them one by one.
 
 Pure: the runner hands it every finished row (``observe``) and gets back a ``Trip`` once one of
-two rules fires, counted over the rows finished in this session:
+two rules fires, counted over the rows sent in this session:
 
 - first rows: the first ``first_n`` rows all failed with the same non-retryable error code (a
-  job spec the gateway refuses, a media root that holds none of the files);
+  job spec the gateway refuses);
 - window: of the last ``window`` rows, at least ``rate`` failed, whatever the errors were (the
   upstream is down and every row exhausts its retries).
+
+A row that failed before it was sent (its own input: a missing or oversize file, a prompt that
+is not text) says nothing of the run and is not counted: such rows fail at once, so they would
+be the first to finish among good rows still on the wire, and reopening them would only fail
+them again on every resume. A manifest with nothing sendable is refused before the run.
 
 A trip stops dispatch (exit 3): rows not yet sent stay pending. Rows that failed with the
 tripping error are handed back as retryable, so that fixing the cause and running the same
@@ -57,6 +62,8 @@ class CircuitBreaker:
         """Take one finished row; the ``Trip`` the first time a rule fires, else None."""
         if self.tripped is not None:
             return None
+        if not result.ok and not result.attempts:
+            return None  # never sent: the row's fault, not the run's
         trip = self._first_rows(result)
         if trip is None:
             trip = self._window(result)
