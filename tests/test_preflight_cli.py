@@ -210,7 +210,8 @@ def test_estimate_calibrate_keeps_its_sample_where_the_printed_run_finds_it(
     command = estimated.stderr.split("without paying for them again:\n  ", 1)[1].split("\n")[0]
     args = command.split()
     run_dir = Path(args[args.index("--out") + 1])
-    assert run_dir.parent == Path("runs") and run_dir.name.startswith("m-")
+    # Under ./runs (made absolute: the command works from any folder).
+    assert run_dir.parent == tmp_path / "runs" and run_dir.name.startswith("m-")
     assert emulator.stats.requests_total == 4
     ran = run_cli([*args[1:], "--yes"])
     assert ran.exit_code == 0, ran.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -229,3 +230,28 @@ def test_failed_run_status_export_and_what_a_resume_sends_again(
     assert server.stats.requests_total - sent_before == 6
     assert status_of(out)["rows_ok"] == 6
     assert (out / "journal.jsonl").read_bytes().count(b'"id":"pic"') == 2
+
+
+def test_the_resume_command_names_absolute_paths_so_it_runs_from_anywhere(
+    tmp_path: Path, make_emulator: Callable[..., EmulatorServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run started with relative paths, stopped by the API's 402 when the balance ran out.
+    server = make_emulator(balance=0.6)
+    monkeypatch.chdir(tmp_path)
+    write_rows(tmp_path / "m.jsonl", [{"id": f"r{n}", "prompt": f"Question {n}?"}
+                                      for n in range(12)])
+    job(tmp_path, concurrency=1, max_retry_wait_s=0.2)
+    stopped = cli_run(["run", "m.jsonl", "--job", "job.toml", "--out", "run",
+                       "--endpoint", server.base_url, "--yes"])
+    assert stopped.exit_code == 3, stopped.output
+    monkeypatch.chdir(REPO)  # status asked from somewhere else
+    command = status_of(tmp_path / "run")["resume_command"]
+    assert f"{tmp_path / 'm.jsonl'} --out {tmp_path / 'run'} --job {tmp_path / 'job.toml'}" in (
+        command)
+
+    server.config.balance = 1_000.0
+    resumed = subprocess.run([sys.executable, "-m", "batchrun.cli", *shlex.split(command)[1:]],
+                             cwd=REPO, env={**os.environ, "BATCHRUN_API_KEY": KEY},
+                             capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert status_of(tmp_path / "run")["rows_ok"] == 12

@@ -9,6 +9,7 @@ the options instead of being written out by hand.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,9 @@ class RunOptions:
         """The command line that resumes this run: the same flags, never the API key.
         ``changes`` replace option values first (a higher ``max_credits``, …)."""
         options = dataclasses.replace(self, **changes) if changes else self
-        parts = ["batchrun", "run", str(options.manifest), "--out", str(options.out)]
+        # Paths made absolute: `status` shows the command later, from wherever it is asked.
+        parts = ["batchrun", "run", os.path.abspath(options.manifest), "--out",
+                 os.path.abspath(options.out)]
         for option in dataclasses.fields(options):
             if not option.metadata.get("resume"):
                 continue
@@ -81,6 +84,8 @@ class RunOptions:
                 continue
             if isinstance(value, float) and value.is_integer():
                 value = int(value)
+            elif isinstance(value, Path):
+                value = os.path.abspath(value)
             flag = option.metadata["flag"]
             parts += [flag] if value is True else [flag, str(value)]
         return shlex.join(parts)
