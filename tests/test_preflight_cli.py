@@ -143,13 +143,14 @@ def test_a_balance_below_the_estimate_warns_then_the_402_stops_the_run_resumably
     ok_rows = [row for row in results(out) if row["status"] == "ok"]
     assert 0 < len(ok_rows) < 40 and len(ok_rows) == server.stats.billed_requests
 
-    server.config.balance = 0.0  # spent: stops before sending, with the same advice
-    sent = server.stats.requests_total
-    empty = run_cli(base)
+    server.config.balance = 0.0  # spent: the first answers are 402s (not billed), the same stop
+    billed = server.stats.billed_requests
+    empty = run_cli([*base, "--json"])
     assert empty.exit_code == 3, empty.output
-    assert "nothing was sent" in empty.output and "top up" in empty.output
+    assert "insufficient_credits" in empty.output and "top up" in empty.output
     assert f"batchrun run {manifest} --out {out}" in " ".join(empty.output.split())
-    assert server.stats.requests_total == sent
+    assert json.loads(empty.stdout)["rows_pending"] > 0
+    assert server.stats.billed_requests == billed
 
     server.config.balance = 1_000.0
     done = run_cli(base)

@@ -52,8 +52,8 @@ _RUN_OPTIONS = [
                  "finish_reason length, content_filter … (anything but stop)."),
     click.option("--ignore-balance", is_flag=True,
                  help="Do not read GET /credits before sending. Without it, a balance below "
-                 "the estimate is a warning (the API's 402 stops the run when it runs out; "
-                 "resume after topping up) and an empty one stops before sending (exit 3)."),
+                 "the estimate is a warning: the API's 402 stops the run when it runs out "
+                 "(exit 3); top up, then resume."),
     click.option("--calibrate", type=click.IntRange(min=1),
                  help="Send N sample rows spread over the manifest first, show their real cost "
                  "and calibrate the estimate on them; they count as done for the run."),

@@ -305,8 +305,7 @@ REQUEST_FIELDS = ("model", "stream", "include_thoughts", "reasoning_effort", "go
 
 
 def calibrate_in_session(session: Session, plan: RunPlan, sample_size: int, *, threshold: float,
-                         ask: bool, ignore_balance: bool,
-                         resume_command: str = "the same command") -> Calibration:
+                         ask: bool, ignore_balance: bool) -> Calibration:
     """Send the sample (asking first if it alone is above the threshold), show its real cost,
     then the calibrated estimate."""
     console, preflight, price = session.console, session.preflight, session.price
@@ -318,7 +317,7 @@ def calibrate_in_session(session: Session, plan: RunPlan, sample_size: int, *, t
                  f"{plan.run_dir.path}")
     session.confirm(sample_cost, threshold, ask=ask, what="the calibration sample")
     outcome = send_sample(plan, sample, before_dispatch=balance_check(
-        sample_cost, ignore_balance, warn=console.warn, resume_command=resume_command))
+        sample_cost, ignore_balance, warn=console.warn))
     if outcome is not None:
         console.end_progress()
     calibration = conclude(plan, preflight, sample, outcome, price)

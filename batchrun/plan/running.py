@@ -114,16 +114,14 @@ def _dispatch(session: Session, plan: RunPlan, options: RunOptions, *, threshold
     expected = session.preflight.to_send.credits.expected
     if options.calibrate is not None:
         calibration = calibrate_in_session(session, plan, options.calibrate, threshold=threshold,
-                                           ask=ask, ignore_balance=options.ignore_balance,
-                                           resume_command=options.resume_command())
+                                           ask=ask, ignore_balance=options.ignore_balance)
         if calibration.outcome is not None and calibration.outcome.stop_reason:
             return calibration.outcome
         plan = dataclasses.replace(plan, index=calibration.index)
         if calibration.remaining is not None:
             expected = calibration.remaining.credits.expected
         session.confirm(expected, threshold, ask=ask, sample_kept_in=options.out)
-    check = balance_check(expected, options.ignore_balance, warn=session.console.warn,
-                          resume_command=options.resume_command())
+    check = balance_check(expected, options.ignore_balance, warn=session.console.warn)
     if options.engine == "ray":
         # Imported here: a run on one machine never loads the cluster engine.
         from batchrun.cluster.driver import ClusterOptions, connect, execute_on_cluster

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from batchrun.api.client import ApiClient
 from batchrun.api.endpoint_check import plain_http_warning
-from batchrun.core.errors import InputError, InsufficientCreditsError
+from batchrun.core.errors import InputError
 from batchrun.cost.budget import CreditLedger
 from batchrun.cost.catalog import Price
 from batchrun.cost.estimate import estimate_lines
@@ -71,12 +71,13 @@ class Console(Protocol):
         """The progress display is over (a terminal's live line ends)."""
 
 
-def balance_check(needed: float, ignore_balance: bool, *, warn: Callable[[str], None],
-                  resume_command: str) -> Callable[[ApiClient], Awaitable[None]]:
-    """Before dispatch, what ``GET /credits`` says of the balance. Nothing left: stop as a 402
-    would (exit 3), before sending. Below ``needed``: say so and start, since the API's 402 stops
-    dispatch when it runs out, with every answer kept and the run resumable (DESIGN's contract
-    for ``insufficient_credits``); a prepaid balance cannot be overspent."""
+def balance_check(needed: float, ignore_balance: bool, *,
+                  warn: Callable[[str], None]) -> Callable[[ApiClient], Awaitable[None]]:
+    """Before dispatch, what ``GET /credits`` says of the balance: below ``needed`` it is a
+    warning, and the run starts all the same. The API's 402 stops dispatch when the balance runs
+    out, with every answer kept, exit 3 and the command that resumes (DESIGN's contract for
+    ``insufficient_credits``), the same way whether it comes at the first request or later; a
+    prepaid balance cannot be overspent."""
 
     async def check_balance(client: ApiClient) -> None:
         if ignore_balance or needed <= 0:
@@ -84,10 +85,6 @@ def balance_check(needed: float, ignore_balance: bool, *, warn: Callable[[str], 
         balance = await client.get_credits()
         if balance is None or balance >= needed:
             return
-        if balance <= 0:
-            raise InsufficientCreditsError(
-                f"the balance is {balance:,.4f} credits (GET /credits), nothing was sent; top "
-                f"up (Dashboard > Billing), then resume: {resume_command}")
         warn(f"warning: the balance ({balance:,.4f} credits) is below the estimate "
              f"({needed:,.4f}): the run stops when it runs out (exit 3, every answer kept, "
              "the command that resumes printed); top up first to finish in one go")
