@@ -17,7 +17,7 @@ import functools
 from typing import Any
 from urllib.parse import urlsplit
 
-from batchrun.cost.catalog import DEFAULT_MODEL, normalise
+from batchrun.cost.catalog import DEFAULT_MODEL, model_facts
 from batchrun.manifest.job import DEFAULT_ENDPOINT, JobSpec
 
 _GATEWAY_HOST = urlsplit(DEFAULT_ENDPOINT).hostname
@@ -27,12 +27,9 @@ def asks_stream_usage(job: JobSpec) -> bool:
     """Whether streamed bodies of ``job`` carry ``stream_options.include_usage``."""
     if job.stream_usage != "auto":
         return job.stream_usage == "ask"
-    return not (_is_gateway_model(job.model) or _is_gateway(job.resolved_endpoint()))
-
-
-@functools.lru_cache(maxsize=8)
-def _is_gateway_model(model: str) -> bool:
-    return normalise(model).startswith(DEFAULT_MODEL)
+    # The catalog's own lookup says which model a name is (its versions, a path prefix).
+    return not (model_facts(job.model).name == DEFAULT_MODEL
+                or _is_gateway(job.resolved_endpoint()))
 
 
 @functools.lru_cache(maxsize=8)  # asked for every row
