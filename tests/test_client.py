@@ -601,6 +601,84 @@ async def test_headers_that_never_come_hit_the_read_timeout(
                 await client.complete(chat_body(), stream=True)
 
 
+def stalled_body(status: int, content_type: str, head: bytes, stall_s: float) -> Handler:
+    """``head`` of a body, then silence for ``stall_s`` before the rest (never a whole body)."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=status)
+        response.content_type = content_type
+        response.content_length = len(head) + 100
+        await response.prepare(request)
+        await response.write(head)
+        await asyncio.sleep(stall_s)
+        return response
+    return handler
+
+
+@pytest.mark.parametrize(("status", "content_type", "what"), [
+    (200, "application/json", "reading the answer failed"),
+    (503, "application/json", "reading the answer failed"),
+    (200, "text/html", "reading the answer failed"),
+])
+async def test_a_body_that_stalls_hits_the_read_timeout_whatever_its_kind(
+    raw_server: Callable[[Handler], RawServer], status: int, content_type: str, what: str
+) -> None:
+    # The watch times every body of an in-memory request, not only event streams: a JSON
+    # answer, an error's body, a proxy's page.
+    server = raw_server(stalled_body(status, content_type, b'{"choices": [', stall_s=3.0))
+    async with ApiClient(settings_for(server.base_url, read_timeout_s=0.3)) as client:
+        started = anyio.current_time()
+        with anyio.fail_after(2.5):
+            with pytest.raises(errors.TransportError,
+                               match=rf"{what}: read timed out: no data for 0.3s"):
+                await client.complete(chat_body(), stream=False)
+        assert anyio.current_time() - started < 0.3 + 0.3
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_headers_that_never_come_to_a_plain_request_hit_the_read_timeout(
+    raw_server: Callable[[Handler], RawServer]
+) -> None:
+    server = raw_server(paced_answer(GOOD_EVENTS, pause_s=0.0, headers_after_s=3.0))
+    async with ApiClient(settings_for(server.base_url, read_timeout_s=0.3)) as client:
+        started = anyio.current_time()
+        with pytest.raises(errors.TransportError,
+                           match=r"request failed: read timed out: no data for 0.3s"):
+            await client.complete(chat_body(), stream=False)
+        assert anyio.current_time() - started < 0.3 + 0.3
+        # the task carries no cancellation on: the next request goes as usual
+        server.handler = sse_answer(GOOD_EVENTS)
+        assert (await client.complete(chat_body(), stream=True)).content == "Hello"
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+class ChunkedBody:
+    """A ``SizedBody``: the request's bytes in two chunks (a body with media streams so)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+
+    async def __aiter__(self) -> Any:
+        half = self.size // 2
+        yield self.data[:half]
+        yield self.data[half:]
+
+
+async def test_a_streamed_upload_whose_answer_never_comes_hits_the_read_timeout(
+    raw_server: Callable[[Handler], RawServer]
+) -> None:
+    # A body sent in chunks keeps aiohttp's read timer (armed when the upload ends).
+    server = raw_server(paced_answer(GOOD_EVENTS, pause_s=0.0, headers_after_s=3.0))
+    async with ApiClient(settings_for(server.base_url, read_timeout_s=0.3)) as client:
+        with anyio.fail_after(2.5):
+            with pytest.raises(errors.TransportError, match=r"read timed out: no data for 0.3s"):
+                await client.complete(ChunkedBody(chat_body()), stream=True)
+        server.handler = sse_answer(GOOD_EVENTS)
+        answer = await client.complete(ChunkedBody(chat_body("again")), stream=True)
+    assert answer.content == "Hello"
+    assert orjson.loads(server.requests[-1]["body"])["messages"][0]["content"] == "again"
+
+
 async def test_streams_on_one_connection_after_a_stream_keep_their_read_timeout(
     raw_server: Callable[[Handler], RawServer]
 ) -> None:

@@ -108,12 +108,17 @@ class ApiClient:
         self._stream_headers = {"Accept": "text/event-stream"}
         # Waiting for a free pooled connection is the runner's concurrency at work (the pool
         # is as large as it): only a stalled connect or read, or an answer that takes longer
-        # than request_timeout_s overall, is a fault. The overall limit of a completion is
-        # the stall watch's (one timer for all requests, not aiohttp's timer and timer
-        # context per request); other requests keep aiohttp's own total timer.
+        # than request_timeout_s overall, is a fault. A completion's read timeout and overall
+        # limit are the stall watch's (one timer for all requests, not aiohttp's timers,
+        # re-armed per read, per request); a body with local media keeps aiohttp's read timer
+        # (its wait for the headers starts when the upload ends), other requests aiohttp's
+        # total timer as well.
         self._timeout = aiohttp.ClientTimeout(total=None, connect=None,
                                               sock_connect=settings.connect_timeout_s,
-                                              sock_read=settings.read_timeout_s)
+                                              sock_read=None)
+        self._timeout_upload = aiohttp.ClientTimeout(total=None, connect=None,
+                                                     sock_connect=settings.connect_timeout_s,
+                                                     sock_read=settings.read_timeout_s)
         self._timeout_total = aiohttp.ClientTimeout(total=settings.request_timeout_s,
                                                     connect=None,
                                                     sock_connect=settings.connect_timeout_s,
@@ -189,24 +194,30 @@ class ApiClient:
         watch = self._stall_watch
         assert watch is not None  # made with the session
         headers = self._stream_headers if stream else None
+        timeout = self._timeout  # the session's: the watch times the reads
+        in_memory = True
         if not isinstance(body, bytes):
+            in_memory = False
             headers = {**(headers or {}), "Content-Length": str(body.size)}
-        task: asyncio.Task[Any] | None = None
-        if watch.request_timeout is not None:
-            task = asyncio.current_task()
-            assert task is not None
-            cancelling = task.cancelling()
-            watch.begin(task)
+            timeout = self._timeout_upload
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        watch.begin(task, headers=in_memory)
         what = "request failed"
         try:
             try:
                 # Redirects are not followed: a POST bounced elsewhere means a wrong endpoint.
                 response = await session.post(
                     self._chat_url, data=body, allow_redirects=False, headers=headers,
+                    timeout=timeout,
                 )
             except WIRE_FAILURES as exc:
                 raise self._wire_error(exc, what) from None
+            watch.headers_in(task)
             what = "reading the answer failed"
+            content = response.content
+            reading = watch.watch(content, task) if in_memory else None
             try:
                 if not 200 <= response.status < 300:
                     raise await self._api_error(response)
@@ -216,7 +227,7 @@ class ApiClient:
                     raise TransportError(
                         f"HTTP {response.status} answer is {describe_body(raw)}")
                 if "event-stream" in content_type or (stream and "json" not in content_type):
-                    completion = await read_stream(response, watch)
+                    completion = await read_stream(response, watch, reading)
                 else:
                     completion = await self._read_json(response)
                 completion.rate_limit = rate_limit_of(response.headers)
@@ -226,22 +237,19 @@ class ApiClient:
             except BatchrunError as exc:
                 raise self._scrubbed(exc) from None
             finally:
+                if reading is not None:
+                    watch.forget(content)
                 # Back to the pool when the body was read to its end; closed otherwise.
                 response.release()
         except asyncio.CancelledError:
-            # Cancelled at the deadline (and by nobody else): the overall limit, as aiohttp's
-            # total timer has it.
-            if task is not None and task in watch.fired:
-                watch.fired.discard(task)
-                if task.uncancel() <= cancelling:
-                    raise self._wire_error(TimeoutError(), what) from None
+            # Cancelled by the watch (and by nobody else): no headers within the read timeout,
+            # or no answer within the overall limit, as aiohttp's timers have them.
+            timed_out = watch.timed_out(task, cancelling)
+            if timed_out is not None:
+                raise self._wire_error(timed_out, what) from None
             raise
         finally:
-            if task is not None:
-                watch.deadlines.pop(task, None)
-                if task in watch.fired:  # cancelled at the deadline, but the answer was in
-                    watch.fired.discard(task)
-                    task.uncancel()
+            watch.end(task)
 
     async def get_credits(self) -> float | None:
         """The balance from ``GET {endpoint}/credits``; None when unknown or unlimited.

@@ -58,13 +58,13 @@ class _Reading:
 
 
 class StallWatch:
-    """The read timeout of every stream of a client, once its headers are in, and the
-    whole-request limit of every request: a stream whose byte count has not grown for
-    ``timeout`` seconds is failed as aiohttp's own read timer fails it
-    (``SocketTimeoutError``, so the same error and message); a request still unanswered
-    ``request_timeout`` seconds after it began has its task cancelled (``fired``), as
-    aiohttp's total timer cancels it, for the client to raise a ``TimeoutError``. Either at
-    most two ``tick`` late.
+    """The read timeout of every request of a client and the whole-request limit: a body
+    whose byte count has not grown for ``timeout`` seconds is failed as aiohttp's own read
+    timer fails it (``SocketTimeoutError``, so the same error and message); a request whose
+    headers have not come ``timeout`` seconds after it began (``headers_due``) has its task
+    cancelled (``stalled``), and one still unanswered ``request_timeout`` seconds after it
+    began (``deadlines``) too (``fired``), as aiohttp's timers would end them, for the client
+    to raise the same errors. Each at most two ``tick`` late.
 
     A stream's reader waits for the end of the body and reads it whole (``read_stream``):
     one wake of its task per answer instead of one per part. The watch wakes a reader
@@ -73,13 +73,16 @@ class StallWatch:
     ``WAKE_AT_BYTES`` unread.
 
     aiohttp re-arms its read timer on every read from the socket, and on uvloop a re-arm
-    costs ~4 us: a stream in N parts paid it N + 1 times; its total timer cost a timer and a
-    timer context per request. Here a request costs a few dict operations, and one timer
-    serves all, only while any stream is read or any request is out.
+    costs ~4 us: a request paid it at least three times (armed when sent, re-armed by the
+    headers, dropped by the body); its total timer cost a timer and a timer context per
+    request. Here a request costs a few dict operations, and one timer serves all, only
+    while any body is read or any request is out. (A body with local media keeps aiohttp's
+    read timer: its wait for the headers starts when the upload ends, which only aiohttp
+    sees.)
     """
 
     __slots__ = ("timeout", "request_timeout", "tick", "reading", "deadlines", "fired",
-                 "_loop", "_handle")
+                 "headers_due", "stalled", "_loop", "_handle")
 
     def __init__(self, timeout: float, loop: asyncio.AbstractEventLoop,
                  request_timeout: float | None = None) -> None:
@@ -90,6 +93,8 @@ class StallWatch:
         self.reading: dict[aiohttp.StreamReader, _Reading] = {}
         self.deadlines: dict[asyncio.Task[Any], float] = {}  # request's task -> loop time
         self.fired: set[asyncio.Task[Any]] = set()  # tasks cancelled at their deadline
+        self.headers_due: dict[asyncio.Task[Any], float] = {}  # request's task -> loop time
+        self.stalled: set[asyncio.Task[Any]] = set()  # tasks cancelled: no headers in time
         self._loop = loop
         self._handle: asyncio.TimerHandle | None = None
 
@@ -103,12 +108,41 @@ class StallWatch:
     def forget(self, stream: aiohttp.StreamReader) -> None:
         self.reading.pop(stream, None)
 
-    def begin(self, task: asyncio.Task[Any]) -> None:
-        """A request of ``task`` begins: it is cancelled if not over in ``request_timeout``."""
-        assert self.request_timeout is not None
-        self.deadlines[task] = self._loop.time() + self.request_timeout
+    def begin(self, task: asyncio.Task[Any], *, headers: bool) -> None:
+        """A request of ``task`` begins: it is cancelled if not over in ``request_timeout``,
+        and with ``headers`` if its headers are not in within ``timeout`` (``headers_in``)."""
+        now = self._loop.time()
+        if self.request_timeout is not None:
+            self.deadlines[task] = now + self.request_timeout
+        if headers:
+            self.headers_due[task] = now + self.timeout
         if self._handle is None:
             self._handle = self._loop.call_later(self.tick, self._check)
+
+    def headers_in(self, task: asyncio.Task[Any]) -> None:
+        self.headers_due.pop(task, None)
+
+    def end(self, task: asyncio.Task[Any]) -> None:
+        """The request of ``task`` is over (answered, failed or cancelled): forget its limits;
+        a cancel the watch made that the task did not see (the answer came first) is taken
+        back."""
+        self.deadlines.pop(task, None)
+        self.headers_due.pop(task, None)
+        for cancelled in (self.fired, self.stalled):
+            if task in cancelled:
+                cancelled.discard(task)
+                task.uncancel()
+
+    def timed_out(self, task: asyncio.Task[Any], cancelling: int) -> BaseException | None:
+        """The error to raise for ``task``'s cancellation when the watch made it, and nobody
+        else cancelled it too (``cancelling``: its count when the request began); else None,
+        for the cancellation to go on."""
+        for cancelled, error in ((self.stalled, _headers_stall), (self.fired, TimeoutError)):
+            if task in cancelled:
+                cancelled.discard(task)
+                if task.uncancel() <= cancelling:
+                    return error()
+        return None
 
     def close(self) -> None:
         if self._handle is not None:
@@ -116,6 +150,7 @@ class StallWatch:
             self._handle = None
         self.reading.clear()
         self.deadlines.clear()
+        self.headers_due.clear()
 
     def _check(self) -> None:
         now = self._loop.time()
@@ -133,14 +168,21 @@ class StallWatch:
                     aiohttp.SocketTimeoutError("Timeout on reading data from socket"))
             elif total > reading.consumed:
                 _wake(reading)  # quiet, with bytes to read: [DONE] may be among them
-        if self.deadlines:
-            for task, deadline in list(self.deadlines.items()):
-                if deadline <= now:
-                    del self.deadlines[task]
-                    self.fired.add(task)
-                    task.cancel()
+        for due, cancelled in ((self.headers_due, self.stalled), (self.deadlines, self.fired)):
+            if due:
+                for task, deadline in list(due.items()):
+                    if deadline <= now:
+                        del due[task]
+                        if task not in self.stalled and task not in self.fired:
+                            cancelled.add(task)
+                            task.cancel()
         self._handle = (self._loop.call_later(self.tick, self._check)
-                        if self.reading or self.deadlines else None)
+                        if self.reading or self.deadlines or self.headers_due else None)
+
+
+def _headers_stall() -> aiohttp.SocketTimeoutError:
+    # aiohttp's own words for its read timer, so the message is the same either way.
+    return aiohttp.SocketTimeoutError("Timeout on reading data from socket")
 
 
 def _wake(reading: _Reading) -> None:
@@ -149,21 +191,23 @@ def _wake(reading: _Reading) -> None:
         reading.task.cancel()
 
 
-async def read_stream(response: aiohttp.ClientResponse, watch: StallWatch | None) -> Completion:
+async def read_stream(response: aiohttp.ClientResponse, watch: StallWatch,
+                      reading: _Reading | None = None) -> Completion:
     """The completion of a streamed answer whose headers are in, its body read to the end (or
     to ``[DONE]`` when the server keeps the connection after it); the client's ``watch``
-    times it and wakes the read when bytes wait."""
+    times it (``reading``, when the client has it watched already) and wakes the read when
+    bytes wait."""
     parser = StreamParser(response.status)
     content = response.content
-    assert watch is not None  # made with the session
-    connection = response.connection
-    if connection is not None and connection.protocol is not None:
-        # The body is timed by the watch; aiohttp's timer (re-armed per socket read) still
-        # timed the wait for the headers. Reset for the connection's next use.
-        connection.protocol.read_timeout = None
-    task = asyncio.current_task()
-    assert task is not None
-    reading = watch.watch(content, task)
+    if reading is None:
+        connection = response.connection
+        if connection is not None and connection.protocol is not None:
+            # The body is timed by the watch; aiohttp's timer (re-armed per socket read)
+            # timed the wait for the headers (a body with media).
+            connection.protocol.read_timeout = None
+        task = asyncio.current_task()
+        assert task is not None
+        reading = watch.watch(content, task)
     try:
         while True:
             if not content.is_eof() and content.exception() is None:
