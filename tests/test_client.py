@@ -651,6 +651,31 @@ async def test_headers_that_never_come_to_a_plain_request_hit_the_read_timeout(
         assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
+async def test_a_request_waiting_for_a_pooled_connection_is_not_a_stall(
+    raw_server: Callable[[Handler], RawServer]
+) -> None:
+    # One connection, two requests: the second waits out the first's slow (never stalled)
+    # stream, longer than the read timeout. Its wait for the headers starts when it is sent.
+    slow = [sse(stream_chunk(str(number))) for number in range(6)] + GOOD_EVENTS
+    answers = iter([paced_answer(slow, pause_s=0.15), sse_answer(GOOD_EVENTS)])
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await next(answers)(request)
+
+    server = raw_server(handler)
+    settings = settings_for(server.base_url, read_timeout_s=0.3, max_connections=1)
+    contents: list[str] = []
+
+    async def one(text: str) -> None:
+        contents.append((await client.complete(chat_body(text), stream=True)).content)
+
+    async with ApiClient(settings) as client, anyio.create_task_group() as group:
+        group.start_soon(one, "first")
+        await anyio.sleep(0.05)
+        group.start_soon(one, "second")
+    assert contents == ["012345Hello", "Hello"]
+
+
 class ChunkedBody:
     """A ``SizedBody``: the request's bytes in two chunks (a body with media streams so)."""
 

@@ -233,7 +233,7 @@ _results = st.builds(
 )
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(_results, min_size=1, max_size=6))
 def test_index_records_written_on_append_equal_those_rebuilt_from_the_journal(

@@ -98,6 +98,7 @@ class ApiClient:
         self._key = settings.api_key
         self._key_bytes = settings.api_key.encode() if settings.api_key else b""
         self._session: aiohttp.ClientSession | None = None
+        self._requests_out = 0  # completions begun and not over (the pool holds max_connections)
         self._stall_watch: StallWatch | None = None
         self._closed = False
         # The session sends these with every request; a stream only changes Accept (headers
@@ -110,13 +111,14 @@ class ApiClient:
         # is as large as it): only a stalled connect or read, or an answer that takes longer
         # than request_timeout_s overall, is a fault. A completion's read timeout and overall
         # limit are the stall watch's (one timer for all requests, not aiohttp's timers,
-        # re-armed per read, per request); a body with local media keeps aiohttp's read timer
-        # (its wait for the headers starts when the upload ends), other requests aiohttp's
-        # total timer as well.
+        # re-armed per read, per request). aiohttp's read timer stays where the wait for the
+        # headers starts later than the request: a body with local media (when its upload
+        # ends) and a request that may wait for a pooled connection (when it is sent); other
+        # requests keep aiohttp's total timer as well.
         self._timeout = aiohttp.ClientTimeout(total=None, connect=None,
                                               sock_connect=settings.connect_timeout_s,
                                               sock_read=None)
-        self._timeout_upload = aiohttp.ClientTimeout(total=None, connect=None,
+        self._timeout_read_by_aiohttp = aiohttp.ClientTimeout(total=None, connect=None,
                                                      sock_connect=settings.connect_timeout_s,
                                                      sock_read=settings.read_timeout_s)
         self._timeout_total = aiohttp.ClientTimeout(total=settings.request_timeout_s,
@@ -195,15 +197,19 @@ class ApiClient:
         assert watch is not None  # made with the session
         headers = self._stream_headers if stream else None
         timeout = self._timeout  # the session's: the watch times the reads
-        in_memory = True
+        # More requests out than pooled connections (a row back from its backoff while its
+        # stand-in sends): this one may wait for a connection, which is no stall.
+        watched = self._requests_out < self.settings.max_connections
         if not isinstance(body, bytes):
-            in_memory = False
+            watched = False
             headers = {**(headers or {}), "Content-Length": str(body.size)}
-            timeout = self._timeout_upload
+        if not watched:
+            timeout = self._timeout_read_by_aiohttp
         task = asyncio.current_task()
         assert task is not None
         cancelling = task.cancelling()
-        watch.begin(task, headers=in_memory)
+        watch.begin(task, headers=watched)
+        self._requests_out += 1
         what = "request failed"
         try:
             try:
@@ -217,7 +223,7 @@ class ApiClient:
             watch.headers_in(task)
             what = "reading the answer failed"
             content = response.content
-            reading = watch.watch(content, task) if in_memory else None
+            reading = watch.watch(content, task) if watched else None
             try:
                 if not 200 <= response.status < 300:
                     raise await self._api_error(response)
@@ -249,6 +255,7 @@ class ApiClient:
                 raise self._wire_error(timed_out, what) from None
             raise
         finally:
+            self._requests_out -= 1
             watch.end(task)
 
     async def get_credits(self) -> float | None:
