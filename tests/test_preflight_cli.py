@@ -3,6 +3,7 @@ off it, the balance check, and a paid calibration that must be asked for."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -10,11 +11,14 @@ import select
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from support.kit import fast_job, results, run_cli, write_manifest
 
 from batchrun.emulator.server import EmulatorServer
@@ -158,6 +162,92 @@ def test_a_balance_below_the_estimate_warns_then_the_402_stops_the_run_resumably
     assert "below the estimate" not in done.output
     assert all(row["status"] == "ok" for row in results(out)) and len(results(out)) == 40
     assert max(server.stats.billed_by_body.values()) == 1  # nobody paid twice
+
+
+class CreditsDown:
+    """In front of an emulator: ``GET /v1/credits`` drops the connection, completions pass
+    through to the emulator (an aiohttp app on 127.0.0.1, in its own thread)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def _credits(self, request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response()
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        async with aiohttp.ClientSession() as session, session.post(
+                self.upstream + "/chat/completions", data=body,
+                headers={"Authorization": request.headers["Authorization"],
+                         "Content-Type": "application/json"}) as answer:
+            return web.Response(status=answer.status, body=await answer.read(),
+                                content_type=answer.content_type)
+
+    def _serve(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.router.add_get("/v1/credits", self._credits)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = self.runner.addresses[0][1]
+        ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.runner.cleanup())
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_a_balance_that_cannot_be_read_is_a_warning_and_the_run_goes_on(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    front = CreditsDown(emulator.base_url)
+    try:
+        manifest = write_manifest(tmp_path / "m.jsonl", 5)
+        job = fast_job(tmp_path, stream=False)
+        result = run_cli(["run", str(manifest), "--job", str(job), "--out", str(tmp_path / "run"),
+                          "--endpoint", front.base_url, "--yes", "--json"])
+    finally:
+        front.stop()
+    assert result.exit_code == 0, result.output
+    assert "the balance could not be read (transport_error: GET /credits failed" in result.output
+    assert json.loads(result.stdout)["rows_ok"] == 5
+    assert emulator.stats.requests_total == 5
+
+
+def test_a_key_refused_at_the_balance_stops_at_the_first_answer_with_json_and_the_resume(
+    tmp_path: Path, make_emulator: Callable[..., EmulatorServer]
+) -> None:
+    # The key is refused everywhere: the balance check only warns, the first completion's 401
+    # stops the run the way every fatal answer does (exit 3, the summary, how to resume).
+    server = make_emulator(revoke_after=0)
+    manifest = write_manifest(tmp_path / "m.jsonl", 20)
+    out = tmp_path / "run"
+    job = fast_job(tmp_path, concurrency=2)
+    result = run_cli(["run", str(manifest), "--job", str(job), "--out", str(out),
+                      "--endpoint", server.base_url, "--yes", "--json"])
+    assert result.exit_code == 3, result.output
+    assert "the balance could not be read (401 invalid_api_key" in result.output
+    assert f"batchrun run {manifest} --out {out}" in " ".join(result.output.split())
+    summary = json.loads(result.stdout)
+    assert summary["rows_pending"] >= 18 and summary["rows_ok"] == 0
+    assert server.stats.billed_requests == 0
 
 
 def test_a_paid_calibration_asks_and_needs_a_key(tmp_path: Path, emulator: EmulatorServer) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from batchrun.api.client import ApiClient
 from batchrun.api.endpoint_check import plain_http_warning
-from batchrun.core.errors import InputError
+from batchrun.core.errors import BatchrunError, InputError
 from batchrun.cost.budget import CreditLedger
 from batchrun.cost.catalog import Price
 from batchrun.cost.estimate import estimate_lines
@@ -77,12 +77,22 @@ def balance_check(needed: float, ignore_balance: bool, *,
     warning, and the run starts all the same. The API's 402 stops dispatch when the balance runs
     out, with every answer kept, exit 3 and the command that resumes (DESIGN's contract for
     ``insufficient_credits``), the same way whether it comes at the first request or later; a
-    prepaid balance cannot be overspent."""
+    prepaid balance cannot be overspent.
+
+    The balance is advice only: when it cannot be read (the endpoint fails, or refuses the key)
+    that is a warning too. A key the API refuses is refused again by the first completion,
+    which stops the run the one way every fatal answer does (the ``--json`` summary, the
+    command that resumes)."""
 
     async def check_balance(client: ApiClient) -> None:
         if ignore_balance or needed <= 0:
             return
-        balance = await client.get_credits()
+        try:
+            balance = await client.get_credits()
+        except BatchrunError as error:
+            warn(f"warning: the balance could not be read ({error}); the run starts without "
+                 "it (--ignore-balance skips the check)")
+            return
         if balance is None or balance >= needed:
             return
         warn(f"warning: the balance ({balance:,.4f} credits) is below the estimate "
