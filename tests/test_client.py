@@ -269,6 +269,55 @@ async def test_sse_under_a_json_content_type(raw_server: Callable[[Handler], Raw
         assert (await client.complete(chat_body(), stream=False)).content == "Hello"
 
 
+JSON_ANSWER = {"id": "x", "model": "m", "usage": USAGE, "credits_consumed": 0.01,
+               "choices": [{"index": 0, "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": "J"}}]}
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream",
+                                          "text/event-stream"])
+@pytest.mark.parametrize("pretty", [False, True])
+async def test_a_json_answer_under_another_label_is_read_as_json(
+    raw_server: Callable[[Handler], RawServer], content_type: str, pretty: bool
+) -> None:
+    # A stream was asked for; the whole answer came as JSON, labelled otherwise: it is the
+    # answer (not a stream cut before its first event, sent and paid for again).
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    body = b"\n  " + orjson.dumps(JSON_ANSWER, option=option)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    server = raw_server(handler)
+    async with ApiClient(settings_for(server.base_url)) as client:
+        completion = await client.complete(chat_body(), stream=True)
+    assert completion.content == "J" and completion.has_usage
+    assert completion.credits_consumed == 0.01
+
+
+async def test_a_broken_json_answer_under_a_stream_label_says_what_came(
+    raw_server: Callable[[Handler], RawServer]
+) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b'{"choices": [', content_type="text/event-stream")
+
+    server = raw_server(handler)
+    async with ApiClient(settings_for(server.base_url)) as client:
+        with pytest.raises(errors.TransportError, match="HTTP 200 answer is"):
+            await client.complete(chat_body(), stream=True)
+
+
+@pytest.mark.parametrize("opening", [b": hello\n\n", b"event: message\n", b"id: 1\n",
+                                     b"retry: 1000\n\n"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_sse_under_a_json_label_opening_with_any_field(
+    raw_server: Callable[[Handler], RawServer], opening: bytes, stream: bool
+) -> None:
+    server = raw_server(sse_answer([opening, *GOOD_EVENTS], content_type="application/json"))
+    async with ApiClient(settings_for(server.base_url)) as client:
+        assert (await client.complete(chat_body(), stream=stream)).content == "Hello"
+
+
 async def test_stream_without_done_but_complete_is_accepted(
     raw_server: Callable[[Handler], RawServer]
 ) -> None:

@@ -47,6 +47,8 @@ from batchrun.core.errors import (
 from batchrun.core.result import Completion
 
 USER_AGENT = f"batchrun/{__version__}"
+# How an event stream's first line may open: a field the SSE standard names, or a comment.
+_SSE_OPENINGS = (b"data:", b":", b"event:", b"id:", b"retry:", b"data\n", b"data\r")
 _AIOHTTP_MESSAGE = re.compile(r"message='([^']*)'")
 
 
@@ -286,7 +288,7 @@ class ApiClient:
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            if raw.lstrip()[:5] == b"data:":  # an event stream with a JSON content type
+            if raw.lstrip().startswith(_SSE_OPENINGS):  # an event stream with a JSON label
                 return parse_sse_bytes(raw, response.status)
             raise TransportError(
                 f"HTTP {response.status} answer is {describe_body(raw)}") from None

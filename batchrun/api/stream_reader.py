@@ -18,11 +18,13 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 
+from batchrun.api.response import parse_completion
 from batchrun.api.sse import SSEDecoder
 from batchrun.api.stream import StreamAccumulator, decode_event
-from batchrun.core.errors import TransportError
+from batchrun.core.errors import TransportError, describe_body
 from batchrun.core.result import Completion
 
 # Everything that means "no usable answer came over the wire".
@@ -241,17 +243,35 @@ async def _wait_for_body(content: aiohttp.StreamReader, reading: _Reading) -> No
 
 class StreamParser:
     """A streamed body, in as many reads as it comes, into one ``Completion`` (pure): the SSE
-    decoder and the chunk accumulator, as ``read_stream`` and ``parse_sse_bytes`` use them."""
+    decoder and the chunk accumulator, as ``read_stream`` and ``parse_sse_bytes`` use them.
 
-    __slots__ = ("decoder", "accumulator")
+    A body that opens with ``{`` is no event stream, whatever its label said (a JSON answer to
+    a streamed request, sent as ``text/plain`` or even ``text/event-stream``): it is kept
+    whole and read as the JSON answer at its end, not taken for a stream cut before its first
+    event and sent again (and paid again)."""
+
+    __slots__ = ("decoder", "accumulator", "_opened", "_json_body")
 
     def __init__(self, http_status: int = 200) -> None:
         self.decoder = SSEDecoder()
         self.accumulator = StreamAccumulator(http_status)
+        self._opened = False  # a byte other than white space has come
+        self._json_body: list[bytes] | None = None
 
     def feed(self, data: bytes) -> Completion | None:
         """The next bytes of the body; the answer once they bring ``[DONE]`` (what follows it
         is left), else None."""
+        if not self._opened:
+            head = data.lstrip()
+            if not head:
+                return None  # white space before anything: nothing an event stream needs
+            self._opened = True
+            if head[:1] == b"{":
+                self._json_body = [head]
+                return None
+        elif self._json_body is not None:
+            self._json_body.append(data)
+            return None
         # Events as bytes: orjson parses them without a decoded copy.
         if self.accumulator.feed_payloads(self.decoder.feed_bytes(data)):
             return self.accumulator.finish(saw_done=True)
@@ -259,6 +279,15 @@ class StreamParser:
 
     def end(self) -> Completion:
         """End of body without [DONE]: take what is left, then judge whether it is complete."""
+        if self._json_body is not None:
+            raw = b"".join(self._json_body)
+            http_status = self.accumulator.http_status
+            try:
+                payload = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise TransportError(
+                    f"HTTP {http_status} answer is {describe_body(raw)}") from None
+            return parse_completion(payload, http_status)
         accumulator = self.accumulator
         for event in self.decoder.flush():
             data = event.strip()
