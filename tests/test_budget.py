@@ -18,6 +18,7 @@ from batchrun.cost.budget import (
     BudgetGate,
     CreditLedger,
     billed_credits,
+    cap_reached_lines,
     prompt_token_bound,
 )
 from batchrun.cost.catalog import CATALOG, Price, model_facts
@@ -69,6 +70,11 @@ def test_the_ledger_reserves_settles_and_releases() -> None:
     third = ledger.reserve(8.5)
     ledger.settle(third, None)  # cost unknown: the whole reservation is spent
     assert ledger.spent == 10.0 and not ledger.can_ever_fit(0.01)
+    assert ledger.unknown_costs == 1 and ledger.unknown_credits == 8.5
+    said = "\n".join(cap_reached_lines(ledger, rows_pending=3, credits_per_row=1.5,
+                                       resume_command="batchrun run m.jsonl --out run"))
+    assert "10.0000 of 10.0000 credits spent" in said
+    assert "of which 8.5000 credits are 1 answers of unknown cost" in said
     with pytest.raises(ValueError):
         ledger.reserve(0.01)
 

@@ -101,6 +101,8 @@ class CreditLedger:
     overshoot_credits: float = 0.0
     refused: float | None = None  # the reservation that no longer fitted: why we stopped
     largest_reservation: float = 0.0
+    unknown_costs: int = 0  # answers of unknown cost, spent at their whole reservation
+    unknown_credits: float = 0.0
 
     @classmethod
     def for_job(
@@ -143,6 +145,9 @@ class CreditLedger:
         self._close(reservation)
         actual = reservation.credits if credits is None else max(0.0, credits)
         self.spent += actual
+        if credits is None:
+            self.unknown_costs += 1
+            self.unknown_credits += actual
         if actual > reservation.credits + _EPSILON:
             self.overshoots += 1
             self.overshoot_credits += actual - reservation.credits
@@ -281,6 +286,14 @@ def cap_reached_lines(ledger: CreditLedger, *, rows_pending: int, credits_per_ro
         f"stopped at the budget cap: {ledger.spent:,.4f} of {ledger.cap:,.4f} credits spent; "
         f"the next request would have reserved up to {refused:,.4f} credits",
     ]
+    if ledger.unknown_costs:
+        # Counted at their bound, so the cap holds; the run's own total counts them as 0.
+        lines.append(
+            f"  of which {ledger.unknown_credits:,.4f} credits are {ledger.unknown_costs:,} "
+            "answers of unknown cost (cut off, or without usage), each counted at the most it "
+            "could have cost; if the server sends usage only when asked, set "
+            "stream_usage = \"ask\" in the job"
+        )
     if ledger.overshoots:
         lines.append(
             f"  {ledger.overshoots} answers cost more than their reservation "
