@@ -549,6 +549,14 @@ async def test_stalled_stream_hits_the_read_timeout(
                 await client.complete(chat_body(), stream=True)
 
 
+async def next_request_goes_as_usual(server: RawServer, client: ApiClient) -> None:
+    """After a request the client failed on its own timer: the task carries no cancellation
+    on, and the next request goes as usual."""
+    server.handler = sse_answer(GOOD_EVENTS)
+    assert (await client.complete(chat_body(), stream=True)).content == "Hello"
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
 def paced_answer(events: list[bytes], pause_s: float, stall_s: float = 0.0,
                  headers_after_s: float = 0.0) -> Handler:
     """Each event ``pause_s`` after the one before; then silence for ``stall_s``."""
@@ -640,14 +648,37 @@ async def test_an_empty_stream_body_is_a_truncated_answer(
                 await client.complete(chat_body(), stream=True)
 
 
+class ChunkedBody:
+    """A ``SizedBody``: the request's bytes in two chunks (a body with media streams so)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+
+    async def __aiter__(self) -> Any:
+        half = self.size // 2
+        yield self.data[:half]
+        yield self.data[half:]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["in-memory", "streamed-upload"])
 async def test_headers_that_never_come_hit_the_read_timeout(
-    raw_server: Callable[[Handler], RawServer]
+    raw_server: Callable[[Handler], RawServer], chunked: bool
 ) -> None:
+    # A body in memory is timed by the stall watch from when it began; one sent in chunks (a
+    # body with media) keeps aiohttp's read timer, armed when the upload ends.
+    def body(text: str) -> bytes | ChunkedBody:
+        return ChunkedBody(chat_body(text)) if chunked else chat_body(text)
+
     server = raw_server(paced_answer(GOOD_EVENTS, pause_s=0.0, headers_after_s=3.0))
     async with ApiClient(settings_for(server.base_url, read_timeout_s=0.3)) as client:
         with anyio.fail_after(2.5):
-            with pytest.raises(errors.TransportError, match="read timed out"):
-                await client.complete(chat_body(), stream=True)
+            with pytest.raises(errors.TransportError,
+                               match=r"request failed: read timed out: no data for 0.3s"):
+                await client.complete(body("first"), stream=True)
+        server.handler = sse_answer(GOOD_EVENTS)
+        assert (await client.complete(body("again"), stream=True)).content == "Hello"
+    assert orjson.loads(server.requests[-1]["body"])["messages"][0]["content"] == "again"
 
 
 def stalled_body(status: int, content_type: str, head: bytes, stall_s: float) -> Handler:
@@ -694,10 +725,7 @@ async def test_headers_that_never_come_to_a_plain_request_hit_the_read_timeout(
                            match=r"request failed: read timed out: no data for 0.3s"):
             await client.complete(chat_body(), stream=False)
         assert anyio.current_time() - started < 0.3 + 0.3
-        # the task carries no cancellation on: the next request goes as usual
-        server.handler = sse_answer(GOOD_EVENTS)
-        assert (await client.complete(chat_body(), stream=True)).content == "Hello"
-        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+        await next_request_goes_as_usual(server, client)
 
 
 async def test_a_request_waiting_for_a_pooled_connection_is_not_a_stall(
@@ -723,34 +751,6 @@ async def test_a_request_waiting_for_a_pooled_connection_is_not_a_stall(
         await anyio.sleep(0.05)
         group.start_soon(one, "second")
     assert contents == ["012345Hello", "Hello"]
-
-
-class ChunkedBody:
-    """A ``SizedBody``: the request's bytes in two chunks (a body with media streams so)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.size = len(data)
-
-    async def __aiter__(self) -> Any:
-        half = self.size // 2
-        yield self.data[:half]
-        yield self.data[half:]
-
-
-async def test_a_streamed_upload_whose_answer_never_comes_hits_the_read_timeout(
-    raw_server: Callable[[Handler], RawServer]
-) -> None:
-    # A body sent in chunks keeps aiohttp's read timer (armed when the upload ends).
-    server = raw_server(paced_answer(GOOD_EVENTS, pause_s=0.0, headers_after_s=3.0))
-    async with ApiClient(settings_for(server.base_url, read_timeout_s=0.3)) as client:
-        with anyio.fail_after(2.5):
-            with pytest.raises(errors.TransportError, match=r"read timed out: no data for 0.3s"):
-                await client.complete(ChunkedBody(chat_body()), stream=True)
-        server.handler = sse_answer(GOOD_EVENTS)
-        answer = await client.complete(ChunkedBody(chat_body("again")), stream=True)
-    assert answer.content == "Hello"
-    assert orjson.loads(server.requests[-1]["body"])["messages"][0]["content"] == "again"
 
 
 async def test_streams_on_one_connection_after_a_stream_keep_their_read_timeout(
@@ -782,10 +782,7 @@ async def test_headers_that_come_too_late_hit_the_request_timeout(
                                match=r"request failed: request timed out: no complete answer "
                                      r"within 0.3s"):
                 await client.complete(chat_body(), stream=True)
-        # the task carries no cancellation on: the next request goes as usual
-        server.handler = sse_answer(GOOD_EVENTS)
-        assert (await client.complete(chat_body(), stream=True)).content == "Hello"
-        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+        await next_request_goes_as_usual(server, client)
 
 
 async def test_a_trickling_stream_hits_the_request_timeout(
