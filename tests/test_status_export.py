@@ -126,6 +126,33 @@ def test_finished_run_status_and_every_export_shape(
     assert refused.exit_code == 2 and "jsonl" in refused.output
 
 
+def test_export_and_report_make_the_output_folder_or_say_why_they_cannot(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    manifest = write_rows(tmp_path / "m.jsonl", [{"id": f"r{n}", "prompt": f"Q{n}?"}
+                                                 for n in range(5)])
+    out = tmp_path / "run"
+    ran = cli_run(["run", str(manifest), "--out", str(out), "--endpoint", emulator.base_url,
+                   "--quiet"])
+    assert ran.exit_code == 0, ran.output
+    # A folder that is not there yet is made, for every kind of output.
+    for name in ("x.parquet", "x.jsonl"):
+        assert len(export(out, tmp_path / "new" / "deeper" / name)) == 5
+    report = cli_run(["report", str(out), "--output", str(tmp_path / "pages" / "r.html")])
+    assert report.exit_code == 0, report.output
+    assert (tmp_path / "pages" / "r.html").read_text().startswith("<!doctype html>")
+    # One that cannot be made (a file stands in its way) is bad input: one line, exit 2.
+    (tmp_path / "taken").write_text("a file, not a folder")
+    for command in (["export", str(out), "--output", str(tmp_path / "taken" / "x.jsonl")],
+                    ["report", str(out), "--output", str(tmp_path / "taken" / "r.html")]):
+        refused = CliRunner().invoke(cli, command)
+        assert refused.exit_code == 2, refused.output
+        assert f"cannot write {tmp_path / 'taken'}" in refused.output
+        assert "Traceback" not in refused.output and refused.exception is None or isinstance(
+            refused.exception, SystemExit)
+    assert not list(tmp_path.glob("new/deeper/*.tmp"))
+
+
 def test_with_input_from_a_parquet_manifest_keeps_its_types(
     tmp_path: Path, emulator: EmulatorServer
 ) -> None:

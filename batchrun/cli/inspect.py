@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from batchrun.cli.common import emit_json, err
+from batchrun.store.files import write_output
 from batchrun.store.rundir import RunDir
 
 
@@ -78,5 +79,5 @@ def report(run_dir: Path, output: Path | None) -> None:
 
     html = build_report(run_dir)
     target = output or run_dir / "report.html"
-    target.write_text(html, encoding="utf-8")
+    write_output(target, lambda path: path.write_text(html, encoding="utf-8"))
     err(f"wrote {target}")

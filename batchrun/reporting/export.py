@@ -35,6 +35,7 @@ from batchrun.reporting.flatten import flatten_file, run_schema
 from batchrun.reporting.status import run_summary
 from batchrun.store.cache import REUSED_EXTRA_KEY
 from batchrun.store.compact import BATCH_ROWS, file_metadata, json_record, parquet_record
+from batchrun.store.files import write_output
 from batchrun.store.rundir import RunDir
 from batchrun.store.summary import RunSummary
 
@@ -84,22 +85,29 @@ def export_results(
         output.resolve() == run.results_path.resolve()
     ):
         return rows
+    write_output(output, lambda path: _write(run, info, manifest, metadata, fmt, schema, path))
+    return rows
+
+
+def _write(run: RunDir, info: dict[str, Any], manifest: Path | None, metadata: dict[str, Any],
+           fmt: str, schema: Any, output: Path) -> None:
+    """The export's file, written beside ``output`` and renamed over it when whole."""
+    parquet = output.suffix.lower() == ".parquet"
     tmp = output.with_name(output.name + ".tmp")
     try:
-        if suffix == ".parquet" and manifest is None:
+        if parquet and manifest is None:
             shutil.copyfile(run.results_path, tmp)
-        elif suffix == ".parquet":
+        elif parquet:
             assert manifest is not None
             _write_joined_parquet(run, manifest, metadata, tmp)
         else:
             _write_jsonl(run, info, manifest, fmt, tmp)
         if schema is not None:
-            flatten_file(tmp, schema, parquet=suffix == ".parquet")
+            flatten_file(tmp, schema, parquet=parquet)
         os.replace(tmp, output)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return rows
 
 
 def _checked_manifest(info: dict[str, Any]) -> Path:
