@@ -16,6 +16,7 @@ from batchrun.manifest.settings import REASONING_EFFORTS, check_column_map
 from batchrun.media.files import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_REQUEST_BYTES
 
 DEFAULT_ENDPOINT = "https://api.aivideoapi.ai/v1"
+ENDPOINT_ENV = "BATCHRUN_ENDPOINT"
 SCHEMA_RESPONSE_FORMATS = ("auto", "always", "never")
 STREAM_USAGE = ("auto", "ask", "never")
 
@@ -104,7 +105,7 @@ class JobSpec:
 
     def resolved_endpoint(self) -> str:
         """--endpoint / job file, then BATCHRUN_ENDPOINT, then the gateway's address."""
-        endpoint = self.endpoint or os.environ.get("BATCHRUN_ENDPOINT") or DEFAULT_ENDPOINT
+        endpoint = self.endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
         return endpoint.rstrip("/")
 
     def validate(self) -> None:

@@ -20,7 +20,7 @@ from batchrun.plan.inputs import (
     endpoint_for,
     load_spec,
 )
-from batchrun.plan.options import RunOptions
+from batchrun.plan.options import RunOptions, endpoint_to_resume
 from batchrun.plan.preflight import Preflight
 from batchrun.plan.session import Console, open_session
 from batchrun.store.summary import RunSummary
@@ -94,7 +94,8 @@ def calibrate_estimate(options: CalibrateOptions, console: Console,
                                                ask=not (options.yes or options.emulate),
                                                ignore_balance=True)
             resume = RunOptions(options.manifest, run_path, job_file=options.job_file,
-                                endpoint=options.endpoint,
+                                endpoint=endpoint_to_resume(options.endpoint, spec.endpoint,
+                                                            emulate=options.emulate),
                                 emulate=options.emulate).resume_command()
             summary = None
             if calibration.outcome is not None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from batchrun.manifest.job import ENDPOINT_ENV
+
 
 def _flag(flag: str, *, resume: bool = True, job: str | None = None, default: Any = None) -> Any:
     return field(default=default, metadata={"flag": flag, "resume": resume, "job": job})
@@ -46,9 +48,10 @@ class RunOptions:
     engine: str | None = _flag("--engine")  # None: this machine ("local")
     ray_address: str | None = _flag("--ray-address")
     workers: int | None = _flag("--workers")
+    # The threshold this run was let start under: a pasted resume (no one to ask) keeps it.
+    confirm_above: float | None = _flag("--confirm-above", job="confirm_above")
     # Not in the resume command: a key never is; the rest belong to one session.
     api_key: str | None = _flag("--api-key", resume=False)
-    confirm_above: float | None = _flag("--confirm-above", resume=False, job="confirm_above")
     retry_failed: bool = _flag("--retry-failed", resume=False, default=False)
     allow_job_change: bool = _flag("--allow-job-change", resume=False, default=False)
     # "incomplete": also send again rows answered ok but cut short (finish_reason not stop).
@@ -94,3 +97,13 @@ class RunOptions:
     def flag_of(cls, name: str) -> str:
         """The command-line flag of field ``name``."""
         return str(next(f for f in dataclasses.fields(cls) if f.name == name).metadata["flag"])
+
+
+def endpoint_to_resume(flag: str | None, job_endpoint: str | None, *, emulate: bool) -> str | None:
+    """The ``--endpoint`` a resume command must name: the flag's, or the one that came from
+    ``BATCHRUN_ENDPOINT`` (a shell that pastes the command may not have it set; the run
+    directory refuses another endpoint). None: the flag was not given and nothing needs it (the
+    job file names the endpoint, the default gateway's, the embedded emulator)."""
+    if flag is not None or job_endpoint is not None or emulate:
+        return flag
+    return os.environ.get(ENDPOINT_ENV) or None

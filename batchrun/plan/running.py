@@ -16,7 +16,7 @@ from batchrun.dispatch.runner import execute
 from batchrun.plan.calibration import calibrate_in_session
 from batchrun.plan.diskspace import check_free_space
 from batchrun.plan.finish import finish
-from batchrun.plan.options import RunOptions
+from batchrun.plan.options import RunOptions, endpoint_to_resume
 from batchrun.plan.sendable import refuse_unsendable
 from batchrun.plan.session import (
     DEFAULT_CONFIRM_ABOVE,
@@ -53,6 +53,9 @@ def run_job(options: RunOptions, console: Console, emulator: Emulator | None = N
         raise InputError("--redo resends answers of an earlier session; --calibrate samples a "
                          "new run: give one of them")
     spec = load_spec(options.job_file, **options.job_overrides())
+    # The endpoint the environment gave is spelled out in the command that resumes.
+    options = dataclasses.replace(options, endpoint=endpoint_to_resume(
+        options.endpoint, spec.endpoint, emulate=options.emulate))
     key = api_key_for(options.api_key, emulate=options.emulate)
     with endpoint_for(spec, emulator if options.emulate else None) as spec, open_session(
         options.manifest, spec, options.out, api_key=key, console=console,
