@@ -148,6 +148,33 @@ def test_rows_with_missing_media_among_good_ones_never_stop_the_run(
 
 
 
+def test_rows_that_are_bad_on_their_own_trip_it_and_the_way_past_is_named(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    # The first 30 rows carry a message the API refuses (400), the last 10 are good: the
+    # first-rows rule takes them for a job the gateway refuses. The stop names the way past
+    # it for rows that are at fault themselves, and that way ends the run with row errors.
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(
+        json.dumps({"id": f"r{n}", "messages": [
+            {"role": "bogus" if n < 30 else "user", "content": f"q{n}"}]}) + "\n"
+        for n in range(40)))
+    job = write_job(tmp_path / "job.toml", concurrency=4)
+    out = tmp_path / "run"
+    args = ["run", str(manifest), "--job", str(job), "--out", str(out),
+            "--endpoint", emulator.base_url]
+    stopped = run_cli(args)
+    assert stopped.exit_code == 3, stopped.output
+    assert "the first 20 rows all failed with 400 invalid_request" in stopped.output
+    assert "resume with --breaker-first 0" in " ".join(stopped.output.split())
+    finished = run_cli([*args, "--breaker-first", "0"])
+    assert finished.exit_code == 1, finished.output
+    rows = by_id(out)
+    assert len(rows) == 40
+    assert all(rows[f"r{n}"]["error_code"] == "invalid_request" for n in range(30))
+    assert all(rows[f"r{n}"]["status"] == "ok" for n in range(30, 40))
+
+
 def test_breaker_stops_a_run_whose_job_the_gateway_refuses(
     tmp_path: Path, emulator: EmulatorServer
 ) -> None:

@@ -98,7 +98,9 @@ class CircuitBreaker:
             return None
         sample = self._first[-1]
         message = (
-            f"the first {len(self._first)} rows all failed with {_describe(sample)}"
+            f"the first {len(self._first)} rows all failed with {_describe(sample)}; if the "
+            "job is right and these rows are at fault, resume with --breaker-first 0: they "
+            "then end as row errors"
         )
         reopen = tuple(dataclasses.replace(row, retryable=True) for row in self._first)
         self._first = []
@@ -126,6 +128,8 @@ class CircuitBreaker:
             f"({self._recent_failed / self.window:.0%}, breaker at {self.rate:.0%}); "
             f"most of them ({top_count}) with {_describe(sample)}"
             + (f"; also {others}" if others else "")
+            + "; if the API is well and these rows are at fault, resume with "
+            "--breaker-window 0: they then end as row errors"
         )
         reopen = tuple(
             dataclasses.replace(row, retryable=True)
