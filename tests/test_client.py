@@ -711,7 +711,7 @@ async def test_a_body_that_stalls_hits_the_read_timeout_whatever_its_kind(
             with pytest.raises(errors.TransportError,
                                match=rf"{what}: read timed out: no data for 0.3s"):
                 await client.complete(chat_body(), stream=False)
-        assert anyio.current_time() - started < 0.3 + 0.3
+        assert anyio.current_time() - started < 0.3 + 0.9  # the watch, not a later timer
         assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
@@ -724,7 +724,7 @@ async def test_headers_that_never_come_to_a_plain_request_hit_the_read_timeout(
         with pytest.raises(errors.TransportError,
                            match=r"request failed: read timed out: no data for 0.3s"):
             await client.complete(chat_body(), stream=False)
-        assert anyio.current_time() - started < 0.3 + 0.3
+        assert anyio.current_time() - started < 0.3 + 0.9  # the watch, not a later timer
         await next_request_goes_as_usual(server, client)
 
 
