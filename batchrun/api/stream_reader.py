@@ -139,7 +139,7 @@ class StallWatch:
         """The error to raise for ``task``'s cancellation when the watch made it, and nobody
         else cancelled it too (``cancelling``: its count when the request began); else None,
         for the cancellation to go on."""
-        for cancelled, error in ((self.stalled, _headers_stall), (self.fired, TimeoutError)):
+        for cancelled, error in ((self.stalled, _read_timeout), (self.fired, TimeoutError)):
             if task in cancelled:
                 cancelled.discard(task)
                 if task.uncancel() <= cancelling:
@@ -166,8 +166,7 @@ class StallWatch:
                     _wake(reading)
             elif reading.changed_at <= stalled_since:
                 del self.reading[stream]
-                stream.set_exception(
-                    aiohttp.SocketTimeoutError("Timeout on reading data from socket"))
+                stream.set_exception(_read_timeout())
             elif total > reading.consumed:
                 _wake(reading)  # quiet, with bytes to read: [DONE] may be among them
         for due, cancelled in ((self.headers_due, self.stalled), (self.deadlines, self.fired)):
@@ -182,7 +181,7 @@ class StallWatch:
                         if self.reading or self.deadlines or self.headers_due else None)
 
 
-def _headers_stall() -> aiohttp.SocketTimeoutError:
+def _read_timeout() -> aiohttp.SocketTimeoutError:
     # aiohttp's own words for its read timer, so the message is the same either way.
     return aiohttp.SocketTimeoutError("Timeout on reading data from socket")
 

@@ -94,7 +94,7 @@ def calibrate_estimate(options: CalibrateOptions, console: Console,
                                                ask=not (options.yes or options.emulate),
                                                ignore_balance=True)
             resume = RunOptions(options.manifest, run_path, job_file=options.job_file,
-                                endpoint=endpoint_to_resume(options.endpoint, spec.endpoint,
+                                endpoint=endpoint_to_resume(options.endpoint, spec,
                                                             emulate=options.emulate),
                                 emulate=options.emulate).resume_command()
             summary = None

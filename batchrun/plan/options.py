@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchrun.manifest.job import ENDPOINT_ENV
+from batchrun.manifest.job import DEFAULT_ENDPOINT, JobSpec
 
 
 def _flag(flag: str, *, resume: bool = True, job: str | None = None, default: Any = None) -> Any:
@@ -99,11 +99,12 @@ class RunOptions:
         return str(next(f for f in dataclasses.fields(cls) if f.name == name).metadata["flag"])
 
 
-def endpoint_to_resume(flag: str | None, job_endpoint: str | None, *, emulate: bool) -> str | None:
-    """The ``--endpoint`` a resume command must name: the flag's, or the one that came from
-    ``BATCHRUN_ENDPOINT`` (a shell that pastes the command may not have it set; the run
+def endpoint_to_resume(flag: str | None, spec: JobSpec, *, emulate: bool) -> str | None:
+    """The ``--endpoint`` a resume command must name: the flag's, or the one the run resolved
+    from ``BATCHRUN_ENDPOINT`` (a shell that pastes the command may not have it set; the run
     directory refuses another endpoint). None: the flag was not given and nothing needs it (the
     job file names the endpoint, the default gateway's, the embedded emulator)."""
-    if flag is not None or job_endpoint is not None or emulate:
+    if flag is not None or spec.endpoint is not None or emulate:
         return flag
-    return os.environ.get(ENDPOINT_ENV) or None
+    resolved = spec.resolved_endpoint()
+    return resolved if resolved != DEFAULT_ENDPOINT else None

@@ -55,7 +55,7 @@ def run_job(options: RunOptions, console: Console, emulator: Emulator | None = N
     spec = load_spec(options.job_file, **options.job_overrides())
     # The endpoint the environment gave is spelled out in the command that resumes.
     options = dataclasses.replace(options, endpoint=endpoint_to_resume(
-        options.endpoint, spec.endpoint, emulate=options.emulate))
+        options.endpoint, spec, emulate=options.emulate))
     key = api_key_for(options.api_key, emulate=options.emulate)
     with endpoint_for(spec, emulator if options.emulate else None) as spec, open_session(
         options.manifest, spec, options.out, api_key=key, console=console,
