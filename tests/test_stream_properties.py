@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from batchrun.api.response import parse_completion
 from batchrun.api.stream_reader import StreamParser
+from batchrun.api.stream_whole import whole_stream_completion
 from batchrun.core.errors import TransportError
 from batchrun.core.result import Completion
 
@@ -190,3 +191,51 @@ def test_bytes_and_text_paths_take_any_event_alike(events: list[bytes], cuts: li
     raw = b"".join(b"data: " + event + b"\n\n" for event in events)
     chunks = split(raw, cuts)
     assert _outcome(parse_chunks, chunks) == _outcome(parse_chunks_as_text, chunks)
+
+
+@settings(max_examples=250, deadline=None)
+@given(answers(), st.sampled_from(["\n", "\r\n", "\r"]), st.booleans())
+def test_a_body_read_whole_gives_what_event_by_event_gives(
+    answer: dict[str, Any], eol: str, comments: bool
+) -> None:
+    raw = sse_stream(answer, eol, comments)
+    whole = whole_stream_completion(raw, 200)
+    # The usual shape (lines ending in "\n") takes the one pass; the rest is left to the
+    # event-by-event path.
+    assert (whole is not None) == (eol == "\n")
+    if whole is not None:
+        assert whole == parse_chunks([raw])  # every field, extra included
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_odd_event, max_size=8), st.booleans(), st.sampled_from([b"data: ", b"data:"]),
+       st.sampled_from([b"", b": keep-alive\n\n", b"event: x\n\n"]))
+def test_a_body_read_whole_is_the_general_answer_or_left_to_it(
+    events: list[bytes], done: bool, field: bytes, between: bytes
+) -> None:
+    raw = between.join(field + event + b"\n\n" for event in events)
+    raw += b"data: [DONE]\n\n" if done else b""
+    whole = whole_stream_completion(raw, 200)
+    if whole is not None:
+        assert whole == parse_chunks([raw])
+
+
+def test_a_body_read_whole_leaves_unusual_shapes_to_the_general_path() -> None:
+    plain = b'data: {"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}]}'
+    usage = b'data: {"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}'
+    usual = plain + b"\n\n" + usage + b"\n\ndata: [DONE]\n\n"
+    assert whole_stream_completion(usual, 200) == parse_chunks([usual])
+    unusual = [
+        usual[:-len(b"data: [DONE]\n\n")],  # no [DONE]
+        usual.replace(b"\n\n", b"\r\n\r\n"),
+        usual.replace(b"\n\n", b"\n", 1),  # two lines in one event
+        b"\xef\xbb\xbf" + usual,
+        usual.replace(b'"index": 0', b'"index": 1'),
+        usual.replace(b'"content": "a"', b'"content": "a", "refusal": "no"'),
+        usual.replace(b'"choices": []', b'"choices": [], "citations": ["u"]'),
+        usual.replace(b'{"content": "a"}', b'{"content": 1}'),
+        b'data: {"error": {"message": "boom"}}\n\n' + usual,
+        usage + b"\n\ndata: [DONE]\n\n",  # no choice at all
+    ]
+    for raw in unusual:
+        assert whole_stream_completion(raw, 200) is None, raw

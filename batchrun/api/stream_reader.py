@@ -24,6 +24,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from batchrun.api.response import parse_completion
 from batchrun.api.sse import SSEDecoder
 from batchrun.api.stream import StreamAccumulator, decode_event
+from batchrun.api.stream_whole import whole_stream_completion
 from batchrun.core.errors import TransportError, describe_body
 from batchrun.core.result import Completion
 
@@ -214,6 +215,10 @@ async def read_stream(response: aiohttp.ClientResponse, watch: StallWatch,
             if not content.is_eof() and content.exception() is None:
                 await _wait_for_body(content, reading)
             data = content.read_nowait()  # all that is buffered; raises the stream's error
+            if not reading.consumed and content.is_eof():
+                # The whole body in one read, as nearly every answer comes.
+                reading.consumed = len(data)
+                return parse_sse_bytes(data, response.status)
             reading.consumed += len(data)
             if data and (completion := parser.feed(data)) is not None:
                 return completion
@@ -304,7 +309,11 @@ class StreamParser:
 
 
 def parse_sse_bytes(raw: bytes, http_status: int) -> Completion:
-    """The completion of an event stream read whole (one sent under a JSON content type)."""
+    """The completion of an event stream read whole: in one pass when it has the usual shape
+    (``stream_whole``), else event by event."""
+    completion = whole_stream_completion(raw, http_status)
+    if completion is not None:
+        return completion
     parser = StreamParser(http_status)
     completion = parser.feed(raw)
     return completion if completion is not None else parser.end()

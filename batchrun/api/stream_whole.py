@@ -1,0 +1,125 @@
+"""A streamed answer read whole, the usual way it comes: one pass instead of event by event.
+
+Pure. ``read_stream`` reads a stream when its body has ended (one read, ``stream_reader``), so
+nearly every answer reaches the parser whole. Its usual shape — one-line ``data:`` events
+each followed by a blank line, ``:`` comments, plain chunks of one choice with ``content``
+and ``reasoning_content`` deltas, ``[DONE]`` last — is taken here in one regex pass, one list
+of parsed chunks and one loop without a method call per chunk (the event-by-event path, the
+SSE decoder into the chunk accumulator, spent about as much in its own calls as in orjson).
+Anything else (a ``\\r``, a multi-line event, an error chunk, a tool call, a second choice,
+an unknown field, no ``[DONE]``) returns None and goes that general way, so both give the
+very same ``Completion`` (``tests/test_stream_properties.py`` holds them equal).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from batchrun.api.response import apply_usage, audited_reasoning, float_or_none, str_or_none
+from batchrun.api.thoughts import join_thoughts, split_thoughts
+from batchrun.core.result import Completion
+
+# The data of a line that is a ``data`` field ("data: x", "data:x", "data"), as the SSE
+# decoder takes it: one optional space after the colon dropped.
+_DATA_LINE = re.compile(rb"^data(?:: ?(.*)|$)", re.MULTILINE)
+_PLAIN_CHUNK = frozenset({"id", "object", "created", "model", "choices", "usage",
+                          "credits_consumed"})
+_PLAIN_CHOICE = frozenset({"index", "delta", "finish_reason"})
+_PLAIN_DELTA = frozenset({"role", "content", "reasoning_content"})
+
+
+def whole_stream_completion(raw: bytes, http_status: int) -> Completion | None:
+    """The completion of a whole event-stream body of the usual shape, else None."""
+    payloads = _one_line_events(raw)
+    if payloads is None or len(payloads) < 2 or payloads[-1] != b"[DONE]":
+        return None
+    del payloads[-1]
+    try:
+        chunks = [orjson.loads(payload) if payload[:1] == b"{" else None
+                  for payload in payloads]
+    except orjson.JSONDecodeError:
+        return None  # the general way names the bad event
+    content: list[str] = []
+    reasoning: list[str] = []
+    finish_reason: str | None = None
+    usage: Any = None
+    credits: Any = None
+    response_id: str | None = None
+    model: str | None = None
+    choices_seen = False
+    for chunk in chunks:
+        if chunk.__class__ is not dict or not chunk.keys() <= _PLAIN_CHUNK:
+            return None
+        choices = chunk.get("choices")
+        if choices:
+            if choices.__class__ is not list or len(choices) != 1:
+                return None
+            choice = choices[0]
+            if (choice.__class__ is not dict or not choice.keys() <= _PLAIN_CHOICE
+                    or choice.get("index") not in (0, None)):
+                return None
+            choices_seen = True
+            delta = choice.get("delta")
+            if delta is not None:
+                if delta.__class__ is not dict or not delta.keys() <= _PLAIN_DELTA:
+                    return None
+                text = delta.get("content")
+                if text is not None:
+                    if text.__class__ is not str:
+                        return None
+                    content.append(text)
+                text = delta.get("reasoning_content")
+                if text is not None:
+                    if text.__class__ is not str:
+                        return None
+                    reasoning.append(text)
+            value = choice.get("finish_reason")
+            if value is not None:
+                finish_reason = value if value.__class__ is str else str_or_none(value)
+        elif choices is not None and choices.__class__ is not list:
+            return None
+        value = chunk.get("usage")
+        if value is not None:
+            usage = value
+        value = chunk.get("credits_consumed")
+        if value is not None:
+            credits = value
+        value = chunk.get("model")
+        if value.__class__ is str:
+            if value:
+                model = value
+        elif value is not None:
+            model = str_or_none(value) or model
+        if response_id is None:
+            response_id = str_or_none(chunk.get("id"))
+    if not choices_seen:
+        return None
+    text, tag_thoughts = split_thoughts("".join(content))
+    if credits is None and isinstance(usage, dict):
+        credits = usage.get("credits_consumed")
+    completion = Completion(
+        content=text,
+        thoughts=join_thoughts("".join(reasoning), tag_thoughts),
+        finish_reason=finish_reason,
+        model=model,
+        response_id=response_id,
+        credits_consumed=float_or_none(credits),
+        http_status=http_status,
+        extra={},
+    )
+    apply_usage(completion, usage)
+    audited_reasoning(completion)
+    return completion
+
+
+def _one_line_events(raw: bytes) -> list[bytes] | None:
+    """The data of each event when every event is one line and a blank line ends it (no
+    ``\\r``, no byte-order mark, nothing after the last blank line), else None."""
+    if (b"\r" in raw or not raw.endswith(b"\n\n") or raw[:1] == b"\n"
+            or raw[:3] == b"\xef\xbb\xbf" or b"\n\n\n" in raw
+            or raw.count(b"\n") != 2 * raw.count(b"\n\n")):
+        return None
+    return _DATA_LINE.findall(raw)
