@@ -236,7 +236,7 @@ def test_rows_that_finish_together_reach_the_journal_in_one_write(
     real_flush = RunDir.flush
 
     def counting_flush(self: RunDir) -> None:
-        batches.append(len(self._pending_lines))
+        batches.append(len(self._pending))
         real_flush(self)
 
     monkeypatch.setattr(RunDir, "flush", counting_flush)

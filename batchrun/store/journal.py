@@ -42,9 +42,7 @@ class JournalWriter:
     _journal: IO[bytes] | None
     _index: IO[bytes] | None
     _journal_size: int
-    _pending_lines: list[bytes]
-    _pending_records: list[bytes]
-    _pending_bytes: int
+    _pending: list[RowResult]
     _last_fsync: float
     _appended: int
     _synced: int
@@ -82,38 +80,45 @@ class JournalWriter:
     def append(self, result: RowResult, *, flush: bool = True) -> None:
         """Write one finished row; with ``flush`` it is in the kernel when this returns.
 
-        ``flush=False`` leaves the line pending until ``flush()``: a run appends every row
-        that finished in one turn of its event loop, then makes one write syscall for all.
-        A failed write raises ``StorageError``, and so does every later call: a half-written
-        line is left for the next run to skip (see ``_repair_torn_tail``).
+        ``flush=False`` leaves the row pending until ``flush()``: a run appends every row
+        that finished in one turn of its event loop, then makes one write syscall for all
+        (their lines and index records made there, in one loop: measured cheaper than one row
+        at a time, ``bench/RESULTS.md``). A failed write raises ``StorageError``, and so does
+        every later call: a half-written line is left for the next run to skip (see
+        ``_repair_torn_tail``).
         """
         assert self._journal is not None and self._index is not None, "open_journal() first"
         if self.write_failure is not None:
             raise self.write_failure
-        if result.job_version is None:
-            result.job_version = self.job_version  # which job answered it (run.json's versions)
-        line = result.to_json() + b"\n"
-        offset = self._journal_size + self._pending_bytes
-        self._pending_bytes += len(line)
-        self._pending_lines.append(line)
-        self._pending_records.append(pack(entry_for_result(result, offset, len(line))))
+        self._pending.append(result)
         if flush:
             self.flush()
 
     def flush(self) -> None:
-        """Hand the pending lines to the kernel (one write), then queue their index records.
+        """Hand the pending rows' lines to the kernel (one write), then queue their index
+        records.
 
         On failure ``JournalWriteError`` says how many of the pending lines made it whole:
         those are in the journal (done), the rest are not (pending for the resume).
         """
         if self.write_failure is not None:
-            self._pending_lines, self._pending_records, self._pending_bytes = [], [], 0
+            self._pending = []
             raise JournalWriteError(self.write_failure.message, kept=0)
-        if not self._pending_lines:
+        if not self._pending:
             return
         assert self._journal is not None, "open_journal() first"
-        lines, records = self._pending_lines, self._pending_records
-        self._pending_lines, self._pending_records, self._pending_bytes = [], [], 0
+        results, self._pending = self._pending, []
+        lines: list[bytes] = []
+        records: list[bytes] = []
+        offset = self._journal_size
+        job_version = self.job_version
+        for result in results:
+            if result.job_version is None:
+                result.job_version = job_version  # which job answered it (run.json's versions)
+            line = result.to_json() + b"\n"
+            lines.append(line)
+            records.append(pack(entry_for_result(result, offset, len(line))))
+            offset += len(line)
         data = lines[0] if len(lines) == 1 else b"".join(lines)
         written = 0
         try:
@@ -188,7 +193,7 @@ class JournalWriter:
                 failure = error  # raised once both files are closed
         journal, index = self._journal, self._index
         self._journal = self._index = None
-        self._pending_lines, self._pending_records, self._pending_bytes = [], [], 0
+        self._pending = []
         try:
             if self.write_failure is None:
                 for handle in (journal, index):  # the journal first: an index never leads

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from batchrun import __version__
 from batchrun.core.errors import InputError, StorageError
+from batchrun.core.result import RowResult
 from batchrun.store.compact import compact, iter_latest
 from batchrun.store.files import atomic_write
 from batchrun.store.index import JournalIndex, load
@@ -68,11 +69,9 @@ class RunDir(JournalWriter):
         self._journal: IO[bytes] | None = None
         self._index: IO[bytes] | None = None
         self._journal_size = 0
-        # Appended lines not yet handed to the kernel, and their index records (which follow
+        # Appended rows whose lines are not yet in the kernel (their index records follow
         # their lines there, never ahead of them): see ``flush``.
-        self._pending_lines: list[bytes] = []
-        self._pending_records: list[bytes] = []
-        self._pending_bytes = 0
+        self._pending: list[RowResult] = []
         self._last_fsync = 0.0
         # Lines appended, and how many of them an fsync has covered (the timer thread reads).
         self._appended = 0
