@@ -84,6 +84,28 @@ def test_latest_line_wins_totals_count_every_attempt_and_compaction_is_by_line(
     assert b"batchrun" in table.schema.metadata
 
 
+def test_rows_appended_together_are_each_one_line_even_one_orjson_refuses(
+    tmp_path: Path,
+) -> None:
+    # Lines and index records are made when the pending rows are flushed; a lone surrogate
+    # (a file name Python could not decode, in an error message) must not lose its row or
+    # the rows flushed with it.
+    run = _opened(tmp_path)
+    run.open_journal()
+    bad = RowResult(id="s", status="error", error_code="media_error", line=2, attempts=0,
+                    error_message="cannot read photo-\udcff.png")
+    for result in (_ok("a", 1), bad, _ok("c", 3)):
+        run.append(result, flush=False)
+    assert run.journal_path.read_bytes() == b""  # nothing in the kernel before the flush
+    run.flush()
+    run.close_journal()
+    lines = run.journal_path.read_bytes().splitlines()
+    assert [orjson.loads(line)["id"] for line in lines] == ["a", "s", "c"]
+    assert orjson.loads(lines[1])["error_message"] == "cannot read photo-?.png"
+    index = run.load_index()
+    assert (index.state(1), index.state(2), index.state(3)) == (STATE_OK, STATE_FAILED, STATE_OK)
+
+
 def test_retryable_errors_are_resent_final_errors_only_on_request(tmp_path: Path) -> None:
     run = _opened(tmp_path)
     _write(run, _error("r", 1, "upstream_error", retryable=True),

@@ -125,7 +125,13 @@ class RowResult:
 
     def to_json(self) -> bytes:
         """The journal line (without its newline); orjson encodes dataclasses natively."""
-        return orjson.dumps(self)
+        try:
+            return orjson.dumps(self)
+        except TypeError:
+            # A string orjson refuses (a lone surrogate: a file name Python could not
+            # decode, in an error message): the line is kept with that character replaced;
+            # the row is never lost over it.
+            return orjson.dumps({name: _utf8(value) for name, value in asdict(self).items()})
 
     @property
     def ok(self) -> bool:
@@ -154,3 +160,12 @@ def extra_of(record: dict[str, Any]) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         return {"unparsed_extra": raw}
     return value if isinstance(value, dict) else {"extra": value}
+
+
+def _utf8(value: Any) -> Any:
+    """``value`` with every string in it made valid UTF-8 (lone surrogates replaced)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_utf8(item) for item in value]
+    return value
