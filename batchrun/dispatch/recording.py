@@ -135,11 +135,10 @@ class Recorder:
     def keep(self, result: RowResult) -> None:
         """``record`` of a result that already names its line (answered elsewhere: by a worker
         of a cluster run, ``cluster.driver``)."""
-        if result.cache_key is None and result.request_sha256 is not None:
-            result.cache_key = cache_key(self.endpoint, result.request_sha256)
         result = self.breaker.after_trip(result)
         try:
-            self.run_dir.append(result, flush=False)
+            # Its cache key is made with its line, with the other rows of the loop's turn.
+            self.run_dir.append(result, flush=False, keyed_by=self.endpoint)
         except StorageError as error:
             self._unflushed.append(result)
             self.flush(error)
@@ -152,7 +151,7 @@ class Recorder:
             # Rows that failed only because the run is broken are sent again on resume.
             for reopened in trip.reopen:
                 with contextlib.suppress(StorageError):
-                    self.run_dir.append(reopened)
+                    self.run_dir.append(reopened, keyed_by=self.endpoint)
             self.stop(STOP_FATAL, trip.error)
 
     def record_try(self, row: Row, result: RowResult) -> None:

@@ -19,6 +19,7 @@ from batchrun.core.errors import StorageError
 from batchrun.core.result import RowResult
 from batchrun.store.files import fsync_dir
 from batchrun.store.index import load
+from batchrun.store.keys import cache_key
 from batchrun.store.records import entry_for_result, pack
 
 FSYNC_INTERVAL_S = 1.0
@@ -42,7 +43,7 @@ class JournalWriter:
     _journal: IO[bytes] | None
     _index: IO[bytes] | None
     _journal_size: int
-    _pending: list[RowResult]
+    _pending: list[tuple[RowResult, str | None]]  # and the endpoint it is keyed by
     _last_fsync: float
     _appended: int
     _synced: int
@@ -77,8 +78,10 @@ class JournalWriter:
             if reader.read(1) != b"\n":
                 self._journal.write(b"\n")
 
-    def append(self, result: RowResult, *, flush: bool = True) -> None:
+    def append(self, result: RowResult, *, flush: bool = True,
+               keyed_by: str | None = None) -> None:
         """Write one finished row; with ``flush`` it is in the kernel when this returns.
+        ``keyed_by``: the endpoint its cache key is made with, when it has none yet.
 
         ``flush=False`` leaves the row pending until ``flush()``: a run appends every row
         that finished in one turn of its event loop, then makes one write syscall for all
@@ -90,7 +93,7 @@ class JournalWriter:
         assert self._journal is not None and self._index is not None, "open_journal() first"
         if self.write_failure is not None:
             raise self.write_failure
-        self._pending.append(result)
+        self._pending.append((result, keyed_by))
         if flush:
             self.flush()
 
@@ -112,9 +115,12 @@ class JournalWriter:
         records: list[bytes] = []
         offset = self._journal_size
         job_version = self.job_version
-        for result in results:
+        for result, keyed_by in results:
             if result.job_version is None:
                 result.job_version = job_version  # which job answered it (run.json's versions)
+            if (keyed_by is not None and result.cache_key is None
+                    and result.request_sha256 is not None):
+                result.cache_key = cache_key(keyed_by, result.request_sha256)
             line = result.to_json() + b"\n"
             lines.append(line)
             records.append(pack(entry_for_result(result, offset, len(line))))

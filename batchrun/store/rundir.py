@@ -71,7 +71,7 @@ class RunDir(JournalWriter):
         self._journal_size = 0
         # Appended rows whose lines are not yet in the kernel (their index records follow
         # their lines there, never ahead of them): see ``flush``.
-        self._pending: list[RowResult] = []
+        self._pending: list[tuple[RowResult, str | None]] = []
         self._last_fsync = 0.0
         # Lines appended, and how many of them an fsync has covered (the timer thread reads).
         self._appended = 0
