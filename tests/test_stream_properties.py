@@ -239,3 +239,6 @@ def test_a_body_read_whole_leaves_unusual_shapes_to_the_general_path() -> None:
     ]
     for raw in unusual:
         assert whole_stream_completion(raw, 200) is None, raw
+    # Extra blank lines (before the first event, between two) dispatch nothing either way.
+    for raw in (b"\n\n" + usual, usual.replace(b"\n\n", b"\n\n\n\n", 1)):
+        assert whole_stream_completion(raw, 200) == parse_chunks([raw]) is not None
