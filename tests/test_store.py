@@ -15,9 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchrun.core.errors import InputError
+from batchrun.core.errors import InputError, StorageError
 from batchrun.core.result import RESULTS_SCHEMA, RowResult
 from batchrun.manifest.rows import Row
+from batchrun.store.journal import JournalWriteError
 from batchrun.store.records import (
     FIELD_AT,
     RECORD,
@@ -104,6 +105,41 @@ def test_rows_appended_together_are_each_one_line_even_one_orjson_refuses(
     assert orjson.loads(lines[1])["error_message"] == "cannot read photo-?.png"
     index = run.load_index()
     assert (index.state(1), index.state(2), index.state(3)) == (STATE_OK, STATE_FAILED, STATE_OK)
+
+
+def test_a_token_count_past_64_bits_keeps_its_row_held_to_int64(tmp_path: Path) -> None:
+    # A bad server's usage ({"prompt_tokens": 1e20}) must not lose the row or its batch.
+    run = _opened(tmp_path)
+    run.open_journal()
+    huge = _ok("h", 2)
+    huge.prompt_tokens = 10**20
+    for result in (_ok("a", 1), huge):
+        run.append(result, flush=False)
+    run.flush()
+    run.close_journal()
+    lines = run.journal_path.read_bytes().splitlines()
+    assert [orjson.loads(line)["id"] for line in lines] == ["a", "h"]
+    assert orjson.loads(lines[1])["prompt_tokens"] == 2**63 - 1
+    assert run.load_index().state(2) == STATE_OK
+
+
+def test_a_line_that_cannot_be_made_stops_the_journal_and_drops_no_row_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lines are made at flush for a batch of rows: a failure there is a failed write (the
+    # run stops, its rows stay pending for the resume), not an exception lost in a callback.
+    run = _opened(tmp_path)
+    run.open_journal()
+    monkeypatch.setattr(RowResult, "to_json", lambda self: (_ for _ in ()).throw(TypeError("x")))
+    run.append(_ok("a", 1), flush=False)
+    with pytest.raises(JournalWriteError) as failed:
+        run.flush()
+    assert failed.value.kept == 0 and "could not be made" in failed.value.message
+    with pytest.raises(StorageError):
+        run.append(_ok("b", 2))  # nothing more is written after it
+    monkeypatch.undo()
+    run.close_journal()  # the failure was told once; the files are closed
+    assert run.journal_path.read_bytes() == b""
 
 
 def test_retryable_errors_are_resent_final_errors_only_on_request(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from batchrun.api.response import parse_completion
-from batchrun.api.stream_reader import StreamParser
+from batchrun.api.stream_reader import StreamParser, parse_sse_bytes
 from batchrun.api.stream_whole import whole_stream_completion
 from batchrun.core.errors import TransportError
 from batchrun.core.result import Completion
@@ -236,9 +236,13 @@ def test_a_body_read_whole_leaves_unusual_shapes_to_the_general_path() -> None:
         usual.replace(b'{"content": "a"}', b'{"content": 1}'),
         b'data: {"error": {"message": "boom"}}\n\n' + usual,
         usage + b"\n\ndata: [DONE]\n\n",  # no choice at all
+        b"{}\n\n" + usual,  # a JSON body: judged whole by the general way (refused)
+        b' \n{"error": {"message": "boom"}}\n\n' + usual,
     ]
     for raw in unusual:
         assert whole_stream_completion(raw, 200) is None, raw
+    with pytest.raises(TransportError):
+        parse_sse_bytes(b"{}\n\n" + usual, 200)  # as before the one-pass parse
     # Extra blank lines (before the first event, between two) dispatch nothing either way.
     for raw in (b"\n\n" + usual, usual.replace(b"\n\n", b"\n\n\n\n", 1)):
         assert whole_stream_completion(raw, 200) == parse_chunks([raw]) is not None

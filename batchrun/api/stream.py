@@ -28,11 +28,12 @@ from batchrun.core.result import Completion
 
 # String fields that arrive in pieces inside stream deltas.
 _CONCAT_KEYS = frozenset({"arguments", "refusal", "reasoning"})
-# The usual stream chunk, choice and delta: nothing in them needs the general merge.
-_PLAIN_CHUNK = frozenset({"id", "object", "created", "model", "choices", "usage",
+# The usual stream chunk, choice and delta: nothing in them needs the general merge (the
+# one-pass parse of a whole body, ``stream_whole``, takes only these too).
+PLAIN_CHUNK = frozenset({"id", "object", "created", "model", "choices", "usage",
                           "credits_consumed"})
-_PLAIN_CHOICE = frozenset({"index", "delta", "finish_reason"})
-_PLAIN_DELTA = frozenset({"role", "content", "reasoning_content"})
+PLAIN_CHOICE = frozenset({"index", "delta", "finish_reason"})
+PLAIN_DELTA = frozenset({"role", "content", "reasoning_content"})
 
 
 def decode_event(data: str) -> dict[str, Any]:
@@ -84,13 +85,13 @@ class StreamAccumulator:
             if type(chunk) is not dict:  # [DONE], a blank keep-alive, garbage
                 if self.feed_event(payload.decode("utf-8", "replace")):
                     return True
-            elif not (chunk.keys() <= _PLAIN_CHUNK and self._add_plain(chunk)):
+            elif not (chunk.keys() <= PLAIN_CHUNK and self._add_plain(chunk)):
                 self.add(chunk)
         return False
 
     def add(self, chunk: dict[str, Any]) -> None:
         """Take one decoded chunk; an ``error`` object in it is raised at once."""
-        if type(chunk) is dict and chunk.keys() <= _PLAIN_CHUNK and self._add_plain(chunk):
+        if type(chunk) is dict and chunk.keys() <= PLAIN_CHUNK and self._add_plain(chunk):
             return
         if not isinstance(chunk, dict):
             raise TransportError(f"stream event is a JSON {type(chunk).__name__}, not an object")
@@ -126,12 +127,12 @@ class StreamAccumulator:
             if len(choices) != 1:
                 return False
             choice = choices[0]
-            if type(choice) is not dict or not choice.keys() <= _PLAIN_CHOICE:
+            if type(choice) is not dict or not choice.keys() <= PLAIN_CHOICE:
                 return False
             delta = choice.get("delta")
             content = reasoning = None
             if delta is not None:
-                if type(delta) is not dict or not delta.keys() <= _PLAIN_DELTA:
+                if type(delta) is not dict or not delta.keys() <= PLAIN_DELTA:
                     return False
                 content = delta.get("content")
                 reasoning = delta.get("reasoning_content")

@@ -19,20 +19,22 @@ from typing import Any
 import orjson
 
 from batchrun.api.response import apply_usage, audited_reasoning, float_or_none, str_or_none
+from batchrun.api.stream import PLAIN_CHOICE, PLAIN_CHUNK, PLAIN_DELTA
 from batchrun.api.thoughts import join_thoughts, split_thoughts
 from batchrun.core.result import Completion
 
 # The data of a line that is a ``data`` field ("data: x", "data:x", "data"), as the SSE
 # decoder takes it: one optional space after the colon dropped.
 _DATA_LINE = re.compile(rb"^data(?:: ?(.*)|$)", re.MULTILINE)
-_PLAIN_CHUNK = frozenset({"id", "object", "created", "model", "choices", "usage",
-                          "credits_consumed"})
-_PLAIN_CHOICE = frozenset({"index", "delta", "finish_reason"})
-_PLAIN_DELTA = frozenset({"role", "content", "reasoning_content"})
 
 
 def whole_stream_completion(raw: bytes, http_status: int) -> Completion | None:
     """The completion of a whole event-stream body of the usual shape, else None."""
+    first = raw[:1]
+    if first.isspace():
+        first = raw.lstrip()[:1]
+    if first == b"{":
+        return None  # a JSON body, whatever follows: the general way judges it whole
     payloads = _one_line_events(raw)
     if payloads is None or len(payloads) < 2 or payloads[-1] != b"[DONE]":
         return None
@@ -51,20 +53,20 @@ def whole_stream_completion(raw: bytes, http_status: int) -> Completion | None:
     model: str | None = None
     choices_seen = False
     for chunk in chunks:
-        if chunk.__class__ is not dict or not chunk.keys() <= _PLAIN_CHUNK:
+        if chunk.__class__ is not dict or not chunk.keys() <= PLAIN_CHUNK:
             return None
         choices = chunk.get("choices")
         if choices:
             if choices.__class__ is not list or len(choices) != 1:
                 return None
             choice = choices[0]
-            if (choice.__class__ is not dict or not choice.keys() <= _PLAIN_CHOICE
+            if (choice.__class__ is not dict or not choice.keys() <= PLAIN_CHOICE
                     or choice.get("index") not in (0, None)):
                 return None
             choices_seen = True
             delta = choice.get("delta")
             if delta is not None:
-                if delta.__class__ is not dict or not delta.keys() <= _PLAIN_DELTA:
+                if delta.__class__ is not dict or not delta.keys() <= PLAIN_DELTA:
                     return None
                 text = delta.get("content")
                 if text is not None:

@@ -128,10 +128,11 @@ class RowResult:
         try:
             return orjson.dumps(self)
         except TypeError:
-            # A string orjson refuses (a lone surrogate: a file name Python could not
-            # decode, in an error message): the line is kept with that character replaced;
-            # the row is never lost over it.
-            return orjson.dumps({name: _utf8(value) for name, value in asdict(self).items()})
+            # A value orjson refuses — a lone surrogate (a file name Python could not decode,
+            # in an error message), an integer past 64 bits (a bad server's token count):
+            # the line is kept with that character replaced, that number held to the int64
+            # range results.parquet stores; the row is never lost over it.
+            return orjson.dumps({name: _encodable(value) for name, value in asdict(self).items()})
 
     @property
     def ok(self) -> bool:
@@ -162,10 +163,16 @@ def extra_of(record: dict[str, Any]) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"extra": value}
 
 
-def _utf8(value: Any) -> Any:
-    """``value`` with every string in it made valid UTF-8 (lone surrogates replaced)."""
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _encodable(value: Any) -> Any:
+    """``value`` as orjson takes it: strings made valid UTF-8 (lone surrogates replaced),
+    integers held to the int64 range."""
     if isinstance(value, str):
         return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return min(max(value, _INT64_MIN), _INT64_MAX)
     if isinstance(value, list):
-        return [_utf8(item) for item in value]
+        return [_encodable(item) for item in value]
     return value

@@ -111,20 +111,16 @@ class JournalWriter:
             return
         assert self._journal is not None, "open_journal() first"
         results, self._pending = self._pending, []
-        lines: list[bytes] = []
-        records: list[bytes] = []
-        offset = self._journal_size
-        job_version = self.job_version
-        for result, keyed_by in results:
-            if result.job_version is None:
-                result.job_version = job_version  # which job answered it (run.json's versions)
-            if (keyed_by is not None and result.cache_key is None
-                    and result.request_sha256 is not None):
-                result.cache_key = cache_key(keyed_by, result.request_sha256)
-            line = result.to_json() + b"\n"
-            lines.append(line)
-            records.append(pack(entry_for_result(result, offset, len(line))))
-            offset += len(line)
+        try:
+            lines, records = self._lines_of(results)
+        except (TypeError, ValueError) as exc:
+            # Not expected (``to_json`` makes any row encodable), but a line that cannot be
+            # made stops the run as a failed write does: nothing written, every row of the
+            # batch pending for the resume, none dropped in silence.
+            if self.write_failure is None:
+                self.write_failure = StorageError(
+                    f"cannot write {self.journal_path}: a row's line could not be made ({exc})")
+            raise JournalWriteError(self.write_failure.message, kept=0) from None
         data = lines[0] if len(lines) == 1 else b"".join(lines)
         written = 0
         try:
@@ -146,6 +142,26 @@ class JournalWriter:
             self._queue_records(records)
         except OSError as exc:
             raise self._failed(exc, len(lines)) from None
+
+    def _lines_of(self, results: list[tuple[RowResult, str | None]]
+                  ) -> tuple[list[bytes], list[bytes]]:
+        """The journal lines of ``results`` (their cache keys made with them) and their index
+        records, as they will follow the journal's end."""
+        lines: list[bytes] = []
+        records: list[bytes] = []
+        offset = self._journal_size
+        job_version = self.job_version
+        for result, keyed_by in results:
+            if result.job_version is None:
+                result.job_version = job_version  # which job answered it (run.json's versions)
+            if (keyed_by is not None and result.cache_key is None
+                    and result.request_sha256 is not None):
+                result.cache_key = cache_key(keyed_by, result.request_sha256)
+            line = result.to_json() + b"\n"
+            lines.append(line)
+            records.append(pack(entry_for_result(result, offset, len(line))))
+            offset += len(line)
+        return lines, records
 
     def _queue_records(self, records: list[bytes]) -> None:
         """Queue the index records of lines now in the kernel (one record a line). The index
