@@ -81,14 +81,14 @@ class JournalWriter:
     def append(self, result: RowResult, *, flush: bool = True,
                keyed_by: str | None = None) -> None:
         """Write one finished row; with ``flush`` it is in the kernel when this returns.
-        ``keyed_by``: the endpoint its cache key is made with, when it has none yet.
 
         ``flush=False`` leaves the row pending until ``flush()``: a run appends every row
         that finished in one turn of its event loop, then makes one write syscall for all
-        (their lines and index records made there, in one loop: measured cheaper than one row
-        at a time, ``bench/RESULTS.md``). A failed write raises ``StorageError``, and so does
-        every later call: a half-written line is left for the next run to skip (see
-        ``_repair_torn_tail``).
+        (their lines, index records and cache keys made there, in one loop: measured cheaper
+        than one row at a time, ``bench/RESULTS.md``). ``keyed_by``: the endpoint the row's
+        cache key is made with, when it has none yet (None: no key). A failed write raises
+        ``StorageError``, and so does every later call: a half-written line is left for the
+        next run to skip (see ``_repair_torn_tail``).
         """
         assert self._journal is not None and self._index is not None, "open_journal() first"
         if self.write_failure is not None:
