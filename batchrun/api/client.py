@@ -27,7 +27,7 @@ import certifi
 import orjson
 
 from batchrun import __version__
-from batchrun.api.response import parse_completion
+from batchrun.api.response import parse_json_body
 from batchrun.api.retry_after import parse_retry_after, rate_limit_of
 from batchrun.api.sse import SSEDecoder
 from batchrun.api.stream_reader import (
@@ -286,13 +286,12 @@ class ApiClient:
     async def _read_json(self, response: aiohttp.ClientResponse) -> Completion:
         raw = await response.read()
         try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            if raw.lstrip().startswith(_SSE_OPENINGS):  # an event stream with a JSON label
+            return parse_json_body(raw, response.status)
+        except TransportError:
+            # No JSON opens like an event stream: one with a JSON label is read as a stream.
+            if raw.lstrip().startswith(_SSE_OPENINGS):
                 return parse_sse_bytes(raw, response.status)
-            raise TransportError(
-                f"HTTP {response.status} answer is {describe_body(raw)}") from None
-        return parse_completion(payload, response.status)
+            raise
 
     async def _api_error(self, response: aiohttp.ClientResponse) -> BatchrunError:
         body = await response.read()

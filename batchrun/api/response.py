@@ -18,8 +18,15 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from batchrun.api.thoughts import field_thoughts, join_thoughts, split_thoughts
-from batchrun.core.errors import BatchrunError, TransportError, error_from_payload
+from batchrun.core.errors import (
+    BatchrunError,
+    TransportError,
+    describe_body,
+    error_from_payload,
+)
 from batchrun.core.result import Completion
 
 # Top-level fields of an answer or a chunk that are modelled (everything else goes to extra).
@@ -47,6 +54,16 @@ def payload_error(obj: Mapping[str, Any], http_status: int | None) -> BatchrunEr
     elif status is not None and 200 <= status < 300:
         status = None
     return error_from_payload(status, obj)
+
+
+def parse_json_body(raw: bytes, http_status: int) -> Completion:
+    """The completion of a JSON answer's bytes; a body that is not JSON is a malformed answer
+    (``TransportError``, naming what came instead)."""
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise TransportError(f"HTTP {http_status} answer is {describe_body(raw)}") from None
+    return parse_completion(payload, http_status)
 
 
 def parse_completion(obj: Any, http_status: int = 200) -> Completion:

@@ -47,6 +47,22 @@ def decode_event(data: str) -> dict[str, Any]:
     return obj
 
 
+def stream_completion(content: str, thoughts: str, finish_reason: str | None, *,
+                      model: str | None, response_id: str | None, credits: Any, usage: Any,
+                      http_status: int, extra: dict[str, Any]) -> Completion:
+    """The ``Completion`` of a stream's assembled parts (both parse paths end here): credits
+    from the chunk's field, else from ``usage``; the token counts from ``usage``."""
+    if credits is None and isinstance(usage, dict):
+        credits = usage.get("credits_consumed")
+    completion = Completion(content=content, thoughts=thoughts, finish_reason=finish_reason,
+                            model=model, response_id=response_id,
+                            credits_consumed=float_or_none(credits), http_status=http_status,
+                            extra=extra)
+    apply_usage(completion, usage)
+    audited_reasoning(completion)
+    return completion
+
+
 class StreamAccumulator:
     """Collects ``chat.completion.chunk`` events into one ``Completion``."""
 
@@ -192,22 +208,9 @@ class StreamAccumulator:
             extra["choices"] = [state.as_choice(index)
                                 for index, state in sorted(self._choices.items())
                                 if state is not primary]
-        credits = self._credits
-        if credits is None and isinstance(self._usage, dict):
-            credits = self._usage.get("credits_consumed")
-        completion = Completion(
-            content=content,
-            thoughts=thoughts,
-            finish_reason=finish_reason,
-            model=self._model,
-            response_id=self._id,
-            credits_consumed=float_or_none(credits),
-            http_status=self.http_status,
-            extra=extra,
-        )
-        apply_usage(completion, self._usage)
-        audited_reasoning(completion)
-        return completion
+        return stream_completion(content, thoughts, finish_reason, model=self._model,
+                                 response_id=self._id, credits=self._credits, usage=self._usage,
+                                 http_status=self.http_status, extra=extra)
 
     def _add_choices(self, choices: Any) -> None:
         if not isinstance(choices, list):

@@ -18,14 +18,13 @@ import asyncio
 from typing import Any
 
 import aiohttp
-import orjson
 from aiohttp.http_exceptions import HttpProcessingError
 
-from batchrun.api.response import parse_completion
+from batchrun.api.response import parse_json_body
 from batchrun.api.sse import SSEDecoder
 from batchrun.api.stream import StreamAccumulator, decode_event
 from batchrun.api.stream_whole import whole_stream_completion
-from batchrun.core.errors import TransportError, describe_body
+from batchrun.core.errors import TransportError
 from batchrun.core.result import Completion
 
 # Everything that means "no usable answer came over the wire".
@@ -216,9 +215,7 @@ async def read_stream(response: aiohttp.ClientResponse, watch: StallWatch,
                 await _wait_for_body(content, reading)
             data = content.read_nowait()  # all that is buffered; raises the stream's error
             if not reading.consumed and content.is_eof():
-                # The whole body in one read, as nearly every answer comes.
-                reading.consumed = len(data)
-                return parse_sse_bytes(data, response.status)
+                return parse_sse_bytes(data, response.status)  # whole in one read, as usual
             reading.consumed += len(data)
             if data and (completion := parser.feed(data)) is not None:
                 return completion
@@ -284,14 +281,7 @@ class StreamParser:
     def end(self) -> Completion:
         """End of body without [DONE]: take what is left, then judge whether it is complete."""
         if self._json_body is not None:
-            raw = b"".join(self._json_body)
-            http_status = self.accumulator.http_status
-            try:
-                payload = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                raise TransportError(
-                    f"HTTP {http_status} answer is {describe_body(raw)}") from None
-            return parse_completion(payload, http_status)
+            return parse_json_body(b"".join(self._json_body), self.accumulator.http_status)
         accumulator = self.accumulator
         for event in self.decoder.flush():
             data = event.strip()

@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from batchrun.api.response import apply_usage, audited_reasoning, float_or_none, str_or_none
-from batchrun.api.stream import PLAIN_CHOICE, PLAIN_CHUNK, PLAIN_DELTA
+from batchrun.api.response import str_or_none
+from batchrun.api.stream import PLAIN_CHOICE, PLAIN_CHUNK, PLAIN_DELTA, stream_completion
 from batchrun.api.thoughts import join_thoughts, split_thoughts
 from batchrun.core.result import Completion
 
@@ -100,21 +100,9 @@ def whole_stream_completion(raw: bytes, http_status: int) -> Completion | None:
     if not choices_seen:
         return None
     text, tag_thoughts = split_thoughts("".join(content))
-    if credits is None and isinstance(usage, dict):
-        credits = usage.get("credits_consumed")
-    completion = Completion(
-        content=text,
-        thoughts=join_thoughts("".join(reasoning), tag_thoughts),
-        finish_reason=finish_reason,
-        model=model,
-        response_id=response_id,
-        credits_consumed=float_or_none(credits),
-        http_status=http_status,
-        extra={},
-    )
-    apply_usage(completion, usage)
-    audited_reasoning(completion)
-    return completion
+    return stream_completion(text, join_thoughts("".join(reasoning), tag_thoughts),
+                             finish_reason, model=model, response_id=response_id,
+                             credits=credits, usage=usage, http_status=http_status, extra={})
 
 
 def _one_line_events(raw: bytes) -> list[bytes] | None:
