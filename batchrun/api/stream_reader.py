@@ -198,7 +198,7 @@ async def read_stream(response: aiohttp.ClientResponse, watch: StallWatch,
     to ``[DONE]`` when the server keeps the connection after it); the client's ``watch``
     times it (``reading``, when the client has it watched already) and wakes the read when
     bytes wait."""
-    parser = StreamParser(response.status)
+    parser: StreamParser | None = None  # made only for a body that comes in several reads
     content = response.content
     if reading is None:
         connection = response.connection
@@ -217,6 +217,8 @@ async def read_stream(response: aiohttp.ClientResponse, watch: StallWatch,
             if not reading.consumed and content.is_eof():
                 return parse_sse_bytes(data, response.status)  # whole in one read, as usual
             reading.consumed += len(data)
+            if parser is None:
+                parser = StreamParser(response.status)
             if data and (completion := parser.feed(data)) is not None:
                 return completion
             if content.is_eof():

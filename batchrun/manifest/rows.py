@@ -39,13 +39,17 @@ NEEDS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Row:
     """One manifest row, ready for the request builder (or carrying why it is not).
 
     ``media`` lists every media reference of the row: for the prompt and template shapes these
     are attached after the text; for ``messages`` and batch rows they are the ``image_url``
     URLs already inside the messages (listed for estimates and checks, not attached again).
+
+    Treated as a value (nothing changes a row once read) but not frozen: a frozen
+    dataclass's ``__init__`` sets each field through ``object.__setattr__``, six times the
+    cost of a plain one (4.5 against 0.76 us a row here), and one is built per manifest line.
     """
 
     id: str
