@@ -117,4 +117,4 @@ def iter_csv(path: Path, job: JobSpec, template: Template | None,
         for name in _ABSENT_WHEN_EMPTY:
             if record.get(name) == "":
                 record[name] = None
-        yield build_row(record, number, where, f"row-{number}", job, template)
+        yield build_row(record, number, "row", job, template)

@@ -49,14 +49,13 @@ def iter_jsonl(
             f.seek(start.offset)
         before = start.line if start is not None else 0
         for line_no, raw in read_lines(f, max_line_bytes, done_lines, before):
-            where = f"line {line_no}"
-            fallback_id = f"line-{line_no}"
             if raw is None:
                 limit = _human_bytes(max_line_bytes)
                 yield Row(
-                    id=fallback_id,
+                    id=f"line-{line_no}",
                     line=line_no,
-                    error=f"{where}: longer than {limit}; put media in files and give their paths",
+                    error=f"line {line_no}: longer than {limit}; put media in files and give "
+                          "their paths",
                 )
                 continue
             if line_no == 1 and raw.startswith(UTF8_BOM):
@@ -73,16 +72,17 @@ def iter_jsonl(
             try:
                 record = orjson.loads(raw)
             except orjson.JSONDecodeError as exc:
-                yield Row(id=fallback_id, line=line_no, error=f"{where}: {_json_problem(raw, exc)}")
+                yield Row(id=f"line-{line_no}", line=line_no,
+                          error=f"line {line_no}: {_json_problem(raw, exc)}")
                 continue
             if not isinstance(record, dict):
                 yield Row(
-                    id=fallback_id,
+                    id=f"line-{line_no}",
                     line=line_no,
-                    error=f"{where}: expected a JSON object, got {type_name(record)}",
+                    error=f"line {line_no}: expected a JSON object, got {type_name(record)}",
                 )
                 continue
-            yield build_row(record, line_no, where, fallback_id, job, template)
+            yield build_row(record, line_no, "line", job, template)
 
 
 def read_lines(

@@ -94,7 +94,7 @@ def iter_parquet(
             for key in nested:
                 if isinstance(record.get(key), list | dict):
                     record[key] = drop_nulls(record[key])
-            yield build_row(record, number, f"row {number}", f"row-{number}", job, template)
+            yield build_row(record, number, "row", job, template)
 
 
 def _groups_from(parquet: pq.ParquetFile, rows_before: int) -> tuple[list[int], int]:

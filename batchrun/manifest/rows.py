@@ -88,20 +88,22 @@ def drop_nulls(value: Any) -> Any:
 def build_row(
     record: dict[str, Any],
     line: int,
-    where: str,
-    fallback_id: str,
+    unit: str,
     job: JobSpec,
     template: Template | None,
 ) -> Row:
+    """The row of ``record``, on ``unit`` ("line", "row") ``line`` of its manifest: a row
+    that says what is wrong with it (``error``) when it cannot be sent. The place is named
+    only then ("line 12"; id "line-12" for a row without one), not for every row."""
     try:
         row_id, id_key = _row_id(record)
     except BadRow as exc:
-        return Row(id=fallback_id, line=line, error=f"{where}: {exc}")
+        return Row(id=f"{unit}-{line}", line=line, error=f"{unit} {line}: {exc}")
     try:
         return _shape(record, row_id, id_key, line, job, template)
     except BadRow as exc:
         return Row(
-            id=row_id, line=line, error=f"{where}: {exc}", fields=_rest(record, (id_key,))
+            id=row_id, line=line, error=f"{unit} {line}: {exc}", fields=_rest(record, (id_key,))
         )
 
 
