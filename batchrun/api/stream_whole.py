@@ -3,9 +3,10 @@
 Pure. ``read_stream`` reads a stream when its body has ended (one read, ``stream_reader``), so
 nearly every answer reaches the parser whole. Its usual shape — one-line ``data:`` events
 each followed by a blank line, ``:`` comments, plain chunks of one choice with ``content``
-and ``reasoning_content`` deltas, ``[DONE]`` last — is taken here in one regex pass, one list
-of parsed chunks and one loop without a method call per chunk (the event-by-event path, the
-SSE decoder into the chunk accumulator, spent about as much in its own calls as in orjson).
+and ``reasoning_content`` deltas, ``[DONE]`` last — is taken here with one split (its shape),
+one regex pass (its data), one list of parsed chunks and one loop without a method call per
+chunk (the event-by-event path, the SSE decoder into the chunk accumulator, spent about as
+much in its own calls as in orjson).
 Anything else (a ``\\r``, a multi-line event, an error chunk, a tool call, a second choice,
 an unknown field, no ``[DONE]``) returns None and goes that general way, so both give the
 very same ``Completion`` (``tests/test_stream_properties.py`` holds them equal).
