@@ -101,7 +101,6 @@ def iter_csv_records(path: Path,
 def iter_csv(path: Path, job: JobSpec, template: Template | None,
              done_lines: bytes | None = None) -> Generator[Row, None, None]:
     for number, raw in iter_csv_records(path, done_lines):
-        where = f"row {number}"
         record: dict[str, str | None] = {}
         not_utf8 = []
         for name, value in raw.items():
@@ -111,7 +110,7 @@ def iter_csv(path: Path, job: JobSpec, template: Template | None,
                 not_utf8.append(name)
         if not_utf8:
             row_id = record.get("id") or record.get("custom_id") or f"row-{number}"
-            yield Row(id=row_id, line=number, error=f"{where}: column(s) "
+            yield Row(id=row_id, line=number, error=f"row {number}: column(s) "
                       f"{', '.join(map(repr, not_utf8))} not valid UTF-8")
             continue
         for name in _ABSENT_WHEN_EMPTY:
