@@ -182,6 +182,13 @@ _odd_event = st.sampled_from([
     b'{"id": "x", "choices": [{"delta": {"content": "c", "annotations": [1]}}]}',
     b"{truncated", b"[1, 2]", b'"text"', b"", b"   ", b" [DONE] ", b"[DONE]",
     b'{"error": {"message": "boom"}}',
+    # Where msgspec and orjson could part: numbers beyond 64 bits or out of range, a later
+    # null, a key given twice.
+    b'{"choices": [], "usage": {"prompt_tokens": 18446744073709551617, "completion_tokens": 2}}',
+    b'{"choices": [{"delta": {"content": "x"}}], "credits_consumed": 123456789012345678901234}',
+    b'{"choices": [{"delta": {"content": "x"}}], "created": 1e400}',
+    b'{"choices": [], "usage": null, "credits_consumed": null}',
+    b'{"choices": [{"delta": {"content": "a", "content": "b"}}]}',
 ])
 
 
@@ -218,6 +225,38 @@ def test_a_body_read_whole_is_the_general_answer_or_left_to_it(
     whole = whole_stream_completion(raw, 200)
     if whole is not None:
         assert whole == parse_chunks([raw])
+
+
+def test_a_body_read_whole_decodes_numbers_as_the_general_path_does() -> None:
+    """The one pass decodes chunks with msgspec, the general path with orjson: usage and credits
+    must come out the same (orjson makes an integer beyond 64 bits a float; msgspec would keep
+    it exact), and what orjson refuses (a number out of range) must not pass here."""
+    plain = b'data: {"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}]}'
+    big = (b'data: {"choices": [], "usage": {"prompt_tokens": 18446744073709551617, '
+           b'"completion_tokens": 2, "cached_tokens": 18446744073709551617, '
+           b'"credits_consumed": 99999999999999999999999}}')
+    later_null = b'data: {"choices": [], "usage": null, "credits_consumed": null}'
+    raw = b"\n\n".join([plain, big, later_null, b"data: [DONE]"]) + b"\n\n"
+    whole = whole_stream_completion(raw, 200)
+    assert whole is not None
+    assert whole == parse_chunks([raw])
+    assert whole.prompt_tokens == 2**64  # 2**64 + 1 read as a float, as orjson reads it
+    assert whole.credits_consumed == 1e23  # orjson's float, kept by a later null
+    out_of_range = raw.replace(b'"index": 0', b'"index": 0, "created": 1e400', 1)
+    assert whole_stream_completion(out_of_range, 200) is None
+    with pytest.raises(TransportError):
+        parse_sse_bytes(out_of_range, 200)
+
+
+def test_the_one_pass_structs_take_the_plain_fields_and_no_other() -> None:
+    """The typed chunk of the one pass and the general path's plain shape list the same fields:
+    a field one of them learns the other must learn too."""
+    from batchrun.api import stream_whole
+    from batchrun.api.stream import PLAIN_CHOICE, PLAIN_CHUNK, PLAIN_DELTA
+
+    assert set(stream_whole._Chunk.__struct_fields__) == PLAIN_CHUNK
+    assert set(stream_whole._Choice.__struct_fields__) == PLAIN_CHOICE
+    assert set(stream_whole._Delta.__struct_fields__) == PLAIN_DELTA
 
 
 def test_a_body_read_whole_leaves_unusual_shapes_to_the_general_path() -> None:
