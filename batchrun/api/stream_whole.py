@@ -81,7 +81,9 @@ def whole_stream_completion(raw: bytes, http_status: int) -> Completion | None:
         # Typed decoding checks each chunk's shape as it goes: an unknown field, a second
         # choice's worth of fields, a delta that is not text, an event that is no object.
         chunks = [_decode_chunk(payload) for payload in payloads]
-    except (msgspec.DecodeError, RecursionError):
+    # msgspec's own errors (ValueErrors only from 0.21 on), bad UTF-8 (a UnicodeDecodeError up
+    # to 0.21), nesting too deep.
+    except (msgspec.MsgspecError, ValueError, RecursionError):
         return None  # the general way names the bad event, or takes the unusual shape
     content: list[str] = []
     reasoning: list[str] = []
