@@ -189,6 +189,9 @@ _odd_event = st.sampled_from([
     b'{"choices": [{"delta": {"content": "x"}}], "created": 1e400}',
     b'{"choices": [], "usage": null, "credits_consumed": null}',
     b'{"choices": [{"delta": {"content": "a", "content": "b"}}]}',
+    b'{"choices": [{"delta": {"role": 1' + b"0" * 320 + b'}}]}',  # beyond a float
+    b'{"choices": [], "usage": 1e400, "usage": {"prompt_tokens": 1}}',
+    b'{"choices": [], "credits_consumed": "\x80", "credits_consumed": 2}',
 ])
 
 
@@ -246,6 +249,33 @@ def test_a_body_read_whole_decodes_numbers_as_the_general_path_does() -> None:
     assert whole_stream_completion(out_of_range, 200) is None
     with pytest.raises(TransportError):
         parse_sse_bytes(out_of_range, 200)
+
+
+_HUGE = b"1" + b"0" * 320  # an integer beyond a float's range
+
+
+@pytest.mark.parametrize("bad_event", [
+    # An integer beyond a float's range: msgspec would keep it, orjson refuses it.
+    b'{"choices": [{"index": 0, "delta": {"role": ' + _HUGE + b'}}]}',
+    b'{"created": ' + _HUGE + b', "choices": [{"delta": {"content": "x"}}]}',
+    b'{"choices": [{"index": ' + _HUGE + b', "index": 0, "delta": {}}]}',
+    # Values msgspec skips unchecked, then replaced: by the same key again, by a later chunk.
+    b'{"choices": [], "usage": 1e400, "usage": {"prompt_tokens": 1}}',
+    b'{"choices": [], "credits_consumed": -1e400, "credits_consumed": null}',
+    b'{"choices": [], "credits_consumed": 1e309}',
+])
+def test_a_bad_event_is_refused_by_the_one_pass_as_by_the_general_path(bad_event: bytes) -> None:
+    """Each of these made the general path refuse the stream while msgspec's first one-pass
+    parse took it (found by a differential fuzz of the two parses). Bad UTF-8 is no such case:
+    the general path reads it as U+FFFD, and the one pass leaves it to that path."""
+    plain = b'data: {"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}]}'
+    later = b'data: {"choices": [], "usage": {"prompt_tokens": 3}, "credits_consumed": 1}'
+    raw = b"\n\n".join([plain, b"data: " + bad_event, later, b"data: [DONE]"]) + b"\n\n"
+    with pytest.raises(TransportError):
+        parse_chunks([raw])
+    assert whole_stream_completion(raw, 200) is None
+    with pytest.raises(TransportError):
+        parse_sse_bytes(raw, 200)
 
 
 def test_the_one_pass_structs_take_the_plain_fields_and_no_other() -> None:

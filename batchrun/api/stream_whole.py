@@ -16,7 +16,7 @@ very same ``Completion`` (``tests/test_stream_properties.py`` holds them equal).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -28,35 +28,38 @@ from batchrun.core.result import Completion
 # The data of a line that is a ``data`` field ("data: x", "data:x", "data"), as the SSE
 # decoder takes it: one optional space after the colon dropped.
 _DATA_LINE = re.compile(rb"^data(?:: ?(.*)|$)", re.MULTILINE)
-# A field the chunk did not have (``null`` is a value: ``Raw(b"null")``).
+# A field the chunk did not have.
 _NO_VALUE = msgspec.Raw()
+# An integer msgspec takes as orjson does: msgspec keeps any integer exact, orjson makes one
+# beyond 64 bits a float and refuses one beyond a float's range. Outside int64, the general
+# path judges.
+_Int = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+
+# The structs below take the plain shape (``stream.PLAIN_*``) with the types gateways send:
+# any other field, or another type (a number where text is usual), refuses the chunk and the
+# general path, which accepts more, takes the answer. Each field is typed, none is ``Any``, so
+# every value is checked as orjson checks it (text, escapes, UTF-8, integers).
 
 
 class _Delta(msgspec.Struct, forbid_unknown_fields=True):
-    """A plain delta (``stream.PLAIN_DELTA``): any other field refuses the chunk."""
-
-    role: Any = None
+    role: str | None = None
     content: str | None = None
     reasoning_content: str | None = None
 
 
 class _Choice(msgspec.Struct, forbid_unknown_fields=True):
-    """A plain choice (``stream.PLAIN_CHOICE``)."""
-
-    index: int | None = None
+    index: _Int | None = None
     delta: _Delta | None = None
     finish_reason: str | None = None
 
 
 class _Chunk(msgspec.Struct, forbid_unknown_fields=True):
-    """A plain chunk (``stream.PLAIN_CHUNK``). ``usage`` and ``credits_consumed`` stay raw
-    JSON, decoded by orjson as the event-by-event path does (msgspec would keep an integer
-    beyond 64 bits exact where orjson makes it a float); the fields never read are still
-    decoded, so a value orjson refuses (a number out of range) refuses the chunk here too."""
+    """``usage`` and ``credits_consumed`` are skipped over, not checked (``Raw``): a chunk that
+    has either is read again whole by orjson, as the general path reads it."""
 
     id: str | None = None
-    object: Any = None
-    created: Any = None
+    object: str | None = None
+    created: _Int | None = None
     model: str | None = None
     choices: list[_Choice] | None = None
     usage: msgspec.Raw = _NO_VALUE
@@ -88,12 +91,12 @@ def whole_stream_completion(raw: bytes, http_status: int) -> Completion | None:
     content: list[str] = []
     reasoning: list[str] = []
     finish_reason: str | None = None
-    usage: msgspec.Raw | None = None
-    credits: msgspec.Raw | None = None
+    usage: Any = None
+    credits: Any = None
     response_id: str | None = None
     model: str | None = None
     choices_seen = False
-    for chunk in chunks:
+    for payload, chunk in zip(payloads, chunks, strict=True):
         choices = chunk.choices
         if choices:
             if len(choices) != 1:
@@ -110,27 +113,29 @@ def whole_stream_completion(raw: bytes, http_status: int) -> Completion | None:
                     reasoning.append(delta.reasoning_content)
             if choice.finish_reason is not None:
                 finish_reason = choice.finish_reason
-        value = chunk.usage
-        if value and bytes(value) != b"null":  # a later ``null`` keeps the last usage
-            usage = value
-        value = chunk.credits_consumed
-        if value and bytes(value) != b"null":
-            credits = value
+        if chunk.usage or chunk.credits_consumed:
+            # msgspec skipped these values unchecked (a number out of range, bad UTF-8, the
+            # key given twice): orjson reads the chunk whole, as the general path does.
+            try:
+                fields = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                return None
+            value = fields.get("usage")
+            if value is not None:  # a later ``null`` keeps the last usage
+                usage = value
+            value = fields.get("credits_consumed")
+            if value is not None:
+                credits = value
         if chunk.model:
             model = chunk.model
         if response_id is None:
             response_id = chunk.id
     if not choices_seen:
         return None
-    try:
-        usage_value = orjson.loads(memoryview(usage)) if usage is not None else None
-        credits_value = orjson.loads(memoryview(credits)) if credits is not None else None
-    except orjson.JSONDecodeError:
-        return None
     text, tag_thoughts = split_thoughts("".join(content))
     return stream_completion(text, join_thoughts("".join(reasoning), tag_thoughts),
                              finish_reason, model=model, response_id=response_id,
-                             credits=credits_value, usage=usage_value,
+                             credits=credits, usage=usage,
                              http_status=http_status, extra={})
 
 
