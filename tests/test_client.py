@@ -937,3 +937,27 @@ async def test_get_credits_shapes_over_http(
 )
 def test_balance_from_payload(payload: Any, expected: float | None) -> None:
     assert balance_from_payload(payload) == expected
+
+
+_DEEP = b"[" * 1000 + b"]" * 1000  # orjson reads it (1,024 levels); Python cannot print it
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_an_answer_nested_too_deeply_is_a_transport_error_not_a_crash(
+    raw_server: Callable[[Handler], RawServer], stream: bool
+) -> None:
+    if stream:
+        events = [sse(stream_chunk("Hi")),
+                  b'data: {"choices": [{"index": 0, "delta": {}, "finish_reason": ' + _DEEP
+                  + b"}]}\n\n", b"data: [DONE]\n\n"]
+        handler = sse_answer(events)
+    else:
+        body = (b'{"id": "c1", "choices": [{"index": 0, "message": {"content": "Hi"}, '
+                b'"finish_reason": ' + _DEEP + b"}]}")
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return web.Response(body=body, content_type="application/json")
+    server = raw_server(handler)
+    async with ApiClient(settings_for(server.base_url)) as client:
+        with pytest.raises(errors.TransportError, match="nested too deeply"):
+            await client.complete(chat_body(), stream=stream)

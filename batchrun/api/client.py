@@ -244,6 +244,11 @@ class ApiClient:
                 raise self._wire_error(exc, what) from None
             except BatchrunError as exc:
                 raise self._scrubbed(exc) from None
+            except RecursionError:
+                # Nested deeper than Python walks (orjson reads 1,024 levels, printing a value
+                # in an error or a field recurses): a malformed answer, not a crash of the run.
+                raise TransportError(
+                    f"HTTP {response.status} answer is nested too deeply to read") from None
             finally:
                 if reading is not None:
                     watch.forget(content)
