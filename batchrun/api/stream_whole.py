@@ -137,8 +137,7 @@ def whole_stream_completion(raw: bytes, http_status: int) -> Completion | None:
     text, tag_thoughts = split_thoughts("".join(content))
     return stream_completion(text, join_thoughts("".join(reasoning), tag_thoughts),
                              finish_reason, model=model, response_id=response_id,
-                             credits=credits, usage=usage,
-                             http_status=http_status, extra={})
+                             credits=credits, usage=usage, http_status=http_status, extra={})
 
 
 def _one_line_events(raw: bytes) -> list[bytes] | None:
